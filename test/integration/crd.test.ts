@@ -1,0 +1,238 @@
+import * as k8s from '@kubernetes/client-node';
+import { execFile } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import {
+  GROUP,
+  PLURAL,
+  VERSION,
+  applyCRDs,
+  createNamespace,
+  isApiError,
+  loadKubeConfig,
+  readYamlDocuments,
+  repoRoot,
+} from '../harness/kube.ts';
+
+const execFileAsync = promisify(execFile);
+const validDir = join(repoRoot, 'test', 'fixtures', 'valid');
+
+type Obj = Record<string, unknown>;
+
+function fixture(file: string): Obj {
+  const [doc] = readYamlDocuments(join(validDir, file));
+  if (!doc) throw new Error(`empty fixture ${file}`);
+  return doc;
+}
+
+/** A deep copy of a valid connection with one change applied at a dotted path (undefined deletes). */
+function mutated(base: Obj, path: string, value: unknown): Obj {
+  const copy = structuredClone(base);
+  const keys = path.split('.');
+  const last = keys.pop() ?? '';
+  let node = copy;
+  for (const key of keys) {
+    node[key] ??= {};
+    node = node[key] as Obj;
+  }
+  if (value === undefined) Reflect.deleteProperty(node, last);
+  else node[last] = value;
+  return copy;
+}
+
+const exact = fixture('refresh-token-exact-online.yaml');
+const clientCredentials = fixture('client-credentials-generic.yaml');
+const folio = fixture('password-folio.yaml');
+
+// Each invalid connection and the text the API server's answer must contain: the offending field.
+const invalid: { name: string; body: Obj; field: string }[] = [
+  { name: 'no clientID', body: mutated(exact, 'spec.clientID', undefined), field: 'spec.clientID' },
+  {
+    name: 'unknown preset',
+    body: mutated(exact, 'spec.provider.preset', 'okta'),
+    field: 'spec.provider.preset',
+  },
+  {
+    name: 'token URL that is not http(s)',
+    body: mutated(clientCredentials, 'spec.provider.tokenURL', 'file:///etc/passwd'),
+    field: 'spec.provider.tokenURL',
+  },
+  {
+    name: 'cross-namespace secret reference',
+    body: mutated(exact, 'spec.clientSecretRef.namespace', 'kube-system'),
+    field: 'spec.clientSecretRef.namespace',
+  },
+  {
+    name: 'client credentials without a client secret',
+    body: mutated(clientCredentials, 'spec.clientSecretRef', undefined),
+    field: 'spec.clientSecretRef',
+  },
+  {
+    name: 'refresh-token grant with neither seed nor login',
+    body: mutated(mutated(exact, 'spec.grant.seedSecretRef', undefined), 'spec.recovery', undefined),
+    field: 'spec.grant.seedSecretRef',
+  },
+  {
+    name: 'password grant without username',
+    body: mutated(folio, 'spec.grant.usernameRef', undefined),
+    field: 'spec.grant.usernameRef',
+  },
+  {
+    name: 'extra parameter that overrides grant_type',
+    body: mutated(clientCredentials, 'spec.extraParameters', { grant_type: 'password' }),
+    field: 'spec.extraParameters',
+  },
+  {
+    name: 'malformed duration',
+    body: mutated(exact, 'spec.refresh.before', 'ten minutes'),
+    field: 'spec.refresh.before',
+  },
+  {
+    name: 'generic provider with no endpoint',
+    body: mutated(clientCredentials, 'spec.provider.issuerURL', undefined),
+    field: 'spec.provider.issuerURL',
+  },
+  {
+    name: 'unknown Exact region',
+    body: mutated(exact, 'spec.provider.region', 'xx'),
+    field: 'spec.provider.region',
+  },
+  {
+    name: 'output Secret name that is not a DNS name',
+    body: mutated(exact, 'spec.output.secretName', 'Not_A_Name'),
+    field: 'spec.output.secretName',
+  },
+  {
+    name: 'unknown login flow',
+    body: mutated(exact, 'spec.recovery.login.flow', 'magic'),
+    field: 'spec.recovery.login.flow',
+  },
+  {
+    name: 'login attempts above the ceiling',
+    body: mutated(exact, 'spec.recovery.login.maxAttemptsPerHour', 1000),
+    field: 'spec.recovery.login.maxAttemptsPerHour',
+  },
+  {
+    name: 'folio with client credentials',
+    body: mutated(folio, 'spec.grant', { type: 'clientCredentials' }),
+    field: 'spec.grant.type',
+  },
+  {
+    name: 'keepAlive shorter than minInterval',
+    body: mutated(exact, 'spec.refresh.keepAlive', '60s'),
+    field: 'spec.refresh.keepAlive',
+  },
+  { name: 'no output', body: mutated(exact, 'spec.output', undefined), field: 'spec.output' },
+  {
+    name: 'seed with the client credentials grant',
+    body: mutated(clientCredentials, 'spec.grant.seedSecretRef', { name: 'seed' }),
+    field: 'spec.grant.seedSecretRef',
+  },
+];
+
+describe('the OAuthConnection CRD on the real API server', () => {
+  let admin: k8s.KubeConfig;
+  let custom: k8s.CustomObjectsApi;
+  let namespace: string;
+
+  beforeAll(async () => {
+    admin = loadKubeConfig(inject('kubeconfig'));
+    await applyCRDs(admin);
+    custom = admin.makeApiClient(k8s.CustomObjectsApi);
+    namespace = await createNamespace(admin, 'crd');
+  });
+
+  const create = (body: Obj) =>
+    custom.createNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace,
+      plural: PLURAL,
+      body,
+      // What kubectl does by default: unknown fields are errors, not silently pruned.
+      fieldValidation: 'Strict',
+    });
+
+  const validFiles = readdirSync(validDir).filter((f) => f.endsWith('.yaml'));
+  it.each(validFiles)('accepts %s', async (file) => {
+    const created = (await create(fixture(file))) as { spec: { grant?: { type?: string } } };
+    expect(['refreshToken', 'clientCredentials', 'password']).toContain(created.spec.grant?.type);
+  });
+
+  it('has a valid fixture for every grant type', () => {
+    const types = new Set(
+      validFiles.map((f) => (fixture(f).spec as { grant?: { type?: string } }).grant?.type ?? 'refreshToken'),
+    );
+    expect([...types].sort()).toEqual(['clientCredentials', 'password', 'refreshToken']);
+  });
+
+  it('applies defaults from the schema', async () => {
+    const body = mutated(fixture('refresh-token-keycloak-direct.yaml'), 'metadata.name', 'defaults');
+    const created = (await create(body)) as {
+      spec: {
+        grant: { type: string; seedSecretRef: { key: string } };
+        output: { keys: Obj };
+        revokeOnDelete: boolean;
+      };
+    };
+    expect(created.spec.grant.type).toBe('refreshToken');
+    expect(created.spec.grant.seedSecretRef.key).toBe('refresh_token');
+    expect(created.spec.output.keys).toEqual({
+      accessToken: 'access_token',
+      tokenType: 'token_type',
+      expiresAt: 'expires_at',
+    });
+    expect(created.spec.revokeOnDelete).toBe(false);
+  });
+
+  it.each(invalid)('rejects $name, naming $field', async ({ body, field }) => {
+    const named = mutated(body, 'metadata.name', `invalid-${Math.random().toString(36).slice(2, 8)}`);
+    const error = await create(named).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(isApiError(error), `the server accepted it`).toBe(true);
+    if (!isApiError(error)) return;
+    expect([400, 422]).toContain(error.code);
+    const status = JSON.parse(error.body) as { message: string };
+    expect(status.message).toContain(field);
+  });
+
+  it('teaches the API through kubectl explain', async () => {
+    const { stdout } = await execFileAsync(inject('controlPlaneBinary'), [
+      'kubectl',
+      '--kubeconfig',
+      inject('kubeconfig'),
+      'explain',
+      'oac.spec',
+    ]);
+    expect(stdout).toContain('KIND:       OAuthConnection');
+    expect(stdout).toContain('Desired state of the token chain.');
+    expect(stdout).toMatch(
+      /clientID\s+<string> -required-\n\s+OAuth2 client identifier registered with the provider\./,
+    );
+    const { stdout: nested } = await execFileAsync(inject('controlPlaneBinary'), [
+      'kubectl',
+      '--kubeconfig',
+      inject('kubeconfig'),
+      'explain',
+      'oac.spec.refresh.minInterval',
+    ]);
+    expect(nested).toContain('Exact Online - 570s');
+  });
+
+  it('prints the printer columns', async () => {
+    const { stdout } = await execFileAsync(inject('controlPlaneBinary'), [
+      'kubectl',
+      '--kubeconfig',
+      inject('kubeconfig'),
+      'get',
+      'oac',
+      '-n',
+      namespace,
+    ]);
+    expect(stdout.split('\n')[0]).toMatch(/^NAME\s+READY\s+PROVIDER\s+EXPIRES\s+LAST REFRESH\s+AGE/);
+  });
+});

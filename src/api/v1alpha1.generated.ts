@@ -67,6 +67,7 @@ export interface OAuthConnectionSpec {
   clientAuthMethod?: 'client_secret_basic' | 'client_secret_post' | 'none';
   /**
    * How access tokens are obtained. Defaults to the refreshToken grant.
+   * Default: {"type":"refreshToken"}.
    */
   grant?: {
     /**
@@ -250,6 +251,7 @@ export interface OAuthConnectionSpec {
     secretName: string;
     /**
      * Key names in the output Secret. An empty string leaves that item out.
+     * Default: {}.
      */
     keys?: {
       /**

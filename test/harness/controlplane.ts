@@ -45,8 +45,35 @@ function cacheRoot(): string {
   return join(base, 'oauth-token-operator', 'controlplane');
 }
 
+/** The Kubernetes release pinned in test/controlplane/go.mod. */
+export function kubernetesRelease(): string {
+  const goMod = readFileSync(join(controlPlaneSourceDir, 'go.mod'), 'utf8');
+  const match = /^\s*k8s\.io\/kubernetes (v\d+\.\d+\.\d+)\s*$/m.exec(goMod);
+  if (!match?.[1]) throw new Error('test/controlplane/go.mod does not pin k8s.io/kubernetes');
+  return match[1];
+}
+
+/** Stamps the release into the binaries as the Kubernetes build does, so /version tells the truth. */
+function versionLdflags(): string {
+  const release = kubernetesRelease();
+  const [major, minor] = release.slice(1).split('.');
+  const stamp = (pkg: string): string[] => [
+    `-X ${pkg}.gitVersion=${release}`,
+    `-X ${pkg}.gitMajor=${major ?? ''}`,
+    `-X ${pkg}.gitMinor=${minor ?? ''}`,
+    `-X ${pkg}.gitTreeState=clean`,
+  ];
+  return [
+    '-s',
+    '-w',
+    ...stamp('k8s.io/component-base/version'),
+    ...stamp('k8s.io/client-go/pkg/version'),
+  ].join(' ');
+}
+
 async function buildKey(): Promise<string> {
   const hash = createHash('sha256');
+  hash.update(versionLdflags());
   for (const file of ['go.mod', 'go.sum', 'main.go']) {
     hash.update(file).update(readFileSync(join(controlPlaneSourceDir, file)));
   }
@@ -91,7 +118,7 @@ export async function ensureControlPlaneBinary(): Promise<string> {
     mkdirSync(dir, { recursive: true });
     const partial = `${binary}.partial`;
     await new Promise<void>((resolvePromise, reject) => {
-      const child = spawn('go', ['build', '-trimpath', '-ldflags=-s -w', '-o', partial, '.'], {
+      const child = spawn('go', ['build', '-trimpath', `-ldflags=${versionLdflags()}`, '-o', partial, '.'], {
         cwd: controlPlaneSourceDir,
         stdio: ['ignore', 'inherit', 'inherit'],
         env: { ...process.env, GOFLAGS: '-mod=mod' },

@@ -26,9 +26,13 @@ export function readYamlDocuments(path: string): Record<string, unknown>[] {
 
 export function crdDocuments(): k8s.V1CustomResourceDefinition[] {
   const dir = join(repoRoot, 'crds');
-  return readdirSync(dir)
-    .filter((f) => f.endsWith('.yaml'))
-    .flatMap((f) => readYamlDocuments(join(dir, f))) as unknown as k8s.V1CustomResourceDefinition[];
+  return (
+    readdirSync(dir)
+      .filter((f) => f.endsWith('.yaml'))
+      // loadAllYaml turns wire names (enum, default, x-kubernetes-validations) into client-node's model
+      // names; a plain object would lose them when the typed API serializes it.
+      .flatMap((f) => k8s.loadAllYaml(readFileSync(join(dir, f), 'utf8')) as k8s.V1CustomResourceDefinition[])
+  );
 }
 
 export function isApiError(err: unknown, code?: number): err is k8s.ApiException<string> {

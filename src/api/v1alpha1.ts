@@ -16,7 +16,8 @@ export interface ObjectMeta {
   uid?: string;
   generation?: number;
   resourceVersion?: string;
-  deletionTimestamp?: string;
+  /** Typed as client-node types it; only its presence is used (custom objects arrive as JSON). */
+  deletionTimestamp?: Date;
   finalizers?: string[];
   labels?: Record<string, string>;
   annotations?: Record<string, string>;

@@ -1,0 +1,190 @@
+// Operator flags. Each has an environment variable (OTO_ + the flag in upper snake case) so the
+// Helm chart and the demo can set them either way; a flag wins over its variable.
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { parseDuration } from './kube/duration.ts';
+
+export interface OperatorConfig {
+  namespace: string;
+  watchNamespace?: string;
+  leaseName: string;
+  identity: string;
+  leaseDurationMs: number;
+  renewDeadlineMs: number;
+  retryPeriodMs: number;
+  metricsAddress: string;
+  logLevel: string;
+  allowInsecureHttp: boolean;
+  allowPrivateNetworks: boolean;
+  allowedHosts: string[];
+  workers: number;
+  maxConcurrentPerHost: number;
+  secretPropagationMs: number;
+  requestTimeoutMs: number;
+  maxResponseBytes: number;
+  kubeconfig?: string;
+  testFaults: string[];
+}
+
+interface FlagSpec {
+  type: 'string' | 'boolean';
+  default?: string;
+  help: string;
+}
+
+export const FLAGS: Record<string, FlagSpec> = {
+  namespace: {
+    type: 'string',
+    help: 'Namespace of the operator: state Secrets and the leader Lease live here. Defaults to POD_NAMESPACE, else oauth-token-operator.',
+  },
+  'watch-namespace': {
+    type: 'string',
+    help: 'Reconcile connections in this namespace only (default: all namespaces).',
+  },
+  'lease-name': {
+    type: 'string',
+    default: 'oauth-token-operator',
+    help: 'Name of the leader-election Lease.',
+  },
+  identity: { type: 'string', help: 'Leader-election identity. Defaults to POD_NAME, else hostname_pid.' },
+  'lease-duration': {
+    type: 'string',
+    default: '15s',
+    help: 'How long followers wait before taking over a silent leader.',
+  },
+  'renew-deadline': {
+    type: 'string',
+    default: '10s',
+    help: 'How long the leader retries renewing before it gives up.',
+  },
+  'retry-period': { type: 'string', default: '2s', help: 'Interval between leader-election attempts.' },
+  'metrics-address': {
+    type: 'string',
+    default: ':8080',
+    help: 'Listen address for /metrics, /healthz and /readyz.',
+  },
+  'log-level': { type: 'string', default: 'info', help: 'trace, debug, info, warn or error.' },
+  'allow-insecure-http': {
+    type: 'boolean',
+    help: 'Allow http:// and loopback token endpoints. For development and tests only.',
+  },
+  'allow-private-networks': {
+    type: 'boolean',
+    help: 'Allow token endpoints on private addresses and cluster-internal names (on-premises providers).',
+  },
+  'allowed-hosts': {
+    type: 'string',
+    default: '',
+    help: 'Comma-separated token/login hosts the operator may call (exact names or *.suffix). Empty: any public host.',
+  },
+  workers: { type: 'string', default: '4', help: 'Concurrent reconciles.' },
+  'max-concurrent-per-host': {
+    type: 'string',
+    default: '4',
+    help: 'Concurrent token requests per token-endpoint host.',
+  },
+  'secret-propagation': {
+    type: 'string',
+    default: '90s',
+    help: 'How long a changed Secret takes to reach mounted volumes; the default refresh margin covers it.',
+  },
+  'request-timeout': { type: 'string', default: '30s', help: 'Total time cap of one token request.' },
+  'max-response-bytes': { type: 'string', default: '1048576', help: 'Size cap of a token response body.' },
+  kubeconfig: { type: 'string', help: 'Kubeconfig file (default: KUBECONFIG, else in-cluster).' },
+  help: { type: 'boolean', help: 'Print this help.' },
+};
+
+export function helpText(): string {
+  const lines = [
+    'Usage: oauth-token-operator [flags]',
+    '',
+    'Flags (each also settable as OTO_<FLAG> in the environment):',
+  ];
+  for (const [name, spec] of Object.entries(FLAGS)) {
+    const env = `OTO_${name.toUpperCase().replaceAll('-', '_')}`;
+    const def = spec.default !== undefined && spec.default !== '' ? ` (default ${spec.default})` : '';
+    lines.push(`  --${name}${spec.type === 'string' ? ' VALUE' : ''}`, `      ${spec.help}${def} [${env}]`);
+  }
+  return lines.join('\n');
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorConfig | 'help' {
+  const options = Object.fromEntries(
+    Object.entries(FLAGS).map(([name, spec]) => [name, { type: spec.type }]),
+  ) as Record<string, { type: 'string' | 'boolean' }>;
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args: argv, options, allowPositionals: false, strict: true }).values;
+  } catch (err) {
+    throw new ConfigError(err instanceof Error ? err.message : String(err));
+  }
+  if (values.help) return 'help';
+  const get = (name: string): string | undefined => {
+    const flag = values[name];
+    if (typeof flag === 'string') return flag;
+    return env[`OTO_${name.toUpperCase().replaceAll('-', '_')}`] ?? FLAGS[name]?.default;
+  };
+  const bool = (name: string): boolean => {
+    if (values[name] === true) return true;
+    const fromEnv = env[`OTO_${name.toUpperCase().replaceAll('-', '_')}`];
+    return fromEnv === 'true' || fromEnv === '1';
+  };
+  const duration = (name: string): number => {
+    try {
+      return parseDuration(get(name) ?? '');
+    } catch (err) {
+      throw new ConfigError(`--${name}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
+  const positiveInt = (name: string): number => {
+    const value = Number(get(name));
+    if (!Number.isInteger(value) || value < 1)
+      throw new ConfigError(`--${name}: expected a positive whole number`);
+    return value;
+  };
+  const leaseDurationMs = duration('lease-duration');
+  const renewDeadlineMs = duration('renew-deadline');
+  const retryPeriodMs = duration('retry-period');
+  if (!(leaseDurationMs > renewDeadlineMs && renewDeadlineMs > retryPeriodMs * 1.2)) {
+    throw new ConfigError(
+      '--lease-duration must exceed --renew-deadline, which must exceed 1.2 × --retry-period',
+    );
+  }
+  const watchNamespace = get('watch-namespace');
+  const kubeconfig = get('kubeconfig') ?? env.KUBECONFIG;
+  return {
+    namespace: get('namespace') ?? env.POD_NAMESPACE ?? 'oauth-token-operator',
+    ...(watchNamespace ? { watchNamespace } : {}),
+    leaseName: get('lease-name') ?? 'oauth-token-operator',
+    identity: get('identity') ?? env.POD_NAME ?? `${hostname()}_${process.pid}`,
+    leaseDurationMs,
+    renewDeadlineMs,
+    retryPeriodMs,
+    metricsAddress: get('metrics-address') ?? ':8080',
+    logLevel: get('log-level') ?? 'info',
+    allowInsecureHttp: bool('allow-insecure-http'),
+    allowPrivateNetworks: bool('allow-private-networks'),
+    allowedHosts: (get('allowed-hosts') ?? '')
+      .split(',')
+      .map((h) => h.trim().toLowerCase())
+      .filter(Boolean),
+    workers: positiveInt('workers'),
+    maxConcurrentPerHost: positiveInt('max-concurrent-per-host'),
+    secretPropagationMs: duration('secret-propagation'),
+    requestTimeoutMs: duration('request-timeout'),
+    maxResponseBytes: positiveInt('max-response-bytes'),
+    ...(kubeconfig ? { kubeconfig } : {}),
+    // Test-only fault hooks; nothing in the chart sets this.
+    testFaults: (env.OTO_TEST_FAULTS ?? '')
+      .split(',')
+      .map((f) => f.trim())
+      .filter(Boolean),
+  };
+}

@@ -1,0 +1,178 @@
+// Everything a reconcile needs from the user's side, resolved and checked before any outbound
+// request: Secret references (read by GET, only in the connection's own namespace), the preset, the
+// timing. A problem here is a configuration failure whose message names the offending field.
+import * as k8s from '@kubernetes/client-node';
+import type { OAuthConnection, SecretKeyRef } from '../api/v1alpha1.ts';
+import { parseDuration } from '../kube/duration.ts';
+import { presetDefaults, type PresetDefaults } from '../providers/presets.ts';
+import { isTokenError } from '../oauth/errors.ts';
+import type { RefreshTiming } from './schedule.ts';
+
+export class ConfigurationError extends Error {
+  readonly code = 'configuration';
+  readonly reason: string;
+
+  constructor(reason: string, message: string) {
+    super(message);
+    this.reason = reason;
+    this.name = 'ConfigurationError';
+  }
+}
+
+export interface ResolvedInputs {
+  preset: PresetDefaults;
+  clientSecret?: string;
+  /** The seed refresh token, when the grant has one and the Secret exists. */
+  seed?: string;
+  username?: string;
+  password?: string;
+  timing: RefreshTiming;
+  assumedLifetimeMs: number;
+  graceWindowMs: number;
+}
+
+const DEFAULT_ASSUMED_LIFETIME_MS = 3_600_000;
+
+function durationField(value: string | undefined, field: string): number | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return parseDuration(value);
+  } catch {
+    throw new ConfigurationError(
+      'InvalidDuration',
+      `${field}: ${JSON.stringify(value)} is not a duration such as 90s or 1h`,
+    );
+  }
+}
+
+/** Reads one key of a Secret in the connection's namespace. */
+export async function readSecretKey(
+  core: k8s.CoreV1Api,
+  namespace: string,
+  ref: SecretKeyRef & { namespace?: unknown },
+  field: string,
+  defaultKey: string,
+): Promise<string> {
+  if (ref.namespace !== undefined && ref.namespace !== namespace) {
+    throw new ConfigurationError(
+      'CrossNamespaceReference',
+      `${field}: Secret references cannot leave the connection's namespace ${namespace}`,
+    );
+  }
+  const key = ref.key ?? defaultKey;
+  let secret: k8s.V1Secret;
+  try {
+    secret = await core.readNamespacedSecret({ name: ref.name, namespace });
+  } catch (err) {
+    if (err instanceof k8s.ApiException && err.code === 404) {
+      throw new ConfigurationError('SecretNotFound', `${field}: Secret ${namespace}/${ref.name} not found`);
+    }
+    if (err instanceof k8s.ApiException && err.code === 403) {
+      throw new ConfigurationError(
+        'SecretForbidden',
+        `${field}: the operator may not read Secret ${namespace}/${ref.name}`,
+      );
+    }
+    throw err;
+  }
+  const raw = secret.data?.[key];
+  if (raw === undefined) {
+    throw new ConfigurationError(
+      'SecretKeyMissing',
+      `${field}: Secret ${namespace}/${ref.name} has no key ${key}`,
+    );
+  }
+  const value = Buffer.from(raw, 'base64').toString('utf8').trim();
+  if (value === '') {
+    throw new ConfigurationError(
+      'SecretKeyEmpty',
+      `${field}: key ${key} of Secret ${namespace}/${ref.name} is empty`,
+    );
+  }
+  return value;
+}
+
+export async function resolveInputs(
+  core: k8s.CoreV1Api,
+  connection: OAuthConnection,
+  propagationMs: number,
+): Promise<ResolvedInputs> {
+  const { spec } = connection;
+  const { namespace } = connection.metadata;
+  let preset: PresetDefaults;
+  try {
+    preset = presetDefaults(spec.provider.preset ?? 'generic', spec.provider.region);
+  } catch (err) {
+    if (isTokenError(err)) throw new ConfigurationError(err.reason, `spec.provider.region: ${err.message}`);
+    throw err;
+  }
+  if (preset.protocol !== 'oauth2') {
+    throw new ConfigurationError(
+      'ProtocolNotSupported',
+      `spec.provider.preset: ${preset.preset} speaks its own login protocol, which this operator version does not implement yet`,
+    );
+  }
+  const grantType = spec.grant?.type ?? 'refreshToken';
+  const authMethod = spec.clientAuthMethod ?? preset.clientAuthMethod;
+
+  const inputs: ResolvedInputs = {
+    preset,
+    timing: {
+      minIntervalMs:
+        durationField(spec.refresh?.minInterval, 'spec.refresh.minInterval') ?? preset.minIntervalMs,
+      propagationMs,
+    },
+    assumedLifetimeMs:
+      durationField(spec.refresh?.assumedLifetime, 'spec.refresh.assumedLifetime') ??
+      DEFAULT_ASSUMED_LIFETIME_MS,
+    graceWindowMs:
+      durationField(spec.refresh?.graceWindow, 'spec.refresh.graceWindow') ?? preset.graceWindowMs,
+  };
+  const before = durationField(spec.refresh?.before, 'spec.refresh.before');
+  if (before !== undefined) inputs.timing.beforeMs = before;
+  const keepAlive = durationField(spec.refresh?.keepAlive, 'spec.refresh.keepAlive') ?? preset.keepAliveMs;
+  if (keepAlive !== undefined) inputs.timing.keepAliveMs = keepAlive;
+
+  if (authMethod !== 'none') {
+    if (!spec.clientSecretRef) {
+      throw new ConfigurationError(
+        'ClientSecretMissing',
+        `spec.clientSecretRef: required for client authentication ${authMethod}`,
+      );
+    }
+    inputs.clientSecret = await readSecretKey(
+      core,
+      namespace,
+      spec.clientSecretRef,
+      'spec.clientSecretRef',
+      'client_secret',
+    );
+  }
+  if (grantType === 'refreshToken' && spec.grant?.seedSecretRef) {
+    try {
+      inputs.seed = await readSecretKey(
+        core,
+        namespace,
+        spec.grant.seedSecretRef,
+        'spec.grant.seedSecretRef',
+        'refresh_token',
+      );
+    } catch (err) {
+      // Without a login to fall back on, a missing seed is a configuration error; with one, the
+      // chain is bootstrapped by logging in instead.
+      if (!(err instanceof ConfigurationError) || !spec.recovery?.login) throw err;
+    }
+  }
+  if (grantType === 'password') {
+    const { usernameRef, passwordRef } = spec.grant ?? {};
+    if (!usernameRef || !passwordRef) {
+      throw new ConfigurationError(
+        'CredentialsMissing',
+        'spec.grant.usernameRef: the password grant needs usernameRef and passwordRef',
+      );
+    }
+    inputs.username = await readSecretKey(core, namespace, usernameRef, 'spec.grant.usernameRef', 'username');
+    inputs.password = await readSecretKey(core, namespace, passwordRef, 'spec.grant.passwordRef', 'password');
+  }
+  return inputs;
+}

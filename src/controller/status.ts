@@ -1,0 +1,228 @@
+// Status decisions as pure functions: (what happened, previous status) → next status, reason,
+// message and when to look again. The reconciler reads the cluster and calls these; it never
+// decides by itself what a failure means.
+import type { OAuthConnectionStatus } from '../api/v1alpha1.ts';
+import { setCondition } from '../kube/conditions.ts';
+import { backoffDelay, delayUntil } from './schedule.ts';
+
+export const CONDITION_READY = 'Ready';
+export const CONDITION_REFRESHING = 'Refreshing';
+export const CONDITION_DEGRADED = 'Degraded';
+export const CONDITION_CHAIN_BROKEN = 'ChainBroken';
+
+/** How often a connection that needs a person is looked at again (a re-seed, a fixed Secret). */
+export const TERMINAL_RECHECK_MS = 5 * 60_000;
+
+export type FailureKind =
+  'transient' | 'too_early' | 'relocate' | 'chain_broken' | 'configuration' | 'in_doubt' | 'conflict';
+
+export interface Failure {
+  kind: FailureKind;
+  /** CamelCase reason for conditions and Events. */
+  reason: string;
+  /** Safe public message: never a token, secret or upstream body. */
+  message: string;
+  retryAfterMs?: number;
+  /** The earliest time the provider accepts another request (too early). */
+  notBeforeMs?: number;
+}
+
+export interface Decision {
+  status: OAuthConnectionStatus;
+  requeueAfterMs: number;
+  /** An Event to record, when the outcome is worth a person's attention. */
+  event?: { type: 'Normal' | 'Warning'; reason: string; message: string };
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+function conditionsFor(
+  status: OAuthConnectionStatus,
+  generation: number | undefined,
+  nowMs: number,
+  entries: { type: string; status: 'True' | 'False' | 'Unknown'; reason: string; message: string }[],
+): OAuthConnectionStatus['conditions'] {
+  let conditions = status.conditions;
+  for (const entry of entries) conditions = setCondition(conditions, entry, generation, iso(nowMs));
+  return conditions;
+}
+
+export interface SuccessInput {
+  previous: OAuthConnectionStatus;
+  generation: number | undefined;
+  nowMs: number;
+  accessTokenExpiresAtMs: number;
+  refreshTokenExpiresAtMs?: number;
+  nextRefreshAtMs: number;
+  /** A token request was made in this reconcile (not just a check that nothing is due). */
+  refreshed: boolean;
+  rotations: number;
+  chainGeneration: number;
+  tokenEndpoint?: string;
+}
+
+export function onSuccess(input: SuccessInput): Decision {
+  const { previous, nowMs } = input;
+  const status: OAuthConnectionStatus = {
+    ...previous,
+    observedGeneration: input.generation,
+    accessTokenExpiresAt: iso(input.accessTokenExpiresAtMs),
+    nextRefreshTime: iso(input.nextRefreshAtMs),
+    rotations: input.rotations,
+    chainGeneration: input.chainGeneration,
+    failedAttempts: 0,
+  };
+  if (input.refreshTokenExpiresAtMs !== undefined)
+    status.refreshTokenExpiresAt = iso(input.refreshTokenExpiresAtMs);
+  if (input.refreshed) status.lastRefreshTime = iso(nowMs);
+  if (input.tokenEndpoint !== undefined) status.tokenEndpoint = input.tokenEndpoint;
+  status.conditions = conditionsFor(status, input.generation, nowMs, [
+    {
+      type: CONDITION_READY,
+      status: 'True',
+      reason: 'TokenValid',
+      message: `access token valid until ${iso(input.accessTokenExpiresAtMs)}`,
+    },
+    {
+      type: CONDITION_REFRESHING,
+      status: 'False',
+      reason: 'Idle',
+      message: `next refresh at ${iso(input.nextRefreshAtMs)}`,
+    },
+    {
+      type: CONDITION_DEGRADED,
+      status: 'False',
+      reason: 'AsExpected',
+      message: 'the last token request succeeded',
+    },
+    {
+      type: CONDITION_CHAIN_BROKEN,
+      status: 'False',
+      reason: 'ChainIntact',
+      message: 'the refresh-token chain is intact',
+    },
+  ]);
+  const wasReady = previous.conditions?.find((c) => c.type === CONDITION_READY)?.status === 'True';
+  return {
+    status,
+    requeueAfterMs: delayUntil(input.nextRefreshAtMs, nowMs),
+    ...(!wasReady
+      ? {
+          event: {
+            type: 'Normal' as const,
+            reason: 'TokenReady',
+            message: 'the output Secret holds a valid access token',
+          },
+        }
+      : {}),
+  };
+}
+
+export interface FailureInput {
+  previous: OAuthConnectionStatus;
+  generation: number | undefined;
+  nowMs: number;
+  failure: Failure;
+  /** Expiry of the access token the output Secret still holds, if any. */
+  accessTokenExpiresAtMs?: number;
+  /** The provider's floor: when a too-early refresh may be tried again. */
+  minIntervalRetryAtMs?: number;
+}
+
+export function onFailure(input: FailureInput): Decision {
+  const { previous, nowMs, failure } = input;
+  // A conflict is another writer's doing, not a failure of the chain: it is not counted.
+  const failedAttempts =
+    failure.kind === 'conflict' ? (previous.failedAttempts ?? 0) : (previous.failedAttempts ?? 0) + 1;
+  const tokenValid = input.accessTokenExpiresAtMs !== undefined && input.accessTokenExpiresAtMs > nowMs;
+  const status: OAuthConnectionStatus = {
+    ...previous,
+    observedGeneration: input.generation,
+    failedAttempts,
+    ...(failure.kind === 'conflict' ? {} : { lastFailureTime: iso(nowMs) }),
+  };
+
+  let requeueAfterMs: number;
+  switch (failure.kind) {
+    case 'transient':
+      requeueAfterMs = backoffDelay('transient', failedAttempts, failure.retryAfterMs);
+      break;
+    case 'in_doubt':
+    case 'conflict':
+      requeueAfterMs = backoffDelay('in_doubt', failedAttempts, failure.retryAfterMs);
+      break;
+    case 'too_early':
+      requeueAfterMs = delayUntil(failure.notBeforeMs ?? input.minIntervalRetryAtMs ?? nowMs + 60_000, nowMs);
+      break;
+    case 'relocate':
+      requeueAfterMs = backoffDelay('in_doubt', 1);
+      break;
+    case 'configuration':
+      requeueAfterMs = backoffDelay('configuration', failedAttempts, failure.retryAfterMs);
+      break;
+    case 'chain_broken':
+      requeueAfterMs = TERMINAL_RECHECK_MS;
+      break;
+  }
+  status.nextRefreshTime = iso(nowMs + requeueAfterMs);
+
+  const chainBroken = failure.kind === 'chain_broken';
+  const ready = tokenValid && !chainBroken && failure.kind !== 'configuration';
+  status.conditions = conditionsFor(status, input.generation, nowMs, [
+    ready
+      ? {
+          type: CONDITION_READY,
+          status: 'True',
+          reason: 'TokenValid',
+          message: `access token valid until ${iso(input.accessTokenExpiresAtMs ?? nowMs)}; the last refresh failed: ${failure.message}`,
+        }
+      : { type: CONDITION_READY, status: 'False', reason: failure.reason, message: failure.message },
+    {
+      type: CONDITION_REFRESHING,
+      status: chainBroken || failure.kind === 'configuration' ? 'False' : 'True',
+      reason: chainBroken || failure.kind === 'configuration' ? 'Stopped' : 'Retrying',
+      message: `next attempt at ${iso(nowMs + requeueAfterMs)}`,
+    },
+    { type: CONDITION_DEGRADED, status: 'True', reason: failure.reason, message: failure.message },
+    ...(chainBroken
+      ? [
+          {
+            type: CONDITION_CHAIN_BROKEN,
+            status: 'True' as const,
+            reason: failure.reason,
+            message: failure.message,
+          },
+        ]
+      : []),
+  ]);
+
+  const previousReason = previous.conditions?.find((c) => c.type === CONDITION_DEGRADED)?.reason;
+  const newTrouble =
+    previousReason !== failure.reason ||
+    previous.failedAttempts === 0 ||
+    previous.failedAttempts === undefined;
+  return {
+    status,
+    requeueAfterMs,
+    ...(newTrouble && failure.kind !== 'conflict'
+      ? { event: { type: 'Warning' as const, reason: failure.reason, message: failure.message } }
+      : {}),
+  };
+}
+
+/** Status equality that ignores key order: status is written only when it changed. */
+export function sameStatus(a: OAuthConnectionStatus | undefined, b: OAuthConnectionStatus): boolean {
+  return canonical(a ?? {}) === canonical(b);
+}
+
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(
+          Object.entries(v as Record<string, unknown>)
+            .filter(([, x]) => x !== undefined)
+            .sort(([x], [y]) => x.localeCompare(y)),
+        )
+      : v,
+  );
+}

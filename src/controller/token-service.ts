@@ -1,0 +1,89 @@
+// The controller's view of the OAuth layer: one object that carries the operator-wide endpoint
+// policy, time and size caps, and the metrics hook, so the reconciler only says what it wants.
+import type { OAuthConnection } from '../api/v1alpha1.ts';
+import type { Clock } from '../kube/clock.ts';
+import type { EndpointPolicy } from '../oauth/endpoint-policy.ts';
+import {
+  requestTokens,
+  resolveEndpoints,
+  revokeToken,
+  type HttpOptions,
+  type ResolvedEndpoints,
+  type TokenGrant,
+  type TokenSet,
+} from '../oauth/token-client.ts';
+import type { PresetDefaults } from '../providers/presets.ts';
+import type { ResolvedInputs } from './inputs.ts';
+
+export type { ResolvedEndpoints, TokenSet };
+
+export interface TokenServiceOptions {
+  policy: EndpointPolicy;
+  clock: Clock;
+  http?: HttpOptions;
+}
+
+export class TokenService {
+  private readonly options: TokenServiceOptions;
+
+  constructor(options: TokenServiceOptions) {
+    this.options = options;
+  }
+
+  resolveEndpoints(
+    connection: OAuthConnection,
+    preset: PresetDefaults,
+    geolocation?: string,
+  ): Promise<ResolvedEndpoints> {
+    return resolveEndpoints(connection.spec.provider, preset, this.options.policy, {
+      ...this.options.http,
+      nowMs: this.options.clock.now(),
+      ...(geolocation !== undefined ? { geolocation } : {}),
+    });
+  }
+
+  request(params: {
+    connection: OAuthConnection;
+    inputs: ResolvedInputs;
+    endpoints: ResolvedEndpoints;
+    grant: TokenGrant;
+  }): Promise<TokenSet> {
+    const { spec } = params.connection;
+    return requestTokens({
+      ...this.options.http,
+      endpoints: params.endpoints,
+      clientID: spec.clientID,
+      ...(params.inputs.clientSecret !== undefined ? { clientSecret: params.inputs.clientSecret } : {}),
+      authMethod: spec.clientAuthMethod ?? params.inputs.preset.clientAuthMethod,
+      grant: params.grant,
+      ...(spec.scopes ? { scopes: spec.scopes } : {}),
+      ...(spec.extraParameters ? { extraParameters: spec.extraParameters } : {}),
+      preset: params.inputs.preset.preset,
+      policy: this.options.policy,
+      nowMs: this.options.clock.now(),
+    });
+  }
+
+  async revoke(params: {
+    connection: OAuthConnection;
+    inputs: ResolvedInputs;
+    endpoints: ResolvedEndpoints;
+    refreshToken: string;
+  }): Promise<boolean> {
+    const { spec } = params.connection;
+    const result = await revokeToken({
+      ...this.options.http,
+      endpoints: params.endpoints,
+      clientID: spec.clientID,
+      ...(params.inputs.clientSecret !== undefined ? { clientSecret: params.inputs.clientSecret } : {}),
+      authMethod: spec.clientAuthMethod ?? params.inputs.preset.clientAuthMethod,
+      token: params.refreshToken,
+      tokenTypeHint: 'refresh_token',
+      preset: params.inputs.preset.preset,
+      policy: this.options.policy,
+      nowMs: this.options.clock.now(),
+    });
+    if (result.error) throw result.error;
+    return result.revoked;
+  }
+}

@@ -1,0 +1,221 @@
+// Wiring only: flags → clients → controller, leader election, metrics and health endpoints.
+import * as k8s from '@kubernetes/client-node';
+import { createServer, type Server } from 'node:http';
+import { ConfigError, helpText, parseConfig, type OperatorConfig } from './config.ts';
+import { Controller } from './controller/controller.ts';
+import { HostLimiter } from './controller/host-limiter.ts';
+import { OutputSecretWriter } from './controller/output-secret.ts';
+import { Reconciler } from './controller/reconciler.ts';
+import { StateStore } from './controller/state-store.ts';
+import { TokenService } from './controller/token-service.ts';
+import { systemClock } from './kube/clock.ts';
+import { LeaderElector, LeaseLock } from './kube/leader-election.ts';
+import { KubeEventRecorder } from './observability/events.ts';
+import { createLogger, errorFields, type Logger } from './observability/log.ts';
+import { OperatorMetrics } from './observability/metrics.ts';
+
+function loadKubeConfig(config: OperatorConfig): k8s.KubeConfig {
+  const kc = new k8s.KubeConfig();
+  if (config.kubeconfig) kc.loadFromFile(config.kubeconfig);
+  else kc.loadFromCluster();
+  return kc;
+}
+
+function serveHealth(
+  config: OperatorConfig,
+  metrics: OperatorMetrics,
+  ready: () => boolean,
+  log: Logger,
+): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/metrics') {
+      metrics.registry
+        .metrics()
+        .then((body) => {
+          res.writeHead(200, { 'content-type': metrics.registry.contentType });
+          res.end(body);
+        })
+        .catch(() => {
+          res.writeHead(500);
+          res.end();
+        });
+      return;
+    }
+    if (path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('ok');
+      return;
+    }
+    if (path === '/readyz') {
+      const ok = ready();
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' });
+      res.end(ok ? 'ok' : 'informers not synced');
+      return;
+    }
+    res.writeHead(404);
+    res.end();
+  });
+  const [host, portText] = splitAddress(config.metricsAddress);
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(Number(portText), host, () => {
+      const address = server.address();
+      log.info(
+        { address: typeof address === 'object' && address ? `${address.address}:${address.port}` : address },
+        'serving metrics and health',
+      );
+      resolve(server);
+    });
+  });
+}
+
+function splitAddress(address: string): [string | undefined, string] {
+  const index = address.lastIndexOf(':');
+  const host = address.slice(0, index);
+  return [host === '' ? undefined : host, address.slice(index + 1)];
+}
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  let config: OperatorConfig;
+  try {
+    const parsed = parseConfig(argv, env);
+    if (parsed === 'help') {
+      process.stdout.write(`${helpText()}\n`);
+      return 0;
+    }
+    config = parsed;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`oauth-token-operator: ${err.message}\n\n${helpText()}\n`);
+      return 2;
+    }
+    throw err;
+  }
+
+  const log = createLogger(config.logLevel);
+  const clock = systemClock;
+  const kc = loadKubeConfig(config);
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const metrics = new OperatorMetrics();
+  const controller = new Controller({
+    kubeConfig: kc,
+    clock,
+    log,
+    metrics,
+    operatorNamespace: config.namespace,
+    ...(config.watchNamespace ? { watchNamespace: config.watchNamespace } : {}),
+    workers: config.workers,
+  });
+  const tokens = new TokenService({
+    clock,
+    policy: {
+      allowInsecureHttp: config.allowInsecureHttp,
+      allowPrivateNetworks: config.allowPrivateNetworks,
+      allowedHosts: config.allowedHosts,
+    },
+    http: {
+      timeoutMs: config.requestTimeoutMs,
+      maxResponseBytes: config.maxResponseBytes,
+      onRequest: (host, status) => {
+        metrics.tokenEndpointRequests.inc({ host, status: String(status) });
+      },
+    },
+  });
+  const reconciler = new Reconciler(
+    {
+      core,
+      custom,
+      state: new StateStore(core, config.namespace),
+      output: new OutputSecretWriter(core),
+      tokens,
+      hostLimiter: new HostLimiter(config.maxConcurrentPerHost),
+      events: new KubeEventRecorder(core, 'oauth-token-operator', clock, log),
+      metrics,
+      log,
+      clock,
+      getConnection: (namespace, name) => controller.getConnection(namespace, name),
+    },
+    {
+      identity: config.identity,
+      propagationMs: config.secretPropagationMs,
+      random: Math.random,
+      faults: { crashAfterTokenResponse: config.testFaults.includes('crash-after-token-response') },
+    },
+  );
+  if (config.testFaults.length > 0) log.warn({ faults: config.testFaults }, 'TEST FAULT HOOKS ARE ENABLED');
+
+  const health = await serveHealth(config, metrics, () => controller.hasSynced(), log);
+  await controller.start();
+  log.info(
+    { identity: config.identity, namespace: config.namespace },
+    'informers synced; campaigning for leadership',
+  );
+
+  const shutdown = new AbortController();
+  let lostLeadership = false;
+  let leading = false;
+  const elector = new LeaderElector({
+    lock: new LeaseLock(kc, config.namespace, config.leaseName),
+    identity: config.identity,
+    leaseDurationMs: config.leaseDurationMs,
+    renewDeadlineMs: config.renewDeadlineMs,
+    retryPeriodMs: config.retryPeriodMs,
+    clock,
+    releaseOnCancel: true,
+    log,
+    onStartedLeading: async (signal) => {
+      leading = true;
+      metrics.leaderStatus.set({ name: config.leaseName }, 1);
+      log.info({ identity: config.identity }, 'became leader; starting workers');
+      await controller.runWorkers(reconciler, signal);
+    },
+    onStoppedLeading: () => {
+      metrics.leaderStatus.set({ name: config.leaseName }, 0);
+      if (leading && !shutdown.signal.aborted) {
+        lostLeadership = true;
+        log.error({ identity: config.identity }, 'lost leadership; stopping');
+      }
+      leading = false;
+    },
+    onNewLeader: (identity) => {
+      log.info({ leader: identity }, 'leader observed');
+    },
+  });
+  metrics.leaderStatus.set({ name: config.leaseName }, 0);
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      log.info({ signal }, 'shutting down');
+      shutdown.abort();
+    });
+  }
+  try {
+    await elector.run(shutdown.signal);
+  } catch (err) {
+    log.error(errorFields(err), 'leader election failed');
+    lostLeadership = true;
+  }
+  await controller.stop();
+  await new Promise<void>((resolve) =>
+    health.close(() => {
+      resolve();
+    }),
+  );
+  log.info('stopped');
+  // A replica that lost leadership exits non-zero so that it restarts clean and campaigns again.
+  return lostLeadership ? 1 : 0;
+}
+
+if (import.meta.main) {
+  main(process.argv.slice(2), process.env).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(
+        `oauth-token-operator: fatal: ${err instanceof Error ? err.message : String(err)}\n`,
+      );
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,136 @@
+// Small builders for the resources integration tests create.
+import * as k8s from '@kubernetes/client-node';
+import { GROUP, PLURAL, VERSION } from './kube.ts';
+
+export interface ConnectionOverrides {
+  provider?: Record<string, unknown>;
+  grant?: Record<string, unknown>;
+  refresh?: Record<string, unknown>;
+  output?: Record<string, unknown>;
+  spec?: Record<string, unknown>;
+}
+
+/** A refresh-token connection against a generic OIDC issuer, with the usual Secret names. */
+export function connection(
+  namespace: string,
+  name: string,
+  issuer: string,
+  overrides: ConnectionOverrides = {},
+) {
+  return {
+    apiVersion: `${GROUP}/${VERSION}`,
+    kind: 'OAuthConnection',
+    metadata: { name, namespace },
+    spec: {
+      provider: { issuerURL: issuer, ...overrides.provider },
+      clientID: 'operator',
+      clientSecretRef: { name: 'client' },
+      grant: { type: 'refreshToken', seedSecretRef: { name: `${name}-seed` }, ...overrides.grant },
+      ...(overrides.refresh ? { refresh: overrides.refresh } : {}),
+      output: { secretName: `${name}-token`, ...overrides.output },
+      ...overrides.spec,
+    },
+  };
+}
+
+export async function createConnection(
+  kc: k8s.KubeConfig,
+  body: ReturnType<typeof connection>,
+): Promise<void> {
+  await kc.makeApiClient(k8s.CustomObjectsApi).createNamespacedCustomObject({
+    group: GROUP,
+    version: VERSION,
+    namespace: body.metadata.namespace,
+    plural: PLURAL,
+    body,
+  });
+}
+
+export interface ConnectionStatus {
+  conditions?: {
+    type: string;
+    status: string;
+    reason: string;
+    message: string;
+    lastTransitionTime: string;
+  }[];
+  rotations?: number;
+  chainGeneration?: number;
+  failedAttempts?: number;
+  accessTokenExpiresAt?: string;
+  nextRefreshTime?: string;
+  lastRefreshTime?: string;
+}
+
+export async function getConnectionStatus(
+  kc: k8s.KubeConfig,
+  namespace: string,
+  name: string,
+): Promise<ConnectionStatus> {
+  const object = (await kc.makeApiClient(k8s.CustomObjectsApi).getNamespacedCustomObject({
+    group: GROUP,
+    version: VERSION,
+    namespace,
+    plural: PLURAL,
+    name,
+  })) as { status?: ConnectionStatus };
+  return object.status ?? {};
+}
+
+export function condition(status: ConnectionStatus, type: string) {
+  return status.conditions?.find((c) => c.type === type);
+}
+
+export async function createSecret(
+  kc: k8s.KubeConfig,
+  namespace: string,
+  name: string,
+  data: Record<string, string>,
+  metadata: Partial<k8s.V1ObjectMeta> = {},
+): Promise<void> {
+  await kc.makeApiClient(k8s.CoreV1Api).createNamespacedSecret({
+    namespace,
+    body: { metadata: { name, namespace, ...metadata }, type: 'Opaque', stringData: data },
+  });
+}
+
+export async function readSecretData(
+  kc: k8s.KubeConfig,
+  namespace: string,
+  name: string,
+): Promise<Record<string, string> | undefined> {
+  try {
+    const secret = await kc.makeApiClient(k8s.CoreV1Api).readNamespacedSecret({ name, namespace });
+    return Object.fromEntries(
+      Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]),
+    );
+  } catch (err) {
+    if (err instanceof k8s.ApiException && err.code === 404) return undefined;
+    throw err;
+  }
+}
+
+/** Polls until the check returns a value (not undefined/false), or fails with the last error. */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 30_000,
+  intervalMs = 200,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== false) return value;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

@@ -1,0 +1,124 @@
+// Runs the operator as real child processes against the real API server, authenticated as its own
+// ServiceAccount with exactly the RBAC the Helm chart grants, and collects every log line (for
+// assertions and the leak scan).
+import * as k8s from '@kubernetes/client-node';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createNamespace, isApiError, repoRoot, serviceAccountKubeConfig } from './kube.ts';
+import { operatorClusterRules, operatorNamespaceRules } from './rbac.ts';
+
+export interface OperatorEnvironment {
+  namespace: string;
+  kubeconfigPath: string;
+}
+
+async function ignoreConflict(promise: Promise<unknown>): Promise<void> {
+  try {
+    await promise;
+  } catch (err) {
+    if (!isApiError(err, 409)) throw err;
+  }
+}
+
+/** A namespace for the operator, its ServiceAccount and RBAC, and a kubeconfig with its token. */
+export async function setupOperatorEnvironment(admin: k8s.KubeConfig): Promise<OperatorEnvironment> {
+  const namespace = await createNamespace(admin, 'operator');
+  const rbac = admin.makeApiClient(k8s.RbacAuthorizationV1Api);
+  const name = `oauth-token-operator-${namespace}`;
+  await ignoreConflict(
+    rbac.createClusterRole({ body: { metadata: { name }, rules: operatorClusterRules() } }),
+  );
+  await rbac.createClusterRoleBinding({
+    body: {
+      metadata: { name },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name },
+      subjects: [{ kind: 'ServiceAccount', name: 'oauth-token-operator', namespace }],
+    },
+  });
+  await rbac.createNamespacedRole({
+    namespace,
+    body: { metadata: { name: 'oauth-token-operator' }, rules: operatorNamespaceRules() },
+  });
+  await rbac.createNamespacedRoleBinding({
+    namespace,
+    body: {
+      metadata: { name: 'oauth-token-operator' },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'oauth-token-operator' },
+      subjects: [{ kind: 'ServiceAccount', name: 'oauth-token-operator', namespace }],
+    },
+  });
+  const kc = await serviceAccountKubeConfig(admin, namespace, 'oauth-token-operator');
+  const dir = mkdtempSync(join(tmpdir(), 'oto-operator-'));
+  const kubeconfigPath = join(dir, 'kubeconfig');
+  writeFileSync(kubeconfigPath, kc.exportConfig(), { mode: 0o600 });
+  return { namespace, kubeconfigPath };
+}
+
+export interface OperatorProcess {
+  identity: string;
+  child: ChildProcess;
+  /** Every line the process wrote, stdout and stderr. */
+  lines: string[];
+  exited: Promise<number | null>;
+  kill(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export interface StartOperatorOptions {
+  env: OperatorEnvironment;
+  identity: string;
+  args?: string[];
+  extraEnv?: Record<string, string>;
+  /** Receives every log line as it arrives. */
+  onLine?: (line: string, identity: string) => void;
+}
+
+export function startOperator(options: StartOperatorOptions): OperatorProcess {
+  const args = [
+    join(repoRoot, 'src', 'main.ts'),
+    '--kubeconfig',
+    options.env.kubeconfigPath,
+    '--namespace',
+    options.env.namespace,
+    '--identity',
+    options.identity,
+    '--metrics-address',
+    '127.0.0.1:0',
+    '--log-level',
+    'debug',
+    '--allow-insecure-http',
+    ...(options.args ?? []),
+  ];
+  const child = spawn(process.execPath, args, {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...options.extraEnv },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  const collect = (chunk: Buffer): void => {
+    for (const line of chunk.toString('utf8').split('\n')) {
+      if (line.trim() === '') continue;
+      lines.push(line);
+      options.onLine?.(line, options.identity);
+    }
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const exited = new Promise<number | null>((resolve) => {
+    child.on('exit', (code, signal) => {
+      resolve(code ?? (signal ? -1 : null));
+    });
+  });
+  return {
+    identity: options.identity,
+    child,
+    lines,
+    exited,
+    kill: async (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+export const operatorEntryPoint = join(repoRoot, 'src', 'main.ts');

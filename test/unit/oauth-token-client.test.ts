@@ -1,0 +1,692 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { EndpointPolicy } from '../../src/oauth/endpoint-policy.ts';
+import { TokenError } from '../../src/oauth/errors.ts';
+import {
+  clearDiscoveryCache,
+  normaliseTokenResponse,
+  requestTokens,
+  resolveEndpoints,
+  revokeToken,
+  type TokenRequest,
+} from '../../src/oauth/token-client.ts';
+import { presetDefaults } from '../../src/providers/presets.ts';
+
+interface Seen {
+  method: string;
+  path: string;
+  headers: IncomingMessage['headers'];
+  form: URLSearchParams;
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse, seen: Seen) => void;
+
+let server: Server;
+let base: string;
+let host: string;
+let handler: Handler;
+let seen: Seen[] = [];
+
+const NOW = Date.parse('2030-01-01T00:00:00Z');
+const policy: EndpointPolicy = { allowInsecureHttp: true };
+const CLIENT_SECRET = 'cl!ent secret+/=&x';
+const REFRESH_TOKEN = 'rt-OLD-0123456789abcdef';
+
+function json(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  res.end(JSON.stringify(body));
+}
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      const record: Seen = {
+        method: req.method ?? '',
+        path: url.pathname,
+        headers: req.headers,
+        form: new URLSearchParams(Buffer.concat(chunks).toString('utf8')),
+      };
+      seen.push(record);
+      handler(req, res, record);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  base = `http://${host}`;
+});
+
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise<void>((resolve) =>
+    server.close(() => {
+      resolve();
+    }),
+  );
+});
+
+beforeEach(() => {
+  seen = [];
+  handler = (_req, res) => {
+    json(res, 500, { error: 'server_error' });
+  };
+  clearDiscoveryCache();
+});
+
+function refresh(overrides: Partial<TokenRequest> = {}): Promise<Awaited<ReturnType<typeof requestTokens>>> {
+  return requestTokens({
+    endpoints: { tokenEndpoint: `${base}/api/oauth2/token` },
+    clientID: 'client-1',
+    clientSecret: CLIENT_SECRET,
+    authMethod: 'client_secret_post',
+    grant: { type: 'refresh_token', refreshToken: REFRESH_TOKEN },
+    preset: 'exact-online',
+    policy,
+    nowMs: NOW,
+    ...overrides,
+  });
+}
+
+async function failure(promise: Promise<unknown>): Promise<TokenError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(TokenError);
+  const tokenError = error as TokenError;
+  // Nothing secret in the message or in what a logger would serialise.
+  for (const secret of [CLIENT_SECRET, REFRESH_TOKEN, 'rt-NEW', 'at-']) {
+    expect(tokenError.message).not.toContain(secret);
+    expect(JSON.stringify(tokenError)).not.toContain(secret);
+  }
+  expect(tokenError.cause).toBeUndefined();
+  return tokenError;
+}
+
+describe('requestTokens', () => {
+  it('refreshes an Exact-style chain: client_secret_post, string expires_in', async () => {
+    handler = (_req, res) => {
+      json(res, 200, {
+        access_token: 'at-1',
+        token_type: 'bearer',
+        expires_in: '600',
+        refresh_token: 'rt-NEW-1',
+      });
+    };
+    const observed: [string, number | 'error', number][] = [];
+    const tokens = await refresh({ onRequest: (h, s, d) => observed.push([h, s, d]) });
+    expect(tokens).toEqual({
+      accessToken: 'at-1',
+      tokenType: 'Bearer',
+      expiresInSec: 600,
+      refreshToken: 'rt-NEW-1',
+    });
+
+    expect(seen).toHaveLength(1);
+    const request = seen[0];
+    expect(request?.method).toBe('POST');
+    expect(request?.path).toBe('/api/oauth2/token');
+    expect(request?.headers['content-type']).toMatch(/^application\/x-www-form-urlencoded/);
+    expect(request?.headers.authorization).toBeUndefined();
+    expect(Object.fromEntries(request?.form ?? [])).toEqual({
+      grant_type: 'refresh_token',
+      refresh_token: REFRESH_TOKEN,
+      client_id: 'client-1',
+      client_secret: CLIENT_SECRET,
+    });
+    expect(observed).toHaveLength(1);
+    expect(observed[0]?.[0]).toBe(host);
+    expect(observed[0]?.[1]).toBe(200);
+    expect(observed[0]?.[2]).toBeGreaterThanOrEqual(0);
+  });
+
+  it('sends client_secret_basic in the Authorization header, form-encoded per RFC 6749', async () => {
+    handler = (_req, res) => {
+      json(res, 200, { access_token: 'at-2', token_type: 'Bearer' });
+    };
+    const tokens = await refresh({ authMethod: 'client_secret_basic', preset: 'generic' });
+    // A missing expires_in stays undefined: the caller applies refresh.assumedLifetime.
+    expect(tokens).toEqual({ accessToken: 'at-2', tokenType: 'Bearer' });
+    const request = seen[0];
+    const basic = String(request?.headers.authorization);
+    expect(basic.startsWith('Basic ')).toBe(true);
+    const [id, secret] = Buffer.from(basic.slice(6), 'base64').toString('utf8').split(':');
+    expect(decodeURIComponent((id ?? '').replace(/\+/g, ' '))).toBe('client-1');
+    expect(decodeURIComponent((secret ?? '').replace(/\+/g, ' '))).toBe(CLIENT_SECRET);
+    expect(request?.form.has('client_secret')).toBe(false);
+  });
+
+  it('passes scopes and extra parameters but never lets them override its own', async () => {
+    handler = (_req, res) => {
+      json(res, 200, { access_token: 'at', token_type: 'bearer', scope: ['a', 'b'] });
+    };
+    const tokens = await refresh({
+      preset: 'generic',
+      scopes: ['openid', 'offline_access'],
+      extraParameters: { audience: 'api', grant_type: 'password', client_secret: 'x', refresh_token: 'y' },
+    });
+    expect(tokens.scope).toBe('a b');
+    const form = seen[0]?.form;
+    expect(form?.get('scope')).toBe('openid offline_access');
+    expect(form?.get('audience')).toBe('api');
+    expect(form?.get('grant_type')).toBe('refresh_token');
+    expect(form?.get('refresh_token')).toBe(REFRESH_TOKEN);
+    expect(form?.get('client_secret')).toBe(CLIENT_SECRET);
+  });
+
+  it('reads a Concur answer: geolocation, unvalidated id_token, epoch-seconds refresh_expires_in', async () => {
+    handler = (_req, res) => {
+      json(res, 200, {
+        expires_in: '3600',
+        scope: 'EXPRPT',
+        token_type: 'Bearer',
+        access_token: 'at-c',
+        refresh_token: 'rt-NEW-c',
+        id_token: 'eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJzb21lb25lLWVsc2UifQ.sig',
+        refresh_expires_in: String(NOW / 1000 + 180 * 86400),
+        geolocation: 'https://us.api.concursolutions.com',
+      });
+    };
+    const tokens = await refresh({ preset: 'concur' });
+    expect(tokens).toEqual({
+      accessToken: 'at-c',
+      tokenType: 'Bearer',
+      expiresInSec: 3600,
+      refreshToken: 'rt-NEW-c',
+      refreshExpiresInSec: 180 * 86400,
+      idToken: 'eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJzb21lb25lLWVsc2UifQ.sig',
+      scope: 'EXPRPT',
+      geolocation: 'https://us.api.concursolutions.com',
+    });
+  });
+
+  it('sends the password grant with otp, and Concur credtype', async () => {
+    handler = (_req, res) => {
+      json(res, 200, { access_token: 'at', token_type: 'bearer' });
+    };
+    await refresh({
+      preset: 'concur',
+      grant: { type: 'password', username: 'alice', password: 'pw-secret', otp: '123456' },
+    });
+    expect(Object.fromEntries(seen[0]?.form ?? [])).toMatchObject({
+      grant_type: 'password',
+      username: 'alice',
+      password: 'pw-secret',
+      otp: '123456',
+      credtype: 'password',
+    });
+  });
+
+  it('exchanges an authorization code with PKCE', async () => {
+    handler = (_req, res) => {
+      json(res, 200, { access_token: 'at', token_type: 'bearer', refresh_token: 'rt-NEW' });
+    };
+    const tokens = await refresh({
+      preset: 'keycloak',
+      grant: {
+        type: 'authorization_code',
+        code: 'c0de',
+        codeVerifier: 'v'.repeat(43),
+        redirectURI: 'https://cb/x',
+      },
+    });
+    expect(tokens.refreshToken).toBe('rt-NEW');
+    expect(Object.fromEntries(seen[0]?.form ?? [])).toMatchObject({
+      grant_type: 'authorization_code',
+      code: 'c0de',
+      code_verifier: 'v'.repeat(43),
+      redirect_uri: 'https://cb/x',
+    });
+  });
+
+  it('classifies a reused Exact refresh token as a broken chain', async () => {
+    handler = (_req, res) => {
+      json(res, 401, { error: 'unauthorized_client', error_description: 'Old refresh token used.' });
+    };
+    const error = await failure(refresh());
+    expect(error).toMatchObject({ code: 'chain_broken', reason: 'RefreshTokenReused', httpStatus: 401 });
+    expect(error.message).toContain('Old refresh token used.');
+  });
+
+  it('classifies Exact too-early', async () => {
+    handler = (_req, res) => {
+      json(
+        res,
+        400,
+        { error: 'access_denied', error_description: 'Rate limit exceeded: access_token not expired' },
+        { Reason: 'TooEarlyToRefreshTokens' },
+      );
+    };
+    expect(await failure(refresh())).toMatchObject({
+      code: 'too_early',
+      reason: 'TooEarly',
+      notBeforeMs: undefined,
+    });
+  });
+
+  it('classifies Concur errors: relocate with geolocation, 108 chain broken', async () => {
+    handler = (_req, res) => {
+      json(res, 400, {
+        code: 16,
+        error: 'invalid_grant',
+        error_description: 'user lives elsewhere',
+        geolocation: 'https://eu2.api.concursolutions.com',
+      });
+    };
+    expect(await failure(refresh({ preset: 'concur' }))).toMatchObject({
+      code: 'relocate',
+      geolocation: 'https://eu2.api.concursolutions.com',
+    });
+    handler = (_req, res) => {
+      json(res, 400, {
+        code: 108,
+        error: 'invalid_grant',
+        error_description: 'bad or expired refresh token',
+      });
+    };
+    expect(await failure(refresh({ preset: 'concur' }))).toMatchObject({ code: 'chain_broken' });
+  });
+
+  it('classifies a 401 with a WWW-Authenticate challenge as invalid client', async () => {
+    handler = (_req, res) => {
+      json(res, 401, { error: 'invalid_client' }, { 'www-authenticate': 'Basic realm="token"' });
+    };
+    expect(await failure(refresh({ authMethod: 'client_secret_basic' }))).toMatchObject({
+      code: 'configuration',
+      reason: 'InvalidClient',
+    });
+  });
+
+  it('never echoes secrets the provider repeats in its error', async () => {
+    handler = (_req, res) => {
+      json(res, 400, {
+        error: 'invalid_grant',
+        error_description: `refresh token ${REFRESH_TOKEN} for secret ${CLIENT_SECRET} is stale token`,
+      });
+    };
+    const error = await failure(refresh({ preset: 'keycloak' }));
+    expect(error.code).toBe('chain_broken');
+    expect(error.message).toContain('[redacted]');
+  });
+
+  it('does not follow redirects', async () => {
+    handler = (req, res) => {
+      if (req.url === '/elsewhere') {
+        json(res, 200, { access_token: 'at', token_type: 'bearer' });
+        return;
+      }
+      res.writeHead(302, { location: `${base}/elsewhere?refresh_token=leak` });
+      res.end();
+    };
+    const error = await failure(refresh());
+    expect(error).toMatchObject({ code: 'configuration', reason: 'UnexpectedRedirect', httpStatus: 302 });
+    expect(error.message).not.toContain('leak');
+    expect(seen.map((s) => s.path)).toEqual(['/api/oauth2/token']);
+  });
+
+  it('abandons a 2 MiB body: in doubt after a refresh, transient otherwise', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(`{"access_token":"${'a'.repeat(2 * 1024 * 1024)}","token_type":"bearer"}`);
+    };
+    expect(await failure(refresh())).toMatchObject({ code: 'in_doubt', reason: 'ResponseTooLarge' });
+    expect(
+      await failure(refresh({ grant: { type: 'client_credentials' }, preset: 'generic' })),
+    ).toMatchObject({ code: 'transient', reason: 'ResponseTooLarge' });
+  });
+
+  it('caps a chunked body without content-length too', async () => {
+    handler = (_req, res) => {
+      res.writeHead(500, { 'content-type': 'text/plain' });
+      const chunk = 'x'.repeat(64 * 1024);
+      for (let i = 0; i < 40; i++) res.write(chunk);
+      res.end();
+    };
+    expect(await failure(refresh())).toMatchObject({ code: 'transient', reason: 'ResponseTooLarge' });
+  });
+
+  it('times out a hanging provider: in doubt for a refresh, transient for client credentials', async () => {
+    handler = () => {
+      // Never answer.
+    };
+    const started = performance.now();
+    const error = await failure(refresh({ timeoutMs: 300 }));
+    expect(error).toMatchObject({ code: 'in_doubt', reason: 'ResponseLost' });
+    expect(performance.now() - started).toBeLessThan(5000);
+    expect(
+      await failure(refresh({ timeoutMs: 300, grant: { type: 'client_credentials' }, preset: 'generic' })),
+    ).toMatchObject({ code: 'transient', reason: 'Timeout' });
+  });
+
+  it('times out a body that stalls after the headers', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"access_token":');
+    };
+    expect(await failure(refresh({ timeoutMs: 300 }))).toMatchObject({
+      code: 'in_doubt',
+      reason: 'ResponseLost',
+    });
+  });
+
+  it('treats a connection reset mid-response as in doubt', async () => {
+    handler = (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '500' });
+      res.write('{"access_token":"at-x","refresh_token":"rt-NEW');
+      setTimeout(() => req.socket.destroy(), 20);
+    };
+    expect(await failure(refresh())).toMatchObject({ code: 'in_doubt', reason: 'ResponseLost' });
+  });
+
+  it('treats malformed JSON in a 200 as in doubt', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"access_token":"at-1","refresh_token":"rt-NEW-1",');
+    };
+    expect(await failure(refresh())).toMatchObject({
+      code: 'in_doubt',
+      reason: 'MalformedResponse',
+      httpStatus: 200,
+    });
+  });
+
+  it('treats a 200 without access_token as in doubt', async () => {
+    handler = (_req, res) => {
+      json(res, 200, { token_type: 'bearer', refresh_token: 'rt-NEW' });
+    };
+    expect(await failure(refresh())).toMatchObject({ code: 'in_doubt', reason: 'MalformedResponse' });
+  });
+
+  it('classifies 5xx and 429 with Retry-After as transient', async () => {
+    handler = (_req, res) => {
+      json(res, 503, { error: 'temporarily_unavailable' }, { 'retry-after': '7' });
+    };
+    expect(await failure(refresh())).toMatchObject({ code: 'transient', retryAfterMs: 7000 });
+    handler = (_req, res) => {
+      res.writeHead(429, { 'retry-after': '3' });
+      res.end();
+    };
+    expect(await failure(refresh())).toMatchObject({
+      code: 'transient',
+      reason: 'RateLimited',
+      retryAfterMs: 3000,
+    });
+  });
+
+  it('reports a refused connection as transient (nothing was sent)', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) =>
+      closed.close(() => {
+        resolve();
+      }),
+    );
+    const observed: (number | 'error')[] = [];
+    const error = await failure(
+      refresh({
+        endpoints: { tokenEndpoint: `http://127.0.0.1:${port}/token` },
+        onRequest: (_h, s) => observed.push(s),
+      }),
+    );
+    expect(error).toMatchObject({ code: 'transient', reason: 'ConnectionFailed' });
+    expect(observed).toEqual(['error']);
+  });
+
+  it('checks the endpoint policy before any request', async () => {
+    handler = (_req, res) => {
+      json(res, 200, { access_token: 'at', token_type: 'bearer' });
+    };
+    const error = await failure(refresh({ policy: { allowInsecureHttp: false } }));
+    expect(error.code).toBe('insecure_endpoint');
+    const metadata = await failure(
+      refresh({
+        endpoints: { tokenEndpoint: 'http://169.254.169.254/token' },
+        policy: { allowInsecureHttp: true },
+      }),
+    );
+    expect(metadata.code).toBe('insecure_endpoint');
+    expect(seen).toHaveLength(0);
+  });
+
+  it('uses the injected fetch', async () => {
+    const calls: string[] = [];
+    const tokens = await refresh({
+      endpoints: { tokenEndpoint: 'https://idp.example.com/token' },
+      policy: { allowInsecureHttp: false },
+      resolve: () => Promise.resolve(['203.0.113.7']),
+      fetch: (url, init) => {
+        calls.push(`${init.method ?? ''} ${url} redirect=${String(init.redirect)}`);
+        return Promise.resolve(
+          new Response(JSON.stringify({ access_token: 'at-f', token_type: 'DPoP' }), {
+            status: 200,
+            headers: { 'content-type': 'application/json' },
+          }),
+        );
+      },
+    });
+    expect(tokens).toEqual({ accessToken: 'at-f', tokenType: 'DPoP' });
+    expect(calls).toEqual(['POST https://idp.example.com/token redirect=manual']);
+  });
+
+  it('rejects bad inputs as configuration errors without a request', async () => {
+    expect(await failure(refresh({ clientSecret: undefined }))).toMatchObject({
+      reason: 'MissingClientSecret',
+    });
+    expect(await failure(refresh({ grant: { type: 'refresh_token', refreshToken: '' } }))).toMatchObject({
+      reason: 'MissingCredential',
+    });
+    expect(await failure(refresh({ preset: 'folio' }))).toMatchObject({ reason: 'UnsupportedProtocol' });
+    expect(seen).toHaveLength(0);
+  });
+});
+
+describe('normaliseTokenResponse', () => {
+  it('drops unusable numbers, keeps usable ones, and omits Keycloak 0 refresh_expires_in', () => {
+    const { body, extras } = normaliseTokenResponse(
+      {
+        access_token: 'a',
+        token_type: 'bearer',
+        expires_in: 'soon',
+        refresh_expires_in: 0,
+        refresh_token: null,
+      },
+      NOW,
+    );
+    expect(body).toEqual({ access_token: 'a', token_type: 'bearer' });
+    expect(extras).toEqual({});
+    expect(normaliseTokenResponse({ expires_in: 300.5, refresh_expires_in: '1800' }, NOW)).toEqual({
+      body: { expires_in: 300.5 },
+      extras: { refreshExpiresInSec: 1800 },
+    });
+  });
+});
+
+describe('revokeToken', () => {
+  const revoke = (
+    overrides: Partial<Parameters<typeof revokeToken>[0]> = {},
+  ): ReturnType<typeof revokeToken> =>
+    revokeToken({
+      endpoints: { tokenEndpoint: `${base}/token`, revocationEndpoint: `${base}/revoke` },
+      clientID: 'client-1',
+      clientSecret: CLIENT_SECRET,
+      authMethod: 'client_secret_basic',
+      token: REFRESH_TOKEN,
+      tokenTypeHint: 'refresh_token',
+      preset: 'generic',
+      policy,
+      nowMs: NOW,
+      ...overrides,
+    });
+
+  it('posts token and token_type_hint (RFC 7009)', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200);
+      res.end();
+    };
+    expect(await revoke()).toEqual({ revoked: true });
+    expect(seen[0]?.path).toBe('/revoke');
+    expect(Object.fromEntries(seen[0]?.form ?? [])).toEqual({
+      token: REFRESH_TOKEN,
+      token_type_hint: 'refresh_token',
+    });
+  });
+
+  it('is best effort: reports failures instead of throwing', async () => {
+    handler = (_req, res) => {
+      json(res, 503, { error: 'temporarily_unavailable' });
+    };
+    const result = await revoke();
+    expect(result.revoked).toBe(false);
+    expect(result.error).toMatchObject({ code: 'transient' });
+    expect(result.error?.message).not.toContain(REFRESH_TOKEN);
+    expect(await revoke({ endpoints: { tokenEndpoint: `${base}/token` } })).toMatchObject({
+      revoked: false,
+      error: { reason: 'NoRevocationEndpoint' },
+    });
+  });
+});
+
+describe('resolveEndpoints', () => {
+  function serveDiscovery(issuer: string): void {
+    handler = (_req, res, record) => {
+      if (record.path === '/realms/demo/.well-known/openid-configuration') {
+        json(res, 200, {
+          issuer,
+          token_endpoint: `${issuer}/protocol/openid-connect/token`,
+          authorization_endpoint: `${issuer}/protocol/openid-connect/auth`,
+          revocation_endpoint: `${issuer}/protocol/openid-connect/revoke`,
+        });
+        return;
+      }
+      json(res, 404, {});
+    };
+  }
+
+  it('discovers endpoints from the issuer and caches them per issuer', async () => {
+    const issuer = `${base}/realms/demo`;
+    serveDiscovery(issuer);
+    const keycloak = presetDefaults('keycloak');
+    const endpoints = await resolveEndpoints({ preset: 'keycloak', issuerURL: issuer }, keycloak, policy, {
+      nowMs: NOW,
+    });
+    expect(endpoints).toEqual({
+      issuer,
+      tokenEndpoint: `${issuer}/protocol/openid-connect/token`,
+      authorizationEndpoint: `${issuer}/protocol/openid-connect/auth`,
+      revocationEndpoint: `${issuer}/protocol/openid-connect/revoke`,
+    });
+    await resolveEndpoints({ preset: 'keycloak', issuerURL: issuer }, keycloak, policy, {
+      nowMs: NOW + 1000,
+    });
+    expect(seen).toHaveLength(1);
+    // After the TTL it asks again.
+    await resolveEndpoints({ preset: 'keycloak', issuerURL: issuer }, keycloak, policy, {
+      nowMs: NOW + 2 * 3600 * 1000,
+    });
+    expect(seen).toHaveLength(2);
+  });
+
+  it('lets an explicit tokenURL override the discovered one, and survive a failed discovery', async () => {
+    handler = (_req, res) => {
+      json(res, 500, {});
+    };
+    const endpoints = await resolveEndpoints(
+      { preset: 'keycloak', issuerURL: `${base}/realms/demo`, tokenURL: `${base}/custom/token` },
+      presetDefaults('keycloak'),
+      policy,
+      { nowMs: NOW },
+    );
+    expect(endpoints).toEqual({ tokenEndpoint: `${base}/custom/token` });
+  });
+
+  it('fails discovery as configuration on an issuer mismatch and transient on 5xx', async () => {
+    serveDiscovery('https://other.example.com/realms/demo');
+    const mismatch = await failure(
+      resolveEndpoints(
+        { preset: 'keycloak', issuerURL: `${base}/realms/demo` },
+        presetDefaults('keycloak'),
+        policy,
+      ),
+    );
+    expect(mismatch).toMatchObject({ code: 'configuration', reason: 'DiscoveryFailed' });
+    expect(mismatch.message).toContain('issuer');
+    handler = (_req, res) => {
+      json(res, 502, {});
+    };
+    const unavailable = await failure(
+      resolveEndpoints(
+        { preset: 'keycloak', issuerURL: `${base}/realms/demo` },
+        presetDefaults('keycloak'),
+        policy,
+      ),
+    );
+    expect(unavailable.code).toBe('transient');
+  });
+
+  it('refuses a metadata issuer before fetching', async () => {
+    const error = await failure(
+      resolveEndpoints({ issuerURL: 'http://169.254.169.254/' }, presetDefaults('generic'), policy),
+    );
+    expect(error.code).toBe('insecure_endpoint');
+    const withTokenURL = await failure(
+      resolveEndpoints(
+        { issuerURL: 'http://169.254.169.254/', tokenURL: `${base}/token` },
+        presetDefaults('generic'),
+        policy,
+      ),
+    );
+    expect(withTokenURL.code).toBe('insecure_endpoint');
+    expect(seen).toHaveLength(0);
+  });
+
+  it('uses preset URLs by region, explicit URLs over them, and a Concur geolocation over both', async () => {
+    expect(
+      await resolveEndpoints(
+        { preset: 'exact-online', region: 'be' },
+        presetDefaults('exact-online', 'be'),
+        policy,
+      ),
+    ).toEqual({
+      tokenEndpoint: 'https://start.exactonline.be/api/oauth2/token',
+      authorizationEndpoint: 'https://start.exactonline.be/api/oauth2/auth',
+    });
+    expect(
+      await resolveEndpoints(
+        { preset: 'exact-online', tokenURL: 'https://sim.example.com/token' },
+        presetDefaults('exact-online'),
+        policy,
+      ),
+    ).toMatchObject({ tokenEndpoint: 'https://sim.example.com/token' });
+    expect(
+      await resolveEndpoints(
+        { preset: 'concur', tokenURL: 'https://us.api.concursolutions.com/oauth2/v0/token' },
+        presetDefaults('concur'),
+        policy,
+        { geolocation: 'https://emea.api.concursolutions.com' },
+      ),
+    ).toEqual({ tokenEndpoint: 'https://emea.api.concursolutions.com/oauth2/v0/token' });
+  });
+
+  it('reports a missing token endpoint and refuses FOLIO', async () => {
+    expect(
+      await failure(resolveEndpoints({ preset: 'generic' }, presetDefaults('generic'), policy)),
+    ).toMatchObject({
+      code: 'configuration',
+      reason: 'MissingTokenEndpoint',
+    });
+    expect(
+      await failure(resolveEndpoints({ preset: 'folio' }, presetDefaults('folio'), policy)),
+    ).toMatchObject({
+      reason: 'UnsupportedProtocol',
+    });
+  });
+});

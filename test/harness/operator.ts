@@ -102,8 +102,8 @@ export function startOperator(options: StartOperatorOptions): OperatorProcess {
       options.onLine?.(line, options.identity);
     }
   };
-  child.stdout?.on('data', collect);
-  child.stderr?.on('data', collect);
+  child.stdout.on('data', collect);
+  child.stderr.on('data', collect);
   const exited = new Promise<number | null>((resolve) => {
     child.on('exit', (code, signal) => {
       resolve(code ?? (signal ? -1 : null));

@@ -188,13 +188,25 @@ export class Reconciler {
     const presented = state.refreshToken;
     if (state.claim) {
       // A previous attempt was cut off after claiming: its request may have reached the provider
-      // and rotated the token. Inside the provider's grace window the same token may be presented
-      // again; outside it, presenting it would be a reuse that revokes the whole family.
+      // and rotated the token. Presenting a rotated token again is a reuse that revokes the whole
+      // family, so it is presented again only inside the provider's grace window, or when the
+      // provider itself (RFC 7662 introspection) says the token is still active.
       const age = clock.now() - state.claim.startedAtMs;
-      if (grantType !== 'refreshToken' || age <= inputs.graceWindowMs) {
+      let verdict: 'grace' | 'active' | 'inactive' | 'unknown' = 'grace';
+      if (grantType === 'refreshToken' && age > inputs.graceWindowMs) {
+        const endpoints = await this.deps.tokens.resolveEndpoints(
+          connection,
+          inputs.preset,
+          state.geolocation,
+        );
+        verdict = presented
+          ? await this.deps.tokens.introspect({ connection, inputs, endpoints, refreshToken: presented })
+          : 'unknown';
+      }
+      if (grantType !== 'refreshToken' || verdict === 'grace' || verdict === 'active') {
         log.warn(
-          { claimAgeMs: age },
-          'a previous token request was cut off; retrying inside the grace window',
+          { claimAgeMs: age, verdict },
+          'a previous token request was cut off; presenting the same token again',
         );
       } else {
         state = { ...state, broken: { reason: 'RefreshResponseLost', atMs: clock.now() } };
@@ -204,10 +216,14 @@ export class Reconciler {
           namespace: connection.metadata.namespace,
           name: connection.metadata.name,
         });
+        const detail =
+          verdict === 'inactive'
+            ? 'the answer to a refresh was lost and the provider reports the presented token as used'
+            : 'the answer to a refresh was lost outside the provider grace window, and the provider cannot say whether the token was used';
         return this.fail(
           connection,
           state,
-          { kind: 'chain_broken', reason: 'RefreshResponseLost', message: brokenMessage(state) },
+          { kind: 'chain_broken', reason: 'RefreshResponseLost', message: brokenMessage(state, detail) },
           inputs.timing.minIntervalMs,
         );
       }

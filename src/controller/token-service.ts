@@ -4,6 +4,7 @@ import type { OAuthConnection } from '../api/v1alpha1.ts';
 import type { Clock } from '../kube/clock.ts';
 import type { EndpointPolicy } from '../oauth/endpoint-policy.ts';
 import {
+  introspectToken,
   requestTokens,
   resolveEndpoints,
   revokeToken,
@@ -85,5 +86,26 @@ export class TokenService {
     });
     if (result.error) throw result.error;
     return result.revoked;
+  }
+
+  /** Whether the provider still accepts a refresh token; 'unknown' when it cannot say. */
+  introspect(params: {
+    connection: OAuthConnection;
+    inputs: ResolvedInputs;
+    endpoints: ResolvedEndpoints;
+    refreshToken: string;
+  }): Promise<'active' | 'inactive' | 'unknown'> {
+    const { spec } = params.connection;
+    return introspectToken({
+      ...this.options.http,
+      endpoints: params.endpoints,
+      clientID: spec.clientID,
+      ...(params.inputs.clientSecret !== undefined ? { clientSecret: params.inputs.clientSecret } : {}),
+      authMethod: spec.clientAuthMethod ?? params.inputs.preset.clientAuthMethod,
+      token: params.refreshToken,
+      preset: params.inputs.preset.preset,
+      policy: this.options.policy,
+      nowMs: this.options.clock.now(),
+    });
   }
 }

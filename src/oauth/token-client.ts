@@ -24,6 +24,7 @@ import {
   genericGrantRequest,
   None,
   refreshTokenGrant,
+  tokenIntrospection,
   tokenRevocation,
   type ClientAuth,
   type CustomFetch,
@@ -68,6 +69,8 @@ export interface ResolvedEndpoints {
   tokenEndpoint: string;
   authorizationEndpoint?: string;
   revocationEndpoint?: string;
+  /** RFC 7662; used to settle whether an in-doubt refresh token was consumed. */
+  introspectionEndpoint?: string;
   issuer?: string;
 }
 
@@ -691,6 +694,50 @@ export async function revokeToken(params: RevokeRequest): Promise<RevokeResult> 
   }
 }
 
+export type IntrospectRequest = Omit<RevokeRequest, 'tokenTypeHint'> & {
+  tokenTypeHint?: 'refresh_token' | 'access_token';
+};
+
+/**
+ * RFC 7662 introspection, to settle whether a refresh token whose refresh answer was lost is still
+ * usable. Never throws: 'unknown' when the provider has no introspection endpoint or does not
+ * answer clearly, so the caller falls back to assuming the worst.
+ */
+export async function introspectToken(params: IntrospectRequest): Promise<'active' | 'inactive' | 'unknown'> {
+  const endpoint = params.endpoints.introspectionEndpoint;
+  if (endpoint === undefined || endpoint === '' || params.token === '') return 'unknown';
+  const exchange: Exchange = {};
+  try {
+    const auth = clientAuth(params.authMethod, params.clientSecret);
+    const checked = await checkEndpoint(endpoint, params.policy, params.resolve);
+    const timeoutMs = params.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const fetchFn = guardedFetch(
+      {
+        host: checked.url.host,
+        fetch: params.fetch ?? fetch,
+        timeoutMs,
+        maxBytes: params.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
+        onRequest: params.onRequest,
+        tokenResponse: false,
+        nowMs: params.nowMs,
+      },
+      exchange,
+    );
+    const server: ServerMetadata = {
+      issuer: params.endpoints.issuer ?? checked.url.origin,
+      token_endpoint: params.endpoints.tokenEndpoint,
+      introspection_endpoint: checked.url.href,
+    };
+    const config = buildConfiguration(server, params.clientID, auth, params.policy, fetchFn, timeoutMs);
+    const result = await tokenIntrospection(config, params.token, {
+      token_type_hint: params.tokenTypeHint ?? 'refresh_token',
+    });
+    return result.active ? 'active' : 'inactive';
+  } catch {
+    return 'unknown';
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Endpoint resolution and discovery
 
@@ -708,6 +755,7 @@ interface DiscoveredMetadata {
   tokenEndpoint?: string;
   authorizationEndpoint?: string;
   revocationEndpoint?: string;
+  introspectionEndpoint?: string;
 }
 
 const discoveryCache = new Map<string, { expiresAtMs: number; result: Promise<DiscoveredMetadata> }>();
@@ -794,6 +842,8 @@ async function discover(
     }
     if (typeof metadata.revocation_endpoint === 'string')
       found.revocationEndpoint = metadata.revocation_endpoint;
+    if (typeof metadata.introspection_endpoint === 'string')
+      found.introspectionEndpoint = metadata.introspection_endpoint;
     return found;
   } catch (err) {
     throw discoveryFailure(err, exchange, checked.hostname, nowMs);
@@ -884,6 +934,9 @@ export async function resolveEndpoints(
   const revocationEndpoint =
     nonEmpty(provider.revocationURL) ?? discovered?.revocationEndpoint ?? preset.revocationURL;
   if (revocationEndpoint !== undefined) endpoints.revocationEndpoint = revocationEndpoint;
+  if (discovered?.introspectionEndpoint !== undefined) {
+    endpoints.introspectionEndpoint = discovered.introspectionEndpoint;
+  }
   if (discovered !== undefined) endpoints.issuer = discovered.issuer;
   return endpoints;
 }

@@ -1,6 +1,7 @@
 // Structured JSON logs. Secrets are kept out by construction (the code never passes a token, secret
 // or password to the logger); the redaction list is a second line of defence for fields that could
 // carry one if a future change slipped.
+import { ApiException } from '@kubernetes/client-node';
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
@@ -16,7 +17,6 @@ export const REDACTED_FIELDS = [
   'password',
   'otp',
   'totp',
-  'code',
   'code_verifier',
   'authorization',
   'Authorization',
@@ -44,6 +44,11 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
 
 /** The part of an error that may be logged: its class, stable code and public message. */
 export function errorFields(err: unknown): Record<string, unknown> {
+  if (err instanceof ApiException) {
+    // Its message repeats the whole response with headers; the status line says what matters.
+    const status = parseStatus(err.body);
+    return { errorName: 'ApiException', httpStatus: err.code, error: status ?? `HTTP ${String(err.code)}` };
+  }
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
     return {
@@ -53,4 +58,16 @@ export function errorFields(err: unknown): Record<string, unknown> {
     };
   }
   return { error: String(err) };
+}
+
+function parseStatus(body: unknown): string | undefined {
+  try {
+    const status = (typeof body === 'string' ? JSON.parse(body) : body) as {
+      reason?: unknown;
+      message?: unknown;
+    };
+    return typeof status.message === 'string' ? `${String(status.reason)}: ${status.message}` : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -3,7 +3,7 @@
 // assertions and the leak scan).
 import * as k8s from '@kubernetes/client-node';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createNamespace, isApiError, repoRoot, serviceAccountKubeConfig } from './kube.ts';
@@ -70,6 +70,8 @@ export interface StartOperatorOptions {
   identity: string;
   args?: string[];
   extraEnv?: Record<string, string>;
+  /** Pass --allow-insecure-http (the test providers listen on plain http on loopback). Default true. */
+  insecure?: boolean;
   /** Receives every log line as it arrives. */
   onLine?: (line: string, identity: string) => void;
 }
@@ -87,7 +89,7 @@ export function startOperator(options: StartOperatorOptions): OperatorProcess {
     '127.0.0.1:0',
     '--log-level',
     'debug',
-    '--allow-insecure-http',
+    ...(options.insecure === false ? [] : ['--allow-insecure-http']),
     ...(options.args ?? []),
   ];
   const child = spawn(process.execPath, args, {
@@ -95,10 +97,15 @@ export function startOperator(options: StartOperatorOptions): OperatorProcess {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
+  // Kept for reading after a failed run; the leak scan covers these same lines.
+  const logDir = join(tmpdir(), 'oto-operator-logs');
+  mkdirSync(logDir, { recursive: true });
+  const logFile = join(logDir, `${options.identity}-${String(child.pid)}.log`);
   const collect = (chunk: Buffer): void => {
     for (const line of chunk.toString('utf8').split('\n')) {
       if (line.trim() === '') continue;
       lines.push(line);
+      appendFileSync(logFile, `${line}\n`);
       options.onLine?.(line, options.identity);
     }
   };

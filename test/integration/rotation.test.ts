@@ -33,7 +33,11 @@ describe('single-writer rotation against oidc-provider', () => {
     oidc = await startTestOidcServer({ accessTokenTtlSec: 6, graceWindowSec: 0 });
     namespace = await createNamespace(admin, 'rotation');
     await createSecret(admin, namespace, 'client', { client_secret: oidc.clients[0]?.clientSecret ?? '' });
-    operator = startOperator({ env, identity: 'operator-a', args: ['--secret-propagation', '2s'] });
+    operator = startOperator({
+      env,
+      identity: 'operator-a',
+      args: ['--secret-propagation', '2s', '--watch-namespace', namespace],
+    });
   });
 
   afterAll(async () => {

@@ -1,0 +1,246 @@
+// Scenarios (b) and (c): several operator processes, leaders killed with SIGKILL, and a crash in the
+// window between the provider's answer and the write of the new refresh token.
+import * as k8s from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import {
+  condition,
+  connection,
+  createConnection,
+  createSecret,
+  getConnectionStatus,
+  readSecretData,
+  waitFor,
+} from '../harness/builders.ts';
+import { applyCRDs, createNamespace, loadKubeConfig } from '../harness/kube.ts';
+import { canary, findLeaks } from '../harness/leaks.ts';
+import { startTestOidcServer, type TestOidcServer } from '../harness/oidc-server.ts';
+import {
+  setupOperatorEnvironment,
+  startOperator,
+  type OperatorEnvironment,
+  type OperatorProcess,
+} from '../harness/operator.ts';
+
+const LEASE = ['--lease-duration', '4s', '--renew-deadline', '3s', '--retry-period', '1s'];
+const LEASE_DURATION_MS = 4_000;
+
+async function leaseHolder(kc: k8s.KubeConfig, namespace: string): Promise<string | undefined> {
+  try {
+    const lease = await kc
+      .makeApiClient(k8s.CoordinationV1Api)
+      .readNamespacedLease({ name: 'oauth-token-operator', namespace });
+    return lease.spec?.holderIdentity || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+describe('failover and crash windows', () => {
+  let admin: k8s.KubeConfig;
+  const secrets: string[] = [];
+  const allLines: string[] = [];
+  const namespaces: string[] = [];
+  const servers: TestOidcServer[] = [];
+  const operators: OperatorProcess[] = [];
+
+  async function provider(graceWindowSec: number, accessTokenTtlSec: number): Promise<TestOidcServer> {
+    const clientSecret = canary('client-secret');
+    secrets.push(clientSecret);
+    const server = await startTestOidcServer({
+      accessTokenTtlSec,
+      graceWindowSec,
+      clients: [
+        {
+          clientId: 'operator',
+          clientSecret,
+          authMethod: 'client_secret_basic',
+          grantTypes: ['refresh_token'],
+        },
+      ],
+    });
+    servers.push(server);
+    return server;
+  }
+
+  async function connectionNamespace(server: TestOidcServer, prefix: string): Promise<string> {
+    const namespace = await createNamespace(admin, prefix);
+    namespaces.push(namespace);
+    await createSecret(admin, namespace, 'client', { client_secret: server.clients[0]?.clientSecret ?? '' });
+    return namespace;
+  }
+
+  async function seed(server: TestOidcServer, namespace: string, name: string): Promise<void> {
+    const token = await server.seedRefreshToken({ clientId: 'operator' });
+    secrets.push(token);
+    await createSecret(admin, namespace, `${name}-seed`, { refresh_token: token });
+  }
+
+  function run(
+    env: OperatorEnvironment,
+    identity: string,
+    namespace: string,
+    args: string[],
+    extraEnv: Record<string, string> = {},
+  ) {
+    const operator = startOperator({
+      env,
+      identity,
+      // Each scenario's operators own one namespace, as separate installations must.
+      args: [...LEASE, '--watch-namespace', namespace, ...args],
+      extraEnv,
+      onLine: (line) => allLines.push(line),
+    });
+    operators.push(operator);
+    return operator;
+  }
+
+  beforeAll(async () => {
+    admin = loadKubeConfig(inject('kubeconfig'));
+    await applyCRDs(admin);
+  });
+
+  afterAll(async () => {
+    await Promise.all(operators.map((o) => o.kill('SIGKILL')));
+    await Promise.all(servers.map((s) => s.close()));
+  });
+
+  it('(b) three replicas, leader SIGKILLed three times: no reuse, no expired token, takeover within lease + 2 s', async () => {
+    const server = await provider(0, 20);
+    const namespace = await connectionNamespace(server, 'failover');
+    const env = await setupOperatorEnvironment(admin);
+    const replicas = new Map<string, OperatorProcess>();
+    for (const identity of ['replica-1', 'replica-2', 'replica-3']) {
+      replicas.set(identity, run(env, identity, namespace, ['--secret-propagation', '8s']));
+    }
+    await seed(server, namespace, 'books');
+    await createConnection(admin, connection(namespace, 'books', server.issuer));
+
+    const seen: { token: string; expiresAt: number; seenAt: number }[] = [];
+    const watchSecret = async (): Promise<void> => {
+      const data = await readSecretData(admin, namespace, 'books-token');
+      const token = data?.access_token;
+      if (token && token !== seen.at(-1)?.token) {
+        secrets.push(token);
+        seen.push({ token, expiresAt: Date.parse(data.expires_at ?? ''), seenAt: Date.now() });
+      }
+    };
+    const takeovers: number[] = [];
+    for (let kill = 0; kill < 3; kill++) {
+      const before = seen.length;
+      await waitFor('a rotation', async () => (await watchSecret(), seen.length > before), 60_000, 100);
+      await new Promise((r) => setTimeout(r, 1_000 + kill * 1_500));
+      const leader = await waitFor('a leader', () => leaseHolder(admin, env.namespace), 20_000);
+      const victim = replicas.get(leader);
+      expect(victim, `leader ${leader} is one of ours`).toBeDefined();
+      const killedAt = Date.now();
+      await victim?.kill('SIGKILL');
+      const successor = await waitFor(
+        'a new leader',
+        async () => {
+          await watchSecret();
+          const holder = await leaseHolder(admin, env.namespace);
+          return holder && holder !== leader ? holder : undefined;
+        },
+        30_000,
+        100,
+      );
+      takeovers.push(Date.now() - killedAt);
+      expect(successor).not.toBe(leader);
+      // The killed pod comes back, as its Deployment would bring it back.
+      replicas.set(leader, run(env, leader, namespace, ['--secret-propagation', '8s']));
+    }
+    const before = seen.length;
+    await waitFor(
+      'two more rotations after the last kill',
+      async () => (await watchSecret(), seen.length >= before + 2),
+      60_000,
+      100,
+    );
+
+    console.log(
+      `takeover after SIGKILL: ${takeovers.map((t) => `${t} ms`).join(', ')}; rotations seen: ${seen.length}`,
+    );
+    for (const t of takeovers) expect(t).toBeLessThanOrEqual(LEASE_DURATION_MS + 2_000);
+    for (let i = 1; i < seen.length; i++) {
+      const previous = seen[i - 1];
+      const current = seen[i];
+      if (previous && current) expect(current.seenAt).toBeLessThan(previous.expiresAt);
+    }
+    expect(server.reuseCount(), 'refresh-token reuses recorded by the provider').toBe(0);
+    const status = await getConnectionStatus(admin, namespace, 'books');
+    expect(condition(status, 'Ready')?.status).toBe('True');
+    expect(condition(status, 'ChainBroken')?.status).toBe('False');
+  });
+
+  for (const graceWindowSec of [30, 0]) {
+    it(`(c) crash after the provider answered, before the token was written, grace window ${graceWindowSec}s`, async () => {
+      const server = await provider(graceWindowSec, 20);
+      const namespace = await connectionNamespace(server, 'crash');
+      const env = await setupOperatorEnvironment(admin);
+      // The faulty replica leads alone first, so it is the one that refreshes and dies.
+      const faulty = run(env, 'faulty', namespace, ['--secret-propagation', '8s'], {
+        OTO_TEST_FAULTS: 'crash-after-token-response',
+      });
+      await waitFor(
+        'the faulty replica to lead',
+        async () => (await leaseHolder(admin, env.namespace)) === 'faulty',
+        30_000,
+      );
+      const healthy = run(env, 'healthy', namespace, ['--secret-propagation', '8s']);
+      await seed(server, namespace, 'books');
+      await createConnection(
+        admin,
+        connection(
+          namespace,
+          'books',
+          server.issuer,
+          graceWindowSec > 0 ? { refresh: { graceWindow: `${graceWindowSec}s` } } : {},
+        ),
+      );
+      const exitCode = await faulty.exited;
+      expect(exitCode, 'the faulty replica killed itself after the token response').not.toBe(0);
+      await waitFor(
+        'the healthy replica to lead',
+        async () => (await leaseHolder(admin, env.namespace)) === 'healthy',
+        30_000,
+      );
+
+      if (graceWindowSec > 0) {
+        await waitFor(
+          'the chain to survive: Ready with a rotated token',
+          async () => {
+            const status = await getConnectionStatus(admin, namespace, 'books');
+            return condition(status, 'Ready')?.status === 'True' && (status.rotations ?? 0) >= 1;
+          },
+          30_000,
+        );
+        expect(server.reuseCount()).toBe(0);
+        expect(
+          server.refreshLog().some((entry) => entry.presented === 'in-grace' && entry.status === 200),
+        ).toBe(true);
+      } else {
+        const status = await waitFor(
+          'ChainBroken within one reconcile of the takeover',
+          async () => {
+            const s = await getConnectionStatus(admin, namespace, 'books');
+            return condition(s, 'ChainBroken')?.status === 'True' ? s : undefined;
+          },
+          15_000,
+        );
+        expect(condition(status, 'ChainBroken')?.reason).toBe('RefreshResponseLost');
+        expect(condition(status, 'Ready')?.status).toBe('False');
+        // The consumed token was never presented again: the provider saw no reuse.
+        expect(server.reuseCount()).toBe(0);
+      }
+      if (graceWindowSec > 0) {
+        expect(healthy.lines.some((l) => l.includes('presenting the same token again'))).toBe(true);
+      }
+    });
+  }
+
+  it('leaks no secret value into logs, Events or status', async () => {
+    const hits = await findLeaks(secrets, { lines: allLines, kubeConfig: admin, namespaces });
+    expect(hits).toEqual([]);
+    expect(allLines.length).toBeGreaterThan(50);
+  });
+});

@@ -124,11 +124,18 @@ export class Reconciler {
           inputs.timing.minIntervalMs,
         );
       }
-      if (isTokenError(err) && err.code === 'insecure_endpoint') {
+      if (isTokenError(err)) {
+        // Endpoint resolution (discovery, the endpoint policy) failed before any request was sent.
+        const insecure = err.code === 'insecure_endpoint';
         return this.fail(
           connection,
           undefined,
-          { kind: 'configuration', reason: 'InsecureEndpoint', message: `spec.provider: ${err.message}` },
+          {
+            kind: insecure ? 'configuration' : err.code === 'in_doubt' ? 'transient' : err.code,
+            reason: insecure ? 'InsecureEndpoint' : err.reason,
+            message: insecure ? `spec.provider: ${err.message}` : err.message,
+            ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
+          },
           inputs.timing.minIntervalMs,
         );
       }

@@ -2,7 +2,7 @@
 // policy, time and size caps, and the metrics hook, so the reconciler only says what it wants.
 import type { OAuthConnection } from '../api/v1alpha1.ts';
 import type { Clock } from '../kube/clock.ts';
-import type { EndpointPolicy } from '../oauth/endpoint-policy.ts';
+import { checkEndpoint, type EndpointPolicy } from '../oauth/endpoint-policy.ts';
 import {
   introspectToken,
   requestTokens,
@@ -31,16 +31,22 @@ export class TokenService {
     this.options = options;
   }
 
-  resolveEndpoints(
+  /**
+   * The connection's endpoints, with the token endpoint already checked against the operator's
+   * endpoint policy, so a refused URL fails before any state is written or request is sent.
+   */
+  async resolveEndpoints(
     connection: OAuthConnection,
     preset: PresetDefaults,
     geolocation?: string,
   ): Promise<ResolvedEndpoints> {
-    return resolveEndpoints(connection.spec.provider, preset, this.options.policy, {
+    const endpoints = await resolveEndpoints(connection.spec.provider, preset, this.options.policy, {
       ...this.options.http,
       nowMs: this.options.clock.now(),
       ...(geolocation !== undefined ? { geolocation } : {}),
     });
+    await checkEndpoint(endpoints.tokenEndpoint, this.options.policy, this.options.http?.resolve);
+    return endpoints;
   }
 
   request(params: {

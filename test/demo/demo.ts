@@ -241,14 +241,24 @@ process.stdout.on('error', () => {
 process.stderr.on('error', () => {
   // Nothing left to tell anyone.
 });
-process.on('uncaughtException', (err) => {
-  process.stderr.write(`demo: ${err.stack ?? err.message}\n`);
-  void shutdown('unexpected error', 1);
-});
-process.on('unhandledRejection', (err) => {
-  process.stderr.write(`demo: ${errorText(err)}\n`);
-  void shutdown('unexpected error', 1);
-});
+// Fatal while setting up. Once everything runs, an error thrown from some event handler (say, the
+// harness failing to mirror a log line) must not take the demo down: report it once and go on.
+let setUp = false;
+const reported = new Set<string>();
+function unexpected(err: unknown): void {
+  const text = err instanceof Error ? (err.stack ?? err.message) : String(err);
+  if (!setUp) {
+    process.stderr.write(`demo: ${text}\n`);
+    void shutdown('unexpected error', 1);
+    return;
+  }
+  const key = errorText(err);
+  if (reported.has(key)) return;
+  reported.add(key);
+  process.stderr.write(`demo: ignoring an unexpected error (reported once): ${text}\n`);
+}
+process.on('uncaughtException', unexpected);
+process.on('unhandledRejection', unexpected);
 
 // ---------------------------------------------------------------------------------------------------
 // Setup.
@@ -454,6 +464,7 @@ async function run(): Promise<void> {
   const killLeaderEverySec = positiveSeconds('DEMO_KILL_LEADER_EVERY');
   const { admin, oidc } = await setup();
   if (isStopping()) return;
+  setUp = true;
   if (durationSec !== undefined) {
     say(`     (DEMO_DURATION_SECONDS=${durationSec}: stopping by itself after ${durationSec}s)`);
     setTimeout(() => {

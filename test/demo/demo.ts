@@ -370,6 +370,14 @@ async function readLease(coordination: k8s.CoordinationV1Api, namespace: string)
   }
 }
 
+/** Whether the status already reports the access token whose Secret says it expires at `expiresAt`. */
+function describes(status: ConnectionStatus, expiresAt: string | undefined): boolean {
+  const inSecret = Date.parse(expiresAt ?? '');
+  if (Number.isNaN(inSecret)) return true;
+  const inStatus = Date.parse(status.accessTokenExpiresAt ?? '');
+  return !Number.isNaN(inStatus) && Math.abs(inStatus - inSecret) < 1000;
+}
+
 function expiresCell(status: ConnectionStatus, secretExpiresAt: string | undefined): string {
   const at = Date.parse(status.accessTokenExpiresAt ?? secretExpiresAt ?? '');
   if (Number.isNaN(at)) return '?';
@@ -414,15 +422,21 @@ async function watch(admin: k8s.KubeConfig, oidc: TestOidcServer, killLeaderEver
       const token = data?.access_token;
       if (token && token !== lastToken) {
         lastToken = token;
+        // The Secret is written before the status: give the status a moment to describe this token.
+        let rowStatus = status;
+        for (let i = 0; i < 8 && !describes(rowStatus, data.expires_at) && !isStopping(); i++) {
+          await sleep(250);
+          rowStatus = await getConnectionStatus(admin, NAMESPACE, CONNECTION);
+        }
         const accepted = await oidc.isAccessTokenActive(token).catch(() => false);
         if (isStopping()) break;
         say(
           row([
             clock(Date.now()),
             lease.label,
-            String(status.chainGeneration ?? '-'),
-            String(status.rotations ?? '-'),
-            expiresCell(status, data.expires_at),
+            String(rowStatus.chainGeneration ?? '-'),
+            String(rowStatus.rotations ?? '-'),
+            expiresCell(rowStatus, data.expires_at),
             fingerprint(token),
             accepted ? 'active' : 'REJECTED',
             String(oidc.reuseCount()),

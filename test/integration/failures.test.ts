@@ -158,6 +158,16 @@ describe('provider faults and hostile input', () => {
       expect(Date.parse(after.nextRefreshTime ?? '') - Date.now()).toBeGreaterThan(30_000);
       expect(await eventReasons(admin, namespace, 'books')).toContain('InvalidClient');
       expect(oidc.reuseCount()).toBe(0);
+      // Fixing the Secret is picked up at the next (slow) retry; the chain itself was never touched.
+      await admin.makeApiClient(k8s.CoreV1Api).replaceNamespacedSecret({
+        name: 'client',
+        namespace,
+        body: {
+          metadata: { name: 'client', namespace },
+          type: 'Opaque',
+          stringData: { client_secret: oidc.clients[0]?.clientSecret ?? '' },
+        },
+      });
     });
 
     it('never adopts an output Secret it does not own', async () => {
@@ -219,7 +229,11 @@ describe('provider faults and hostile input', () => {
     });
 
     afterAll(async () => {
-      await new Promise<void>((resolve) => trap.close(() => resolve()));
+      await new Promise<void>((resolve) => {
+        trap.close(() => {
+          resolve();
+        });
+      });
     });
 
     const trapURL = (): string => `http://127.0.0.1:${(trap.address() as AddressInfo).port}`;

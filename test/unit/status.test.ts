@@ -1,0 +1,163 @@
+import { describe, expect, it } from 'vitest';
+import type { OAuthConnectionStatus } from '../../src/api/v1alpha1.ts';
+import {
+  onFailure,
+  onSuccess,
+  sameStatus,
+  TERMINAL_RECHECK_MS,
+  type Failure,
+} from '../../src/controller/status.ts';
+import { setCondition } from '../../src/kube/conditions.ts';
+
+const T0 = Date.parse('2026-01-01T00:00:00Z');
+const iso = (ms: number): string => new Date(ms).toISOString();
+const ready = (status: OAuthConnectionStatus) => status.conditions?.find((c) => c.type === 'Ready');
+
+function success(previous: OAuthConnectionStatus, nowMs = T0) {
+  return onSuccess({
+    previous,
+    generation: 3,
+    nowMs,
+    accessTokenExpiresAtMs: nowMs + 600_000,
+    nextRefreshAtMs: nowMs + 400_000,
+    refreshed: true,
+    rotations: 5,
+    chainGeneration: 1,
+  });
+}
+
+describe('setCondition', () => {
+  it('keeps lastTransitionTime when the status did not change', () => {
+    const first = setCondition(
+      undefined,
+      { type: 'Ready', status: 'True', reason: 'A', message: 'a' },
+      1,
+      iso(T0),
+    );
+    const second = setCondition(
+      first,
+      { type: 'Ready', status: 'True', reason: 'B', message: 'b' },
+      2,
+      iso(T0 + 5000),
+    );
+    expect(second[0]?.lastTransitionTime).toBe(iso(T0));
+    expect(second[0]?.reason).toBe('B');
+    expect(second[0]?.observedGeneration).toBe(2);
+    const third = setCondition(
+      second,
+      { type: 'Ready', status: 'False', reason: 'C', message: 'c' },
+      2,
+      iso(T0 + 9000),
+    );
+    expect(third[0]?.lastTransitionTime).toBe(iso(T0 + 9000));
+  });
+});
+
+describe('onSuccess', () => {
+  it('sets Ready, clears failures, schedules the next refresh and announces the first readiness only', () => {
+    const first = success({ failedAttempts: 3 });
+    expect(ready(first.status)?.status).toBe('True');
+    expect(first.status.failedAttempts).toBe(0);
+    expect(first.status.lastRefreshTime).toBe(iso(T0));
+    expect(first.requeueAfterMs).toBe(400_000);
+    expect(first.event?.reason).toBe('TokenReady');
+    const again = success(first.status, T0 + 400_000);
+    expect(again.event).toBeUndefined();
+  });
+
+  it('writes nothing when nothing changed', () => {
+    const first = success({});
+    expect(sameStatus(first.status, success(first.status).status)).toBe(true);
+  });
+});
+
+describe('onFailure', () => {
+  const cases: {
+    name: string;
+    failure: Failure;
+    tokenValid: boolean;
+    ready: 'True' | 'False';
+    chainBroken?: 'True';
+    requeue: (ms: number) => boolean;
+  }[] = [
+    {
+      name: 'transient while the token is valid: still Ready, Degraded, quick retry',
+      failure: { kind: 'transient', reason: 'ProviderUnavailable', message: 'm' },
+      tokenValid: true,
+      ready: 'True',
+      requeue: (ms) => ms === 2_000,
+    },
+    {
+      name: 'transient after the token expired: not Ready',
+      failure: { kind: 'transient', reason: 'ProviderUnavailable', message: 'm' },
+      tokenValid: false,
+      ready: 'False',
+      requeue: (ms) => ms === 2_000,
+    },
+    {
+      name: 'Retry-After is honoured',
+      failure: { kind: 'transient', reason: 'RateLimited', message: 'm', retryAfterMs: 45_000 },
+      tokenValid: true,
+      ready: 'True',
+      requeue: (ms) => ms === 45_000,
+    },
+    {
+      name: 'configuration: not Ready even with a valid token, slow retry',
+      failure: { kind: 'configuration', reason: 'InvalidClient', message: 'm' },
+      tokenValid: true,
+      ready: 'False',
+      requeue: (ms) => ms >= 60_000,
+    },
+    {
+      name: 'chain broken: ChainBroken and a terminal recheck',
+      failure: { kind: 'chain_broken', reason: 'RefreshTokenReused', message: 'm' },
+      tokenValid: true,
+      ready: 'False',
+      chainBroken: 'True',
+      requeue: (ms) => ms === TERMINAL_RECHECK_MS,
+    },
+    {
+      name: 'too early: waits for the provider floor',
+      failure: { kind: 'too_early', reason: 'TooEarly', message: 'm' },
+      tokenValid: true,
+      ready: 'True',
+      requeue: (ms) => ms === 570_000,
+    },
+  ];
+  it.each(cases)('$name', ({ failure, tokenValid, ready: expectedReady, chainBroken, requeue }) => {
+    const decision = onFailure({
+      previous: { failedAttempts: 0 },
+      generation: 1,
+      nowMs: T0,
+      failure,
+      accessTokenExpiresAtMs: tokenValid ? T0 + 60_000 : T0 - 1,
+      minIntervalRetryAtMs: T0 + 570_000,
+    });
+    expect(ready(decision.status)?.status).toBe(expectedReady);
+    if (chainBroken)
+      expect(decision.status.conditions?.find((c) => c.type === 'ChainBroken')?.status).toBe(chainBroken);
+    expect(requeue(decision.requeueAfterMs), `requeue ${decision.requeueAfterMs}`).toBe(true);
+    expect(decision.status.failedAttempts).toBe(1);
+    expect(decision.event?.type).toBe('Warning');
+  });
+
+  it('counts consecutive failures for the backoff and emits one Event per new reason', () => {
+    const failure: Failure = { kind: 'transient', reason: 'ProviderUnavailable', message: 'm' };
+    const first = onFailure({ previous: {}, generation: 1, nowMs: T0, failure });
+    const second = onFailure({ previous: first.status, generation: 1, nowMs: T0 + 2000, failure });
+    expect(second.status.failedAttempts).toBe(2);
+    expect(second.requeueAfterMs).toBe(4_000);
+    expect(second.event).toBeUndefined();
+  });
+
+  it('does not count a conflict with another writer as a failure', () => {
+    const decision = onFailure({
+      previous: { failedAttempts: 2 },
+      generation: 1,
+      nowMs: T0,
+      failure: { kind: 'conflict', reason: 'StateConflict', message: 'm' },
+    });
+    expect(decision.status.failedAttempts).toBe(2);
+    expect(decision.event).toBeUndefined();
+  });
+});

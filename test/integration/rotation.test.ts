@@ -1,4 +1,4 @@
-import type * as k8s from '@kubernetes/client-node';
+import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   condition,
@@ -9,7 +9,16 @@ import {
   readSecretData,
   waitFor,
 } from '../harness/builders.ts';
-import { applyCRDs, createNamespace, loadKubeConfig } from '../harness/kube.ts';
+import {
+  applyCRDs,
+  createNamespace,
+  GROUP,
+  isApiError,
+  loadKubeConfig,
+  PLURAL,
+  VERSION,
+} from '../harness/kube.ts';
+import { findLeaks } from '../harness/leaks.ts';
 import {
   setupOperatorEnvironment,
   startOperator,
@@ -24,6 +33,7 @@ describe('single-writer rotation against oidc-provider', () => {
   let oidc: TestOidcServer;
   let namespace: string;
   let operator: OperatorProcess;
+  const observedTokens: string[] = [];
 
   beforeAll(async () => {
     admin = loadKubeConfig(inject('kubeconfig'));
@@ -61,6 +71,7 @@ describe('single-writer rotation against oidc-provider', () => {
           const seenAt = Date.now();
           expect(await oidc.isAccessTokenActive(token), 'the provider accepts the access token').toBe(true);
           seen.push({ token, expiresAt: Date.parse(data.expires_at ?? ''), seenAt });
+          observedTokens.push(token);
         }
         return seen.length >= 11;
       },
@@ -83,5 +94,103 @@ describe('single-writer rotation against oidc-provider', () => {
     const data = await readSecretData(admin, namespace, 'books-token');
     expect(Object.keys(data ?? {}).sort()).toEqual(['access_token', 'expires_at', 'token_type']);
     expect(data?.token_type).toBe('Bearer');
+  });
+
+  it('serves a client-credentials connection: no chain, just fresh access tokens', async () => {
+    await createConnection(
+      admin,
+      connection(namespace, 'machine', oidc.issuer, {
+        grant: { type: 'clientCredentials', seedSecretRef: undefined },
+        output: { keys: { authorizationHeader: 'authorization' } },
+      }),
+    );
+    const data = await waitFor('the machine token', async () => {
+      const d = await readSecretData(admin, namespace, 'machine-token');
+      return d?.access_token ? d : undefined;
+    });
+    expect(await oidc.isAccessTokenActive(data.access_token ?? '')).toBe(true);
+    expect(data.authorization).toBe(`Bearer ${data.access_token ?? ''}`);
+    const status = await getConnectionStatus(admin, namespace, 'machine');
+    expect(condition(status, 'Ready')?.status).toBe('True');
+  });
+
+  it('on delete revokes the refresh token, removes its state, and the output Secret goes with its owner', async () => {
+    const stateName = `oac-${namespace}.books`;
+    const core = admin.makeApiClient(k8s.CoreV1Api);
+    const custom = admin.makeApiClient(k8s.CustomObjectsApi);
+    await custom.patchNamespacedCustomObject(
+      {
+        group: GROUP,
+        version: VERSION,
+        namespace,
+        plural: PLURAL,
+        name: 'books',
+        body: { spec: { revokeOnDelete: true } },
+      },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+    );
+    const state = await core.readNamespacedSecret({ name: stateName, namespace: env.namespace });
+    const chain = JSON.parse(Buffer.from(state.data?.['state.json'] ?? '', 'base64').toString('utf8')) as {
+      refreshToken: string;
+    };
+    await custom.deleteNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace,
+      plural: PLURAL,
+      name: 'books',
+    });
+    await waitFor('the connection to be gone', async () => {
+      try {
+        await custom.getNamespacedCustomObject({
+          group: GROUP,
+          version: VERSION,
+          namespace,
+          plural: PLURAL,
+          name: 'books',
+        });
+        return false;
+      } catch (err) {
+        return isApiError(err, 404);
+      }
+    });
+    await waitFor('the state Secret to be gone', async () => {
+      try {
+        await core.readNamespacedSecret({ name: stateName, namespace: env.namespace });
+        return false;
+      } catch (err) {
+        return isApiError(err, 404);
+      }
+    });
+    // Within the chain's last moments a rotation may have replaced the token we read: accept either
+    // that one or its successor being revoked, but never an active chain left behind.
+    await waitFor(
+      'the refresh token revoked',
+      () => oidc.refreshTokenState(chain.refreshToken) !== 'current',
+      10_000,
+    );
+    await waitFor(
+      'the output Secret collected by the garbage collector',
+      async () => (await readSecretData(admin, namespace, 'books-token')) === undefined,
+      30_000,
+    );
+  });
+
+  it('leaks no secret into logs, Events, status or metrics', async () => {
+    const address = operator.lines
+      .map((l) => /"address":"([^"]+)"/.exec(l)?.[1])
+      .find((a): a is string => a !== undefined);
+    const metricsText = address ? await (await fetch(`http://${address}/metrics`)).text() : '';
+    expect(metricsText).toContain('oauth_token_operator_refreshes_total');
+    expect(metricsText).toContain('leader_election_master_status');
+    expect(metricsText).toContain('workqueue_depth');
+    const secrets = [oidc.clients[0]?.clientSecret ?? '', ...observedTokens];
+    const hits = await findLeaks(secrets, {
+      lines: operator.lines,
+      kubeConfig: admin,
+      namespaces: [namespace],
+      metricsText,
+    });
+    expect(hits).toEqual([]);
   });
 });

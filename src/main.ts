@@ -6,6 +6,7 @@ import { Controller } from './controller/controller.ts';
 import { HostLimiter } from './controller/host-limiter.ts';
 import { OutputSecretWriter } from './controller/output-secret.ts';
 import { Reconciler } from './controller/reconciler.ts';
+import { RecoveryLogin } from './controller/recovery.ts';
 import { StateStore } from './controller/state-store.ts';
 import { TokenService } from './controller/token-service.ts';
 import { systemClock } from './kube/clock.ts';
@@ -108,13 +109,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     ...(config.watchNamespace ? { watchNamespace: config.watchNamespace } : {}),
     workers: config.workers,
   });
+  const policy = {
+    allowInsecureHttp: config.allowInsecureHttp,
+    allowPrivateNetworks: config.allowPrivateNetworks,
+    allowedHosts: config.allowedHosts,
+  };
   const tokens = new TokenService({
     clock,
-    policy: {
-      allowInsecureHttp: config.allowInsecureHttp,
-      allowPrivateNetworks: config.allowPrivateNetworks,
-      allowedHosts: config.allowedHosts,
-    },
+    policy,
     http: {
       timeoutMs: config.requestTimeoutMs,
       maxResponseBytes: config.maxResponseBytes,
@@ -122,6 +124,12 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         metrics.tokenEndpointRequests.inc({ host, status: String(status) });
       },
     },
+  });
+  const recovery = new RecoveryLogin({
+    tokens,
+    clock,
+    policy,
+    http: { timeoutMs: config.requestTimeoutMs, maxResponseBytes: config.maxResponseBytes },
   });
   const reconciler = new Reconciler(
     {
@@ -131,6 +139,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       output: new OutputSecretWriter(core),
       tokens,
       hostLimiter: new HostLimiter(config.maxConcurrentPerHost),
+      recovery,
       events: new KubeEventRecorder(core, 'oauth-token-operator', clock, log),
       metrics,
       log,

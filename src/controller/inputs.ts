@@ -2,6 +2,7 @@
 // request: Secret references (read by GET, only in the connection's own namespace), the preset, the
 // timing. A problem here is a configuration failure whose message names the offending field.
 import * as k8s from '@kubernetes/client-node';
+import { createHash } from 'node:crypto';
 import type { OAuthConnection, SecretKeyRef } from '../api/v1alpha1.ts';
 import { parseDuration } from '../kube/duration.ts';
 import { presetDefaults, type PresetDefaults } from '../providers/presets.ts';
@@ -19,6 +20,20 @@ export class ConfigurationError extends Error {
   }
 }
 
+/** The recovery login's credentials, read only when spec.recovery.login is set. */
+export interface LoginCredentials {
+  username: string;
+  password: string;
+  /** The authenticator secret (base32 or otpauth:// URI), when a TOTP step is configured. */
+  totpSecret?: string;
+  /**
+   * Identifies this version of the credentials without deriving anything from their values: the
+   * referenced Secrets' names and resourceVersions. A rejected password blocks further logins until
+   * this changes.
+   */
+  version: string;
+}
+
 export interface ResolvedInputs {
   preset: PresetDefaults;
   clientSecret?: string;
@@ -26,6 +41,7 @@ export interface ResolvedInputs {
   seed?: string;
   username?: string;
   password?: string;
+  login?: LoginCredentials;
   timing: RefreshTiming;
   assumedLifetimeMs: number;
   graceWindowMs: number;
@@ -53,6 +69,17 @@ export async function readSecretKey(
   field: string,
   defaultKey: string,
 ): Promise<string> {
+  return (await readSecretKeyVersioned(core, namespace, ref, field, defaultKey)).value;
+}
+
+/** Like readSecretKey, with the Secret's resourceVersion. */
+export async function readSecretKeyVersioned(
+  core: k8s.CoreV1Api,
+  namespace: string,
+  ref: SecretKeyRef & { namespace?: unknown },
+  field: string,
+  defaultKey: string,
+): Promise<{ value: string; resourceVersion: string }> {
   if (ref.namespace !== undefined && ref.namespace !== namespace) {
     throw new ConfigurationError(
       'CrossNamespaceReference',
@@ -89,7 +116,7 @@ export async function readSecretKey(
       `${field}: key ${key} of Secret ${namespace}/${ref.name} is empty`,
     );
   }
-  return value;
+  return { value, resourceVersion: secret.metadata?.resourceVersion ?? '' };
 }
 
 export async function resolveInputs(
@@ -173,6 +200,43 @@ export async function resolveInputs(
     }
     inputs.username = await readSecretKey(core, namespace, usernameRef, 'spec.grant.usernameRef', 'username');
     inputs.password = await readSecretKey(core, namespace, passwordRef, 'spec.grant.passwordRef', 'password');
+  }
+  const login = spec.recovery?.login;
+  if (login) {
+    const username = await readSecretKeyVersioned(
+      core,
+      namespace,
+      login.usernameRef,
+      'spec.recovery.login.usernameRef',
+      'username',
+    );
+    const password = await readSecretKeyVersioned(
+      core,
+      namespace,
+      login.passwordRef,
+      'spec.recovery.login.passwordRef',
+      'password',
+    );
+    const totp = login.totpSecretRef
+      ? await readSecretKeyVersioned(
+          core,
+          namespace,
+          login.totpSecretRef,
+          'spec.recovery.login.totpSecretRef',
+          'totp',
+        )
+      : undefined;
+    const version = [
+      `${login.usernameRef.name}@${username.resourceVersion}`,
+      `${login.passwordRef.name}@${password.resourceVersion}`,
+      ...(login.totpSecretRef && totp ? [`${login.totpSecretRef.name}@${totp.resourceVersion}`] : []),
+    ].join(',');
+    inputs.login = {
+      username: username.value,
+      password: password.value,
+      ...(totp ? { totpSecret: totp.value } : {}),
+      version: createHash('sha256').update(version).digest('hex').slice(0, 32),
+    };
   }
   return inputs;
 }

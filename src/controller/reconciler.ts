@@ -24,8 +24,9 @@ import {
   type StateStore,
   type StoredState,
 } from './state-store.ts';
-import { onFailure, onSuccess, sameStatus, type Decision, type Failure } from './status.ts';
+import { onFailure, onSuccess, sameStatus, statusPatch, type Decision, type Failure } from './status.ts';
 import type { HostLimiter } from './host-limiter.ts';
+import { loginFailureReason, loginGate, type RecoveryLogin } from './recovery.ts';
 import type { TokenService, TokenSet } from './token-service.ts';
 
 export const FINALIZER = 'oauth.token-operator.dev/finalizer';
@@ -54,6 +55,8 @@ export interface ReconcilerDeps {
   output: OutputSecretWriter;
   tokens: TokenService;
   hostLimiter: HostLimiter;
+  /** The recovery login; connections with spec.recovery.login need it. */
+  recovery: RecoveryLogin;
   events: EventRecorder;
   metrics: OperatorMetrics;
   log: Logger;
@@ -183,6 +186,18 @@ export class Reconciler {
     }
     stored = { state, resourceVersion: resourceVersion ?? '' };
 
+    const login = connection.spec.recovery?.login;
+    if (login && grantType === 'refreshToken' && !state.claim) {
+      if (login.flow === 'implicit') {
+        // Access-token-only mode: every "refresh" is a login, no earlier than minInterval allows.
+        return this.accessTokenStillGood(connection, state, inputs)
+          ? this.publish(connection, stored, inputs, false)
+          : this.recover(connection, inputs, stored, log);
+      }
+      // A broken chain, or none yet (no seed): start a new one by logging in.
+      if (state.broken || !state.refreshToken) return this.recover(connection, inputs, stored, log);
+    }
+
     if (state.broken) {
       return this.fail(
         connection,
@@ -227,6 +242,10 @@ export class Reconciler {
           verdict === 'inactive'
             ? 'the answer to a refresh was lost and the provider reports the presented token as used'
             : 'the answer to a refresh was lost outside the provider grace window, and the provider cannot say whether the token was used';
+        if (connection.spec.recovery?.login) {
+          const rv = await this.deps.state.read(connection);
+          return this.recover(connection, inputs, { state, resourceVersion: rv?.resourceVersion ?? '' }, log);
+        }
         return this.fail(
           connection,
           state,
@@ -433,8 +452,11 @@ export class Reconciler {
       this.deps.metrics.chainBroken.inc({ namespace, name });
     }
     if (err.code === 'relocate' && err.geolocation) next.geolocation = err.geolocation;
-    await this.persist(connection, next, stored.resourceVersion, state.claim?.id ?? '', log);
+    const rv = await this.persist(connection, next, stored.resourceVersion, state.claim?.id ?? '', log);
     state = next;
+    if (err.code === 'chain_broken' && connection.spec.recovery?.login) {
+      return this.recover(connection, inputs, { state, resourceVersion: rv }, log);
+    }
     const kind = err.code === 'insecure_endpoint' ? 'configuration' : err.code;
     const failure: Failure = {
       kind,
@@ -444,6 +466,126 @@ export class Reconciler {
       ...(err.notBeforeMs !== undefined ? { notBeforeMs: err.notBeforeMs } : {}),
     };
     return this.fail(connection, state, failure, inputs.timing.minIntervalMs);
+  }
+
+  /**
+   * Starts a new chain (or, in implicit mode, gets the next access token) by logging in. The attempt
+   * is recorded in status before it is made, so the hourly budget holds across crashes and leaders.
+   */
+  private async recover(
+    connection: OAuthConnection,
+    inputs: ResolvedInputs,
+    stored: StoredState,
+    log: Logger,
+  ): Promise<ReconcileResult> {
+    const { clock, metrics } = this.deps;
+    const { namespace, name } = connection.metadata;
+    const login = connection.spec.recovery?.login;
+    const credentials = inputs.login;
+    if (!login || !credentials) throw new Error('recover() called without spec.recovery.login');
+    let state = stored.state;
+    const now = clock.now();
+    const gate = loginGate(connection.status, login.maxAttemptsPerHour, credentials.version, now);
+    if (!gate.allowed) {
+      return this.fail(
+        connection,
+        state,
+        {
+          kind: 'chain_broken',
+          reason: gate.reason ?? 'LoginNotAllowed',
+          message: gate.message ?? 'no recovery login allowed now',
+          ...(gate.retryAtMs !== undefined ? { recheckAtMs: gate.retryAtMs } : {}),
+        },
+        inputs.timing.minIntervalMs,
+      );
+    }
+    await this.writeStatus(connection, {
+      ...(connection.status ?? {}),
+      loginAttempts: [...gate.attempts, new Date(now).toISOString()],
+    });
+    log.info({ flow: login.flow, chainGeneration: state.chainGeneration }, 'recovery login');
+
+    let result: Awaited<ReturnType<RecoveryLogin['login']>>;
+    try {
+      const endpoints = await this.deps.tokens.resolveEndpoints(connection, inputs.preset, state.geolocation);
+      result = await this.deps.recovery.login(connection, inputs, endpoints, state.totpLastStep);
+    } catch (err) {
+      if (!isTokenError(err)) throw err;
+      const reason = loginFailureReason(err);
+      metrics.recoveryLogins.inc({ namespace, name, result: reason });
+      log.warn({ reason, loginReason: err.reason, httpStatus: err.httpStatus }, 'recovery login failed');
+      // The code sent (if any) is spent even though the login failed.
+      const secret = this.deps.recovery.parseSecret(inputs);
+      const step = secret ? this.deps.recovery.totp.lastUsedStep(secret) : undefined;
+      if (step !== undefined && step !== state.totpLastStep) {
+        state = { ...state, totpLastStep: step };
+        await this.deps.state.write(connection, state, stored.resourceVersion || undefined);
+      }
+      if (reason === 'LoginFailed' && connection.status) {
+        connection.status = { ...connection.status, loginBlockedCredentials: credentials.version };
+      }
+      return this.fail(
+        connection,
+        state,
+        {
+          kind: err.code === 'transient' ? 'transient' : 'chain_broken',
+          reason,
+          message: err.message,
+          ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
+        },
+        inputs.timing.minIntervalMs,
+      );
+    }
+
+    const { tokens } = result;
+    const issuedAt = clock.now();
+    const implicit = tokens.flow === 'implicit';
+    const next: ChainState = {
+      ...state,
+      accessToken: tokens.accessToken,
+      tokenType: tokens.tokenType,
+      issuedAtMs: issuedAt,
+      accessTokenExpiresAtMs:
+        issuedAt +
+        (tokens.expiresInSec !== undefined ? tokens.expiresInSec * 1000 : inputs.assumedLifetimeMs),
+      // Implicit logins continue one "chain" of logins; code and direct logins start a new chain.
+      chainGeneration: implicit && state.implicit ? state.chainGeneration : state.chainGeneration + 1,
+      rotations: implicit && state.implicit ? state.rotations + 1 : 0,
+    };
+    delete next.claim;
+    delete next.broken;
+    delete next.previousRefreshToken;
+    if (result.totpStep !== undefined) next.totpLastStep = result.totpStep;
+    if (implicit) {
+      next.implicit = true;
+      delete next.refreshToken;
+    } else {
+      delete next.implicit;
+      if (tokens.refreshToken !== undefined) next.refreshToken = tokens.refreshToken;
+      else delete next.refreshToken;
+      if (tokens.refreshExpiresInSec !== undefined)
+        next.refreshTokenExpiresAtMs = issuedAt + tokens.refreshExpiresInSec * 1000;
+    }
+    const resourceVersion = await this.deps.state.write(
+      connection,
+      next,
+      stored.resourceVersion || undefined,
+    );
+    metrics.recoveryLogins.inc({ namespace, name, result: 'success' });
+    if (!implicit || !state.implicit) {
+      this.event(
+        connection,
+        'Normal',
+        'RecoveryLoginSucceeded',
+        implicit
+          ? 'logged in (implicit flow): access tokens are fetched by logging in again before each expiry'
+          : `logged in (${tokens.flow} flow) and started refresh-token chain ${next.chainGeneration}`,
+      );
+    }
+    connection.status = { ...(connection.status ?? {}), lastRecoveryTime: new Date(issuedAt).toISOString() };
+    delete connection.status.loginBlockedCredentials;
+    log.info({ flow: tokens.flow, chainGeneration: next.chainGeneration }, 'recovery login succeeded');
+    return this.publish(connection, { state: next, resourceVersion }, inputs, true);
   }
 
   /** Writes the output Secret from the state and records success. */
@@ -521,7 +663,14 @@ export class Reconciler {
     const { namespace, name } = connection.metadata;
     try {
       await this.deps.custom.patchNamespacedCustomObjectStatus(
-        { group: GROUP, version: VERSION, namespace, plural: PLURAL, name, body: { status } },
+        {
+          group: GROUP,
+          version: VERSION,
+          namespace,
+          plural: PLURAL,
+          name,
+          body: { status: statusPatch(connection.status, status) },
+        },
         k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
       );
     } catch (err) {

@@ -43,6 +43,10 @@ export interface ChainState {
   refreshTokenExpiresAtMs?: number;
   /** SAP Concur: the host that answers for this user. */
   geolocation?: string;
+  /** The last TOTP time step sent to the provider, so no replica ever sends that code again. */
+  totpLastStep?: number;
+  /** Implicit mode: no refresh token, a login before each expiry. */
+  implicit?: boolean;
 }
 
 export interface StoredState {

@@ -25,6 +25,8 @@ export interface Failure {
   retryAfterMs?: number;
   /** The earliest time the provider accepts another request (too early). */
   notBeforeMs?: number;
+  /** Look again at this time instead of the class's default (a login budget that frees up). */
+  recheckAtMs?: number;
 }
 
 export interface Decision {
@@ -164,6 +166,7 @@ export function onFailure(input: FailureInput): Decision {
       requeueAfterMs = TERMINAL_RECHECK_MS;
       break;
   }
+  if (failure.recheckAtMs !== undefined) requeueAfterMs = delayUntil(failure.recheckAtMs, nowMs);
   status.nextRefreshTime = iso(nowMs + requeueAfterMs);
 
   const chainBroken = failure.kind === 'chain_broken';
@@ -208,6 +211,21 @@ export function onFailure(input: FailureInput): Decision {
       ? { event: { type: 'Warning' as const, reason: failure.reason, message: failure.message } }
       : {}),
   };
+}
+
+/**
+ * A JSON merge patch from one status to the next: fields that disappeared are sent as null, so the
+ * server removes them (a merge patch leaves absent fields as they are).
+ */
+export function statusPatch(
+  previous: OAuthConnectionStatus | undefined,
+  next: OAuthConnectionStatus,
+): Record<string, unknown> {
+  const patch: Record<string, unknown> = { ...next };
+  for (const key of Object.keys(previous ?? {})) {
+    if (!(key in next) || (next as Record<string, unknown>)[key] === undefined) patch[key] = null;
+  }
+  return patch;
 }
 
 /** Status equality that ignores key order: status is written only when it changed. */

@@ -15,16 +15,29 @@
 // the provider answers normally with a new successor (the earlier successor stays valid). The adapter
 // also makes consumption atomic, so two concurrent presentations of one token cannot both succeed
 // outside the window: the loser is treated as a reuse.
+//
+// With `login`, the server also offers an interactive browser login through oidc-provider's
+// interaction mechanism, for the operator's headless recovery login: the authorization endpoint
+// redirects to /interaction/:uid, an HTML login form (username + password, a hidden CSRF field),
+// then an HTML TOTP form (one field), then the authorization response: `?code=` for
+// response_type=code (PKCE required) or `#access_token=` for response_type=token (OAuth 2.0
+// implicit, which oidc-provider 9 no longer offers by itself; see allowPlainTokenResponseType).
+// Consent is granted automatically with the login. A TOTP code is rejected when the time step it
+// belongs to was already accepted for that user (RFC 6238 §5.2), so the same code never works twice.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createGuardrails, generateSync, verifySync } from 'otplib';
 import { FaultController, type KoaLikeContext, type KoaLikeMiddleware } from './fault-proxy.ts';
 
 export { FaultController } from './fault-proxy.ts';
 export type { Fault, InjectedFault } from './fault-proxy.ts';
 
-export type GrantType = 'refresh_token' | 'client_credentials' | 'authorization_code';
+export type GrantType = 'refresh_token' | 'client_credentials' | 'authorization_code' | 'implicit';
+
+/** Where authorization responses go unless a client registers other redirect URIs (never fetched). */
+export const DEFAULT_REDIRECT_URI = 'http://127.0.0.1/callback';
 
 export interface TestOidcClient {
   clientId: string;
@@ -32,8 +45,53 @@ export interface TestOidcClient {
   clientSecret?: string;
   authMethod: 'client_secret_basic' | 'client_secret_post' | 'none';
   grantTypes: GrantType[];
-  /** Only with authorization_code; defaults to http://127.0.0.1/callback. */
+  /**
+   * Only with authorization_code (response_type=code) or implicit (response_type=token); defaults to
+   * [DEFAULT_REDIRECT_URI].
+   */
   redirectUris?: string[];
+}
+
+export interface TestOidcUser {
+  /** The `sub` of the tokens issued after this user's login. */
+  accountId: string;
+  username: string;
+  password: string;
+  /** Base32 TOTP secret (SHA-1, 6 digits, 30 s; at least 10 bytes). */
+  totpSecret: string;
+}
+
+export interface TestOidcLoginFields {
+  /** id of the login form; default 'login-form'. */
+  loginFormId?: string;
+  /** Default 'username'. */
+  usernameField?: string;
+  /** Default 'password'. */
+  passwordField?: string;
+  /** id of the TOTP form; default 'otp-form'. */
+  otpFormId?: string;
+  /** Default 'otp'. */
+  otpField?: string;
+}
+
+export interface TestOidcLoginOptions {
+  users: TestOidcUser[];
+  fields?: TestOidcLoginFields;
+}
+
+export interface TotpCodeReceived {
+  /** Date.now() when the code arrived. */
+  at: number;
+  code: string;
+  accepted: boolean;
+}
+
+export interface LoginAttempt {
+  /** Date.now() when the credentials arrived. */
+  at: number;
+  username: string;
+  /** False for a wrong password and for an unknown user. */
+  passwordOk: boolean;
 }
 
 export interface TestOidcServerOptions {
@@ -53,6 +111,11 @@ export interface TestOidcServerOptions {
   clients?: TestOidcClient[];
   /** Port on 127.0.0.1; default 0 (any free port). */
   port?: number;
+  /**
+   * Enables the interactive login (HTML login form, then TOTP form) behind the authorization
+   * endpoint. Without it an authorization request ends at an interaction page that does not exist.
+   */
+  login?: TestOidcLoginOptions;
 }
 
 export type Presented = 'current' | 'in-grace' | 'reused' | 'unknown';
@@ -73,6 +136,8 @@ export interface RefreshLogEntry {
 export interface TestOidcServer {
   /** http://127.0.0.1:PORT (plain http on loopback, no trailing slash). */
   issuer: string;
+  /** ${issuer}/auth. */
+  authorizationEndpoint: string;
   tokenEndpoint: string;
   introspectionEndpoint: string;
   revocationEndpoint: string;
@@ -96,8 +161,12 @@ export interface TestOidcServer {
   revokeFamilyOf(refreshToken: string): Promise<boolean>;
   /** Revokes every grant and all their tokens, so every chain breaks. */
   revokeAllGrants(): Promise<void>;
-  /** Errors the provider reported through its 'server_error' event. */
+  /** Errors the provider reported through its 'server_error' event (and those of the login pages). */
   serverErrors(): Error[];
+  /** Every TOTP code posted to the TOTP form, in order, accepted or not (empty without `login`). */
+  totpCodesReceived(): TotpCodeReceived[];
+  /** Every POST of the login form, in order (empty without `login`). */
+  loginAttempts(): LoginAttempt[];
   faults: FaultController;
 }
 
@@ -122,16 +191,47 @@ interface ProviderClient {
   clientId: string;
 }
 
+interface ProviderGrant {
+  addOIDCScope(scope: string): void;
+  addOIDCClaims(claims: string[]): void;
+  addResourceScope(indicator: string, scope: string): void;
+  save(): Promise<string>;
+}
+
+interface InteractionDetails {
+  uid: string;
+  prompt: { name: string; details: Record<string, unknown> };
+  params: Record<string, unknown>;
+  session?: { accountId?: string };
+  grantId?: string;
+}
+
+interface InteractionResult {
+  login?: { accountId: string };
+  consent?: { grantId?: string };
+}
+
 interface Provider {
   readonly issuer: string;
   callback(): (req: IncomingMessage, res: ServerResponse) => void;
   use(middleware: KoaLikeMiddleware): unknown;
   on(event: string, listener: (...args: unknown[]) => void): unknown;
   urlFor(name: string): string;
-  Client: { find(id: string): Promise<ProviderClient | undefined> };
-  Grant: new (init: { accountId: string; clientId: string }) => {
-    addOIDCScope(scope: string): void;
-    save(): Promise<string>;
+  interactionDetails(req: IncomingMessage, res: ServerResponse): Promise<InteractionDetails>;
+  /** Stores the result and answers 303 to the authorization endpoint's resume URL. */
+  interactionFinished(
+    req: IncomingMessage,
+    res: ServerResponse,
+    result: InteractionResult,
+    options?: { mergeWithLastSubmission?: boolean },
+  ): Promise<void>;
+  Client: {
+    find(id: string): Promise<ProviderClient | undefined>;
+    Schema: { prototype: { invalidate: (this: unknown, message: string, code?: string) => void } };
+  };
+  Grant: {
+    new (init: { accountId: string; clientId: string }): ProviderGrant;
+    find(id: string): Promise<ProviderGrant | undefined>;
   };
   RefreshToken: new (init: {
     client: ProviderClient;
@@ -145,7 +245,7 @@ interface Provider {
 
 interface OidcProviderModule {
   default: new (issuer: string, configuration: Record<string, unknown>) => Provider;
-  errors: { InvalidGrant: new (description: string) => Error };
+  errors: { InvalidGrant: new (description: string) => Error; SessionNotFound: new () => Error };
 }
 
 // Loaded through a computed specifier: a static import of the untyped package fails type checking.
@@ -154,6 +254,41 @@ let loaded: Promise<OidcProviderModule> | undefined;
 function loadOidcProvider(): Promise<OidcProviderModule> {
   loaded ??= import(OIDC_PROVIDER_PACKAGE) as Promise<OidcProviderModule>;
   return loaded;
+}
+
+// oidc-provider's accessor for a provider's private state (the same module instance the provider
+// uses: the package has no "exports" map, so the deep path resolves to the very file it imports).
+const OIDC_PROVIDER_INTERNALS: string = 'oidc-provider/lib/helpers/weak_cache.js';
+
+/**
+ * oidc-provider 9 refuses `responseTypes: ['token']` (OAuth 2.0 implicit without an id_token) when
+ * it validates its configuration, yet its authorization endpoint still knows how to answer it: it
+ * checks requests against configuration.responseTypes at request time. So 'token' is added to that
+ * list after construction (tested against 9.13.3: test/unit/oidc-login.test.ts fails if it stops
+ * working). Implicit clients also need http loopback redirect URIs, which the provider's documented
+ * recipe (recipes/implicit_http_localhost.md) allows by skipping two client validations.
+ */
+async function allowPlainTokenResponseType(provider: Provider): Promise<void> {
+  const { default: internals } = (await import(OIDC_PROVIDER_INTERNALS)) as {
+    default: (
+      provider: unknown,
+    ) => { configuration?: { responseTypes?: unknown; grantTypes?: unknown } } | undefined;
+  };
+  const configuration = internals(provider)?.configuration;
+  const responseTypes = configuration?.responseTypes;
+  const grantTypes = configuration?.grantTypes;
+  if (!Array.isArray(responseTypes) || !(grantTypes instanceof Set)) {
+    throw new Error('oidc-provider internals changed: cannot enable response_type=token');
+  }
+  if (!responseTypes.includes('token')) responseTypes.push('token');
+  grantTypes.add('implicit');
+
+  const schema = provider.Client.Schema.prototype;
+  const invalidate = schema.invalidate;
+  schema.invalidate = function (message, code) {
+    if (code === 'implicit-force-https' || code === 'implicit-forbid-localhost') return;
+    invalidate.call(this, message, code);
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -321,15 +456,332 @@ class HarnessAdapter {
 // ---------------------------------------------------------------------------------------------------
 
 function clientMetadata(client: TestOidcClient): Record<string, unknown> {
-  const code = client.grantTypes.includes('authorization_code');
+  const responseTypes = [
+    ...(client.grantTypes.includes('authorization_code') ? ['code'] : []),
+    ...(client.grantTypes.includes('implicit') ? ['token'] : []),
+  ];
   return {
     client_id: client.clientId,
     ...(client.authMethod === 'none' ? {} : { client_secret: client.clientSecret }),
     token_endpoint_auth_method: client.authMethod,
     grant_types: [...client.grantTypes],
-    response_types: code ? ['code'] : [],
-    redirect_uris: code ? (client.redirectUris ?? ['http://127.0.0.1/callback']) : [],
+    response_types: responseTypes,
+    redirect_uris: responseTypes.length > 0 ? (client.redirectUris ?? [DEFAULT_REDIRECT_URI]) : [],
   };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Interactive login: Koa middleware on the provider's app serving /interaction/:uid.
+
+const INTERACTION_PATH = /^\/interaction\/([\w-]+)(?:\/(login|otp))?$/;
+const CSRF_FIELD = 'csrf';
+const MAX_FORM_BYTES = 64 * 1024;
+const TOTP_PERIOD_SEC = 30;
+// otplib's default minimum is 16 bytes; 80-bit secrets (16 base32 characters) are common in the field.
+const TOTP_GUARDRAILS = createGuardrails({ MIN_SECRET_BYTES: 10 });
+
+type ResolvedFields = Required<TestOidcLoginFields>;
+
+function resolveFields(fields: TestOidcLoginFields = {}): ResolvedFields {
+  return {
+    loginFormId: fields.loginFormId ?? 'login-form',
+    usernameField: fields.usernameField ?? 'username',
+    passwordField: fields.passwordField ?? 'password',
+    otpFormId: fields.otpFormId ?? 'otp-form',
+    otpField: fields.otpField ?? 'otp',
+  };
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function page(title: string, body: string): string {
+  return `<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head>
+<body>
+<h1>${escapeHtml(title)}</h1>
+${body}
+</body>
+</html>
+`;
+}
+
+function errorText(error: string | undefined): string {
+  return error === undefined ? '' : `<p class="error" role="alert">${escapeHtml(error)}</p>\n`;
+}
+
+function sendHtml(ctx: KoaLikeContext, status: number, html: string): void {
+  ctx.respond = false;
+  ctx.res.writeHead(status, {
+    'content-type': 'text/html; charset=utf-8',
+    'cache-control': 'no-store',
+    'content-length': String(Buffer.byteLength(html)),
+  });
+  ctx.res.end(html);
+}
+
+async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
+  if (!(req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded')) {
+    return new URLSearchParams();
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_FORM_BYTES) throw new Error('form body too large');
+    chunks.push(chunk);
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+function checkTotpSecret(user: TestOidcUser): void {
+  try {
+    generateSync({ secret: user.totpSecret, guardrails: TOTP_GUARDRAILS });
+  } catch (err) {
+    throw new Error(`login user ${user.username}: unusable totpSecret`, { cause: err });
+  }
+}
+
+interface InteractionState {
+  csrf: string;
+  /** Set once the password was right; the TOTP form is next. */
+  user?: TestOidcUser;
+}
+
+class LoginPages {
+  private readonly provider: Provider;
+  private readonly users: Map<string, TestOidcUser>;
+  private readonly fields: ResolvedFields;
+  private readonly serverErrors: Error[];
+  private readonly interactions = new Map<string, InteractionState>();
+  /** Per accountId, the TOTP time steps already accepted. */
+  private readonly acceptedSteps = new Map<string, Set<number>>();
+  readonly codes: TotpCodeReceived[] = [];
+  readonly attempts: LoginAttempt[] = [];
+
+  private readonly sessionNotFound: OidcProviderModule['errors']['SessionNotFound'];
+
+  constructor(
+    provider: Provider,
+    errors: OidcProviderModule['errors'],
+    login: TestOidcLoginOptions,
+    serverErrors: Error[],
+  ) {
+    this.provider = provider;
+    this.sessionNotFound = errors.SessionNotFound;
+    this.fields = resolveFields(login.fields);
+    this.serverErrors = serverErrors;
+    this.users = new Map();
+    for (const user of login.users) {
+      if (this.users.has(user.username)) throw new Error(`login user ${user.username} listed twice`);
+      checkTotpSecret(user);
+      this.users.set(user.username, { ...user });
+    }
+  }
+
+  middleware(): KoaLikeMiddleware {
+    return async (ctx, next) => {
+      const match = INTERACTION_PATH.exec(ctx.path);
+      if (!match) {
+        await next();
+        return;
+      }
+      const uid = match[1] ?? '';
+      const step = match[2];
+      try {
+        await this.handle(ctx, uid, step);
+      } catch (err) {
+        if (ctx.res.headersSent) throw err;
+        if (err instanceof this.sessionNotFound) {
+          // No interaction cookie, or the interaction expired or finished already.
+          sendHtml(ctx, 400, page('Sign-in failed', errorText('Your sign-in session expired, start again')));
+          return;
+        }
+        this.serverErrors.push(err instanceof Error ? err : new Error(String(err)));
+        sendHtml(ctx, 500, page('Sign-in failed', errorText('Internal error')));
+      }
+    };
+  }
+
+  private async handle(ctx: KoaLikeContext, uid: string, step: string | undefined): Promise<void> {
+    const method = ctx.method;
+    if ((step === undefined && method !== 'GET') || (step !== undefined && method !== 'POST')) {
+      sendHtml(ctx, 405, page('Method not allowed', ''));
+      return;
+    }
+    const details = await this.provider.interactionDetails(ctx.req, ctx.res);
+    if (details.uid !== uid) {
+      sendHtml(ctx, 400, page('Sign-in failed', errorText('This sign-in page belongs to another session')));
+      return;
+    }
+    let state = this.interactions.get(uid);
+    if (!state) {
+      state = { csrf: randomBytes(16).toString('base64url') };
+      this.interactions.set(uid, state);
+    }
+
+    if (details.prompt.name === 'consent') {
+      // Already signed in (a session cookie): consent is automatic.
+      await this.finishConsent(ctx, details);
+      return;
+    }
+    if (details.prompt.name !== 'login') {
+      sendHtml(ctx, 400, page('Sign-in failed', errorText(`Unsupported prompt ${details.prompt.name}`)));
+      return;
+    }
+
+    if (step === undefined) {
+      sendHtml(ctx, 200, state.user ? this.otpPage(uid, state) : this.loginPage(uid, state));
+      return;
+    }
+
+    const form = await readForm(ctx.req);
+    if (form.get(CSRF_FIELD) !== state.csrf) {
+      sendHtml(ctx, 403, page('Sign-in failed', errorText('Invalid CSRF token')));
+      return;
+    }
+    if (step === 'login') {
+      this.postLogin(ctx, uid, state, form);
+    } else {
+      await this.postOtp(ctx, uid, state, form, details);
+    }
+  }
+
+  private postLogin(ctx: KoaLikeContext, uid: string, state: InteractionState, form: URLSearchParams): void {
+    const username = form.get(this.fields.usernameField) ?? '';
+    const password = form.get(this.fields.passwordField) ?? '';
+    const user = this.users.get(username);
+    const passwordOk = user !== undefined && password === user.password;
+    this.attempts.push({ at: Date.now(), username, passwordOk });
+    if (!user || !passwordOk) {
+      delete state.user;
+      sendHtml(ctx, 200, this.loginPage(uid, state, 'Invalid username or password', username));
+      return;
+    }
+    state.user = user;
+    sendHtml(ctx, 200, this.otpPage(uid, state));
+  }
+
+  private async postOtp(
+    ctx: KoaLikeContext,
+    uid: string,
+    state: InteractionState,
+    form: URLSearchParams,
+    details: InteractionDetails,
+  ): Promise<void> {
+    const user = state.user;
+    if (!user) {
+      sendHtml(ctx, 200, this.loginPage(uid, state, 'Please sign in first'));
+      return;
+    }
+    const code = form.get(this.fields.otpField) ?? '';
+    const accepted = this.acceptTotp(user, code);
+    this.codes.push({ at: Date.now(), code, accepted });
+    if (!accepted) {
+      sendHtml(ctx, 200, this.otpPage(uid, state, 'Invalid authenticator code'));
+      return;
+    }
+
+    // Login and consent in one step: a grant with every requested scope (oidc-provider has already
+    // dropped offline_access unless prompt=consent was asked for; refresh tokens are issued anyway).
+    const clientId = String(details.params.client_id);
+    const grant = new this.provider.Grant({ accountId: user.accountId, clientId });
+    const scope = typeof details.params.scope === 'string' ? details.params.scope : '';
+    if (scope !== '') grant.addOIDCScope(scope);
+    const grantId = await grant.save();
+    this.interactions.delete(uid);
+    ctx.respond = false;
+    await this.provider.interactionFinished(
+      ctx.req,
+      ctx.res,
+      { login: { accountId: user.accountId }, consent: { grantId } },
+      { mergeWithLastSubmission: false },
+    );
+  }
+
+  private async finishConsent(ctx: KoaLikeContext, details: InteractionDetails): Promise<void> {
+    const accountId = details.session?.accountId;
+    if (accountId === undefined) throw new Error('consent prompt without a session');
+    const existing =
+      details.grantId === undefined ? undefined : await this.provider.Grant.find(details.grantId);
+    const grant =
+      existing ?? new this.provider.Grant({ accountId, clientId: String(details.params.client_id) });
+    const { missingOIDCScope, missingOIDCClaims, missingResourceScopes } = details.prompt.details as {
+      missingOIDCScope?: string[];
+      missingOIDCClaims?: string[];
+      missingResourceScopes?: Record<string, string[]>;
+    };
+    if (missingOIDCScope) grant.addOIDCScope(missingOIDCScope.join(' '));
+    if (missingOIDCClaims) grant.addOIDCClaims(missingOIDCClaims);
+    for (const [indicator, scopes] of Object.entries(missingResourceScopes ?? {})) {
+      grant.addResourceScope(indicator, scopes.join(' '));
+    }
+    const grantId = await grant.save();
+    this.interactions.delete(details.uid);
+    ctx.respond = false;
+    await this.provider.interactionFinished(
+      ctx.req,
+      ctx.res,
+      { consent: existing ? {} : { grantId } },
+      { mergeWithLastSubmission: true },
+    );
+  }
+
+  /** RFC 6238 with one step either side; a time step already accepted for the user is refused. */
+  private acceptTotp(user: TestOidcUser, code: string): boolean {
+    if (!/^\d{6}$/.test(code)) return false;
+    let step: number;
+    try {
+      const result = verifySync({
+        secret: user.totpSecret,
+        token: code,
+        algorithm: 'sha1',
+        digits: 6,
+        period: TOTP_PERIOD_SEC,
+        epochTolerance: TOTP_PERIOD_SEC,
+        guardrails: TOTP_GUARDRAILS,
+      });
+      if (!result.valid || !('timeStep' in result)) return false;
+      step = result.timeStep;
+    } catch {
+      return false;
+    }
+    let accepted = this.acceptedSteps.get(user.accountId);
+    if (!accepted) {
+      accepted = new Set();
+      this.acceptedSteps.set(user.accountId, accepted);
+    }
+    if (accepted.has(step)) return false;
+    accepted.add(step);
+    return true;
+  }
+
+  private loginPage(uid: string, state: InteractionState, error?: string, username = ''): string {
+    const f = this.fields;
+    return page(
+      'Sign in',
+      `${errorText(error)}<form id="${escapeHtml(f.loginFormId)}" method="post" action="/interaction/${uid}/login">
+  <input type="hidden" name="${CSRF_FIELD}" value="${escapeHtml(state.csrf)}">
+  <label>Username <input type="text" name="${escapeHtml(f.usernameField)}" value="${escapeHtml(username)}" autocomplete="username" autofocus></label>
+  <label>Password <input type="password" name="${escapeHtml(f.passwordField)}" autocomplete="current-password"></label>
+  <button type="submit">Sign in</button>
+</form>`,
+    );
+  }
+
+  private otpPage(uid: string, state: InteractionState, error?: string): string {
+    const f = this.fields;
+    return page(
+      'Two-factor authentication',
+      `${errorText(error)}<form id="${escapeHtml(f.otpFormId)}" method="post" action="/interaction/${uid}/otp">
+  <input type="hidden" name="${CSRF_FIELD}" value="${escapeHtml(state.csrf)}">
+  <label>Authenticator code <input type="text" name="${escapeHtml(f.otpField)}" inputmode="numeric" pattern="[0-9]{6}" autocomplete="one-time-code" autofocus></label>
+  <button type="submit">Verify</button>
+</form>`,
+    );
+  }
 }
 
 function listen(port: number): Promise<Server> {
@@ -410,6 +862,8 @@ async function serve(server: Server, opts: TestOidcServerOptions): Promise<TestO
     cookies: { keys: [randomBytes(32).toString('hex')] },
     findAccount: (_ctx: unknown, sub: string) => ({ accountId: sub, claims: () => ({ sub }) }),
     scopes: ['openid', 'offline_access'],
+    // 'token' (OAuth 2.0 implicit) is added by allowPlainTokenResponseType.
+    responseTypes: ['code', 'id_token token', 'none'],
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
@@ -422,11 +876,13 @@ async function serve(server: Server, opts: TestOidcServerOptions): Promise<TestO
       },
     },
     rotateRefreshToken: rotate,
-    issueRefreshToken: (
-      _ctx: unknown,
-      client: { grantTypeAllowed(t: string): boolean },
-      code: { scopes: Set<string> },
-    ) => client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
+    // A refresh token for every authorization_code grant of a client allowed the refresh_token grant,
+    // with or without offline_access (which oidc-provider drops unless prompt=consent is requested),
+    // as Keycloak and most IdPs do.
+    issueRefreshToken: (_ctx: unknown, client: { grantTypeAllowed(t: string): boolean }) =>
+      client.grantTypeAllowed('refresh_token'),
+    // Tokens from an interactive login outlive the login session (the operator drops its cookies).
+    expiresWithSession: () => false,
     pkce: { required: () => true },
     allowOmittingSingleRegisteredRedirectUri: true,
     clientBasedCORS: () => false,
@@ -441,6 +897,8 @@ async function serve(server: Server, opts: TestOidcServerOptions): Promise<TestO
       Grant: 10 * 365 * 86400,
     },
   });
+
+  await allowPlainTokenResponseType(provider);
 
   const serverErrors: Error[] = [];
   provider.on('server_error', (_ctx, err) => {
@@ -489,6 +947,8 @@ async function serve(server: Server, opts: TestOidcServerOptions): Promise<TestO
       }
     }
   });
+  const loginPages = opts.login && new LoginPages(provider, errors, opts.login, serverErrors);
+  if (loginPages) provider.use(loginPages.middleware());
 
   // Surface bad client metadata now rather than as invalid_client later.
   for (const client of clients) {
@@ -502,6 +962,7 @@ async function serve(server: Server, opts: TestOidcServerOptions): Promise<TestO
 
   return {
     issuer,
+    authorizationEndpoint: provider.urlFor('authorization'),
     tokenEndpoint: provider.urlFor('token'),
     introspectionEndpoint,
     revocationEndpoint: provider.urlFor('revocation'),
@@ -579,6 +1040,14 @@ async function serve(server: Server, opts: TestOidcServerOptions): Promise<TestO
 
     serverErrors() {
       return [...serverErrors];
+    },
+
+    totpCodesReceived() {
+      return (loginPages?.codes ?? []).map((e) => ({ ...e }));
+    },
+
+    loginAttempts() {
+      return (loginPages?.attempts ?? []).map((e) => ({ ...e }));
     },
   };
 }

@@ -501,9 +501,12 @@ function buildParameters(params: TokenRequest): URLSearchParams {
   for (const [name, value] of Object.entries(params.extraParameters ?? {})) {
     if (!RESERVED_PARAMETERS.has(name.toLowerCase())) parameters.set(name, value);
   }
-  if (params.scopes !== undefined && params.scopes.length > 0)
-    parameters.set('scope', params.scopes.join(' '));
   const grant = params.grant;
+  // RFC 6749 §6: a refresh without scope keeps the scope originally granted. Sending it again is at
+  // best redundant, and providers that narrowed the grant (offline_access not consented, say)
+  // answer invalid_scope, which would stop a healthy chain.
+  if (params.scopes !== undefined && params.scopes.length > 0 && grant.type !== 'refresh_token')
+    parameters.set('scope', params.scopes.join(' '));
   switch (grant.type) {
     case 'password':
       parameters.set('username', grant.username);

@@ -6,7 +6,7 @@
 // that campaign for one Lease. It then prints one row per rotation until Ctrl-C.
 //
 // Environment:
-//   DEMO_DURATION_SECONDS=N   run for N seconds, clean up and exit 0 (non-interactive runs)
+//   DEMO_DURATION_SECONDS=N   once set up, run for N seconds, then clean up and exit 0
 //   DEMO_KILL_LEADER_EVERY=N  SIGKILL the leading replica every N seconds (it is restarted once the
 //                             other replica has taken over), to show failover
 //
@@ -123,6 +123,8 @@ const running: {
 
 let stopping = false;
 let stoppingSince = 0;
+/** Rows printed, for the summary at the end. */
+let rotationsSeen = 0;
 
 /** Read through a call: a signal can set the flag during any await, which narrowing cannot see. */
 function isStopping(): boolean {
@@ -157,7 +159,7 @@ function launch(identity: string): Replica {
     if (stopping || replica.process !== proc) return;
     const how = proc.child.signalCode ?? `exit code ${String(proc.child.exitCode)}`;
     replica.downSince = Date.now();
-    event(`${identity} (pid ${pid(replica)}) died (${how}); it restarts once the other replica leads`);
+    event(`${identity} (pid ${pid(replica)}) died (${how}); restarting it once it no longer holds the Lease`);
   });
   return replica;
 }
@@ -196,6 +198,11 @@ function shutdown(reason: string, code = 0): Promise<void> {
     stoppingSince = Date.now();
     say();
     event(`${reason}: cleaning up`);
+    if (running.oidc) {
+      event(
+        `summary: ${rotationsSeen} new access token(s) seen, provider reuse count ${running.oidc.reuseCount()}`,
+      );
+    }
     try {
       await Promise.all(running.replicas.map(stopReplica));
       if (running.replicas.length > 0) event('operators stopped');
@@ -234,6 +241,12 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     void shutdown(`received ${signal}`);
   });
 }
+// `kill <npm's pid>`: npm passes the signal to the `sh -c` it runs scripts in, which dies without
+// passing it on. Being reparented is how this process learns that, like the control-plane helper.
+const parentPid = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parentPid) void shutdown('parent process exited');
+}, 1000).unref();
 process.stdout.on('error', () => {
   stdoutOpen = false;
   void shutdown('stdout closed');
@@ -442,6 +455,7 @@ async function watch(admin: k8s.KubeConfig, oidc: TestOidcServer, killLeaderEver
             String(oidc.reuseCount()),
           ]),
         );
+        rotationsSeen++;
       }
       const reuses = oidc.reuseCount();
       if (reuses !== lastReuses) {

@@ -59,6 +59,8 @@ export interface TestOidcUser {
   password: string;
   /** Base32 TOTP secret (SHA-1, 6 digits, 30 s; at least 10 bytes). */
   totpSecret: string;
+  /** TOTP period; default 30. Shorter periods let tests log in often without reusing a code. */
+  totpPeriodSec?: number;
 }
 
 export interface TestOidcLoginFields {
@@ -739,8 +741,8 @@ class LoginPages {
         token: code,
         algorithm: 'sha1',
         digits: 6,
-        period: TOTP_PERIOD_SEC,
-        epochTolerance: TOTP_PERIOD_SEC,
+        period: user.totpPeriodSec ?? TOTP_PERIOD_SEC,
+        epochTolerance: user.totpPeriodSec ?? TOTP_PERIOD_SEC,
         guardrails: TOTP_GUARDRAILS,
       });
       if (!result.valid || !('timeStep' in result)) return false;

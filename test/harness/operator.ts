@@ -99,13 +99,21 @@ export function startOperator(options: StartOperatorOptions): OperatorProcess {
   const lines: string[] = [];
   // Kept for reading after a failed run; the leak scan covers these same lines.
   const logDir = join(tmpdir(), 'oto-operator-logs');
-  mkdirSync(logDir, { recursive: true });
+  try {
+    mkdirSync(logDir, { recursive: true });
+  } catch {
+    // See below: the on-disk copy is optional.
+  }
   const logFile = join(logDir, `${options.identity}-${String(child.pid)}.log`);
   const collect = (chunk: Buffer): void => {
     for (const line of chunk.toString('utf8').split('\n')) {
       if (line.trim() === '') continue;
       lines.push(line);
-      appendFileSync(logFile, `${line}\n`);
+      try {
+        appendFileSync(logFile, `${line}\n`);
+      } catch {
+        // The copy on disk is a convenience; the lines in memory are what tests assert on.
+      }
       options.onLine?.(line, options.identity);
     }
   };

@@ -164,7 +164,7 @@ describe('requestTokens', () => {
     expect(request?.form.has('client_secret')).toBe(false);
   });
 
-  it('passes scopes and extra parameters but never lets them override its own', async () => {
+  it('passes extra parameters but never lets them override its own; a refresh keeps the granted scope', async () => {
     handler = (_req, res) => {
       json(res, 200, { access_token: 'at', token_type: 'bearer', scope: ['a', 'b'] });
     };
@@ -175,7 +175,8 @@ describe('requestTokens', () => {
     });
     expect(tokens.scope).toBe('a b');
     const form = seen[0]?.form;
-    expect(form?.get('scope')).toBe('openid offline_access');
+    // RFC 6749 §6: omitted scope means the scope originally granted.
+    expect(form?.get('scope')).toBeNull();
     expect(form?.get('audience')).toBe('api');
     expect(form?.get('grant_type')).toBe('refresh_token');
     expect(form?.get('refresh_token')).toBe(REFRESH_TOKEN);

@@ -1,0 +1,298 @@
+// Recovery login against oidc-provider with a TOTP step in its login interaction: implicit mode,
+// bootstrap without a seed, recovery of a broken chain through the code flow, and the failures that
+// must stop (wrong password), be told apart (wrong TOTP secret, unexpected form) and never reuse a code.
+import * as k8s from '@kubernetes/client-node';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import {
+  condition,
+  connection,
+  createConnection,
+  createSecret,
+  getConnectionStatus,
+  readSecretData,
+  waitFor,
+} from '../harness/builders.ts';
+import { applyCRDs, createNamespace, loadKubeConfig } from '../harness/kube.ts';
+import { canary, findLeaks } from '../harness/leaks.ts';
+import { DEFAULT_REDIRECT_URI, startTestOidcServer, type TestOidcServer } from '../harness/oidc-server.ts';
+import { setupOperatorEnvironment, startOperator, type OperatorProcess } from '../harness/operator.ts';
+
+const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+function base32(bytes: Uint8Array): string {
+  let bits = 0;
+  let value = 0;
+  let out = '';
+  for (const byte of bytes) {
+    value = (value << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      out += BASE32[(value >>> (bits - 5)) & 31] ?? '';
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out += BASE32[(value << (5 - bits)) & 31] ?? '';
+  return out;
+}
+
+// Short TOTP periods let the test log in every few seconds without ever sending a code twice.
+const TOTP_PERIOD_SEC = 5;
+const FORM = {
+  loginFormSelector: '#login-form',
+  usernameField: 'username',
+  passwordField: 'password',
+  otpFormSelector: '#otp-form',
+  otpField: 'otp',
+};
+
+describe('recovery login with TOTP against oidc-provider', () => {
+  let admin: k8s.KubeConfig;
+  let oidc: TestOidcServer;
+  let namespace: string;
+  let operator: OperatorProcess;
+  const password = canary('password');
+  const totpSecret = base32(randomBytes(20));
+  const secrets = [password, totpSecret];
+
+  beforeAll(async () => {
+    admin = loadKubeConfig(inject('kubeconfig'));
+    await applyCRDs(admin);
+    const clientSecret = canary('client-secret');
+    secrets.push(clientSecret);
+    oidc = await startTestOidcServer({
+      accessTokenTtlSec: 15,
+      clients: [
+        {
+          clientId: 'operator',
+          clientSecret,
+          authMethod: 'client_secret_basic',
+          grantTypes: ['refresh_token', 'authorization_code', 'implicit'],
+        },
+      ],
+      login: {
+        users: [
+          { accountId: 'alice', username: 'alice', password, totpSecret, totpPeriodSec: TOTP_PERIOD_SEC },
+        ],
+      },
+    });
+    namespace = await createNamespace(admin, 'recovery');
+    await createSecret(admin, namespace, 'client', { client_secret: clientSecret });
+    await createSecret(admin, namespace, 'alice', {
+      username: 'alice',
+      password,
+      totp: `otpauth://totp/test:alice?secret=${totpSecret}&period=${TOTP_PERIOD_SEC}&issuer=test`,
+    });
+    await createSecret(admin, namespace, 'alice-wrong-password', {
+      username: 'alice',
+      password: 'not-the-password',
+      totp: `otpauth://totp/test:alice?secret=${totpSecret}&period=${TOTP_PERIOD_SEC}`,
+    });
+    await createSecret(admin, namespace, 'alice-wrong-totp', {
+      username: 'alice',
+      password,
+      totp: `otpauth://totp/test:alice?secret=${base32(randomBytes(20))}&period=${TOTP_PERIOD_SEC}`,
+    });
+    const env = await setupOperatorEnvironment(admin);
+    operator = startOperator({
+      env,
+      identity: 'recovery',
+      args: ['--watch-namespace', namespace, '--secret-propagation', '6s'],
+    });
+  });
+
+  afterAll(async () => {
+    await operator.kill();
+    await oidc.close();
+  });
+
+  function loginSpec(flow: 'code' | 'implicit', credentials = 'alice', form: Record<string, string> = FORM) {
+    return {
+      flow,
+      redirectURI: DEFAULT_REDIRECT_URI,
+      usernameRef: { name: credentials },
+      passwordRef: { name: credentials },
+      totpSecretRef: { name: credentials },
+      form,
+      maxAttemptsPerHour: 30,
+    };
+  }
+
+  it('implicit mode keeps the output Secret valid through 10 consecutive expiries with no refresh token', async () => {
+    await createConnection(
+      admin,
+      connection(namespace, 'implicit', oidc.issuer, {
+        grant: { seedSecretRef: undefined },
+        spec: { scopes: ['openid'], recovery: { login: loginSpec('implicit') } },
+      }),
+    );
+    const seen: { token: string; expiresAt: number; seenAt: number }[] = [];
+    await waitFor(
+      '11 access tokens from logins',
+      async () => {
+        const data = await readSecretData(admin, namespace, 'implicit-token');
+        const token = data?.access_token;
+        if (token && token !== seen.at(-1)?.token) {
+          expect(await oidc.isAccessTokenActive(token)).toBe(true);
+          seen.push({ token, expiresAt: Date.parse(data.expires_at ?? ''), seenAt: Date.now() });
+          secrets.push(token);
+        }
+        return seen.length >= 11;
+      },
+      240_000,
+      100,
+    );
+    for (let i = 1; i < seen.length; i++) {
+      const previous = seen[i - 1];
+      const current = seen[i];
+      if (previous && current)
+        expect(current.seenAt, `login ${i} came before the previous token expired`).toBeLessThan(
+          previous.expiresAt,
+        );
+    }
+    expect(oidc.refreshLog().length, 'no refresh token was ever used').toBe(0);
+    const status = await getConnectionStatus(admin, namespace, 'implicit');
+    expect(condition(status, 'Ready')?.status).toBe('True');
+  });
+
+  it('bootstraps a connection with no seed through the code flow, then rotates normally', async () => {
+    await createConnection(
+      admin,
+      connection(namespace, 'bootstrap', oidc.issuer, {
+        grant: { seedSecretRef: undefined },
+        spec: { scopes: ['openid', 'offline_access'], recovery: { login: loginSpec('code') } },
+      }),
+    );
+    const status = await waitFor(
+      'a rotation after the bootstrap login',
+      async () => {
+        const s = await getConnectionStatus(admin, namespace, 'bootstrap');
+        return condition(s, 'Ready')?.status === 'True' && (s.rotations ?? 0) >= 1 ? s : undefined;
+      },
+      60_000,
+    );
+    expect(status.chainGeneration).toBe(1);
+    const data = await readSecretData(admin, namespace, 'bootstrap-token');
+    expect(await oidc.isAccessTokenActive(data?.access_token ?? '')).toBe(true);
+  });
+
+  it('recovers a chain broken on purpose through the code flow, and the new chain keeps rotating', async () => {
+    await createSecret(admin, namespace, 'broken-seed', {
+      refresh_token: await oidc.seedRefreshToken({ clientId: 'operator', accountId: 'alice' }),
+    });
+    await createConnection(
+      admin,
+      connection(namespace, 'broken', oidc.issuer, {
+        spec: { scopes: ['openid', 'offline_access'], recovery: { login: loginSpec('code') } },
+      }),
+    );
+    await waitFor(
+      'Ready on the seeded chain',
+      async () =>
+        condition(await getConnectionStatus(admin, namespace, 'broken'), 'Ready')?.status === 'True',
+      30_000,
+    );
+    await oidc.revokeAllGrants();
+    const recovered = await waitFor(
+      'a new chain that rotates',
+      async () => {
+        const s = await getConnectionStatus(admin, namespace, 'broken');
+        return (s.chainGeneration ?? 0) >= 2 &&
+          (s.rotations ?? 0) >= 1 &&
+          condition(s, 'Ready')?.status === 'True'
+          ? s
+          : undefined;
+      },
+      90_000,
+    );
+    expect(condition(recovered, 'ChainBroken')?.status).toBe('False');
+    const events = await admin.makeApiClient(k8s.CoreV1Api).listNamespacedEvent({ namespace });
+    expect(events.items.filter((e) => e.involvedObject.name === 'broken').map((e) => e.reason)).toContain(
+      'RecoveryLoginSucceeded',
+    );
+  });
+
+  it('stops after exactly one attempt with a wrong password: Ready=False LoginFailed', async () => {
+    const attemptsBefore = oidc.loginAttempts().length;
+    await createConnection(
+      admin,
+      connection(namespace, 'wrongpw', oidc.issuer, {
+        grant: { seedSecretRef: undefined },
+        spec: { recovery: { login: loginSpec('code', 'alice-wrong-password') } },
+      }),
+    );
+    const status = await waitFor(
+      'LoginFailed',
+      async () => {
+        const s = await getConnectionStatus(admin, namespace, 'wrongpw');
+        return condition(s, 'Ready')?.reason === 'LoginFailed' ? s : undefined;
+      },
+      30_000,
+    );
+    expect(condition(status, 'Ready')?.status).toBe('False');
+    // The operator re-checks a blocked connection every few minutes at most; none must log in again.
+    await new Promise((r) => setTimeout(r, 8_000));
+    const attempts = oidc
+      .loginAttempts()
+      .slice(attemptsBefore)
+      .filter((a) => !a.passwordOk);
+    expect(attempts).toHaveLength(1);
+  });
+
+  it.each([
+    {
+      name: 'wrongtotp',
+      what: 'a wrong TOTP secret',
+      credentials: 'alice-wrong-totp',
+      form: FORM,
+      reason: 'TotpRejected',
+    },
+    {
+      name: 'wrongform',
+      what: 'a login form not as expected',
+      credentials: 'alice',
+      form: { ...FORM, loginFormSelector: '#no-such-form' },
+      reason: 'LoginFormUnexpected',
+    },
+  ])('tells $what apart: $reason', async ({ name, credentials, form, reason }) => {
+    await createConnection(
+      admin,
+      connection(namespace, name, oidc.issuer, {
+        grant: { seedSecretRef: undefined },
+        spec: { recovery: { login: { ...loginSpec('code', credentials, form), maxAttemptsPerHour: 1 } } },
+      }),
+    );
+    const status = await waitFor(
+      reason,
+      async () => {
+        const s = await getConnectionStatus(admin, namespace, name);
+        return condition(s, 'Ready')?.reason === reason ? s : undefined;
+      },
+      60_000,
+    );
+    expect(condition(status, 'Ready')?.status).toBe('False');
+  });
+
+  it('never sent the provider the same TOTP code twice', () => {
+    const received = oidc.totpCodesReceived();
+    expect(received.length).toBeGreaterThan(10);
+    // The same digits may recur by chance many steps apart; within the verifier's window they would
+    // be a resend.
+    for (const [i, a] of received.entries()) {
+      for (const b of received.slice(i + 1)) {
+        if (a.code === b.code) expect(Math.abs(a.at - b.at)).toBeGreaterThan(3 * TOTP_PERIOD_SEC * 1000);
+      }
+    }
+  });
+
+  it('leaks no password, TOTP secret, code or token into logs, Events or status', async () => {
+    const codes = oidc.totpCodesReceived().map((c) => c.code);
+    const hits = await findLeaks([...secrets], {
+      lines: operator.lines,
+      kubeConfig: admin,
+      namespaces: [namespace],
+    });
+    expect(hits).toEqual([]);
+    // Six-digit codes are too short to scan for safely in free text; look for them as log values.
+    for (const code of codes) expect(operator.lines.some((l) => l.includes(`"${code}"`))).toBe(false);
+  });
+});

@@ -654,6 +654,12 @@ export class Reconciler {
     if (decision.event)
       this.event(connection, decision.event.type, decision.event.reason, decision.event.message);
     this.deps.metrics.setConditions(namespace, name, decision.status.conditions ?? []);
+    if (decision.status.nextRefreshTime) {
+      this.deps.metrics.nextRefresh.set(
+        { namespace, name },
+        Date.parse(decision.status.nextRefreshTime) / 1000,
+      );
+    }
     await this.writeStatus(connection, decision.status);
     return { requeueAfterMs: decision.requeueAfterMs };
   }

@@ -31,6 +31,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -171,6 +172,17 @@ func serve(args []string) error {
 		if err != nil {
 			return fmt.Errorf("controller-manager: %w", err)
 		}
+	}
+
+	// The API server's graceful shutdown waits for open requests, and the controller-manager holds
+	// watches open until it is told to stop: stop it as soon as a shutdown signal arrives.
+	if controllerManager != nil {
+		stopSignals := make(chan os.Signal, 1)
+		signal.Notify(stopSignals, syscall.SIGTERM, syscall.SIGINT)
+		go func() {
+			<-stopSignals
+			_ = controllerManager.Process.Signal(syscall.SIGTERM)
+		}()
 	}
 
 	st := state{

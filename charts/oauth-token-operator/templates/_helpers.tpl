@@ -1,0 +1,80 @@
+{{/* Chart name, truncated to the 63 characters a label value may have. */}}
+{{- define "oauth-token-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: the release name, prefixed to the chart name unless it already contains it. */}}
+{{- define "oauth-token-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "oauth-token-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "oauth-token-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "oauth-token-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "oauth-token-operator.labels" -}}
+helm.sh/chart: {{ include "oauth-token-operator.chart" . }}
+{{ include "oauth-token-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "oauth-token-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "oauth-token-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "oauth-token-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "oauth-token-operator.leaseName" -}}
+{{- default (include "oauth-token-operator.fullname" .) .Values.operator.leaseName }}
+{{- end }}
+
+{{/* The RBAC rules shared with the integration tests: files/rbac-rules.yaml. */}}
+{{- define "oauth-token-operator.rbacRules" -}}
+{{- $rules := .Files.Get "files/rbac-rules.yaml" | fromYaml }}
+{{- if hasKey $rules "Error" }}
+{{- fail (printf "files/rbac-rules.yaml: %s" $rules.Error) }}
+{{- end }}
+{{- toJson $rules }}
+{{- end }}
+
+{{/* A Prometheus duration (30m, 1h, 90s, 1h30m) in whole seconds, for arithmetic in expressions. */}}
+{{- define "oauth-token-operator.seconds" -}}
+{{- $total := 0 }}
+{{- $rest := toString . }}
+{{- range $part := regexFindAll "[0-9]+(ms|[smhdwy])" $rest -1 }}
+{{- $n := regexFind "^[0-9]+" $part | int64 }}
+{{- $unit := regexFind "(ms|[smhdwy])$" $part }}
+{{- $mult := get (dict "ms" 0 "s" 1 "m" 60 "h" 3600 "d" 86400 "w" 604800 "y" 31536000) $unit }}
+{{- $total = add $total (mul $n $mult) }}
+{{- end }}
+{{- if not (regexMatch "^([0-9]+(ms|[smhdwy]))+$" $rest) }}
+{{- fail (printf "not a Prometheus duration: %q" $rest) }}
+{{- end }}
+{{- $total }}
+{{- end }}

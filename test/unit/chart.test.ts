@@ -1,0 +1,576 @@
+// The Helm chart (charts/oauth-token-operator). Static checks run everywhere; the checks of the
+// rendered manifests need `helm` (built from its Go module by
+// charts/oauth-token-operator/tests/install-tools.sh) and are skipped, with a note, without it.
+// OTO_REQUIRE_TOOLS=1 turns a missing helm into a failure (for CI after the install script ran).
+import type {
+  V1ClusterRole,
+  V1ClusterRoleBinding,
+  V1Container,
+  V1Deployment,
+  V1NetworkPolicy,
+  V1PodDisruptionBudget,
+  V1PolicyRule,
+  V1Role,
+  V1RoleBinding,
+  V1Service,
+} from '@kubernetes/client-node';
+import { spawnSync } from 'node:child_process';
+import {
+  accessSync,
+  constants,
+  cpSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { delimiter, join, resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parse, parseAllDocuments } from 'yaml';
+import { FLAGS, parseConfig, type OperatorConfig } from '../../src/config.ts';
+
+const root = resolve(import.meta.dirname, '../..');
+const chartDir = join(root, 'charts/oauth-token-operator');
+const RELEASE = 'oauth-token-operator';
+const NAMESPACE = 'oto';
+// Explicit, so that a helm built without its release ldflags (which default to Kubernetes 1.20)
+// renders too.
+const KUBE_VERSION = '1.33.0';
+const INSTALL_HINT =
+  'run charts/oauth-token-operator/tests/install-tools.sh helm (builds helm v3.21.4 from its Go module into ~/.cache/oauth-token-operator/tools/bin), or: go install helm.sh/helm/v3/cmd/helm@v3.21.4';
+
+/** A tool from $ENV_VAR, the install script's cache, or PATH. */
+function findTool(name: string, envVar: string): string | undefined {
+  const candidates = [
+    process.env[envVar],
+    join(homedir(), '.cache/oauth-token-operator/tools/bin', name),
+    ...(process.env.PATH ?? '').split(delimiter).map((dir) => join(dir, name)),
+  ];
+  for (const candidate of candidates) {
+    if (!candidate) continue;
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+const helm = findTool('helm', 'OTO_HELM');
+const requireTools = process.env.OTO_REQUIRE_TOOLS === '1';
+if (!helm && !requireTools) {
+  console.warn(
+    `chart.test.ts: helm not found; the rendering tests are skipped. To run them: ${INSTALL_HINT}`,
+  );
+}
+
+interface Manifest {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  [field: string]: unknown;
+}
+
+const scratch = mkdtempSync(join(tmpdir(), 'oto-chart-test-'));
+afterAll(() => {
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+let valuesFiles = 0;
+function runHelm(
+  args: string[],
+  values: object = {},
+): { status: number | null; stdout: string; stderr: string } {
+  if (!helm) throw new Error(`helm not found: ${INSTALL_HINT}`);
+  const valuesFile = join(scratch, `values-${String(valuesFiles++)}.json`);
+  writeFileSync(valuesFile, JSON.stringify(values));
+  const result = spawnSync(helm, [...args, '--kube-version', KUBE_VERSION, '--values', valuesFile], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+const rendered = new Map<string, Manifest[]>();
+
+/** The chart's manifests for these values (memoised: each helm run costs a few hundred ms). */
+function render(values: object = {}, options: { chart?: string; extraArgs?: string[] } = {}): Manifest[] {
+  const key = JSON.stringify([values, options]);
+  const cached = rendered.get(key);
+  if (cached) return structuredClone(cached);
+  const result = runHelm(
+    ['template', RELEASE, options.chart ?? chartDir, '--namespace', NAMESPACE, ...(options.extraArgs ?? [])],
+    values,
+  );
+  if (result.status !== 0) throw new Error(`helm template failed:\n${result.stderr}`);
+  const manifests = parseAllDocuments(result.stdout)
+    .map((doc) => doc.toJS() as Manifest | null)
+    .filter((doc): doc is Manifest => doc !== null);
+  rendered.set(key, manifests);
+  return structuredClone(manifests);
+}
+
+interface ServiceMonitor {
+  spec: { endpoints: Record<string, unknown>[]; selector: unknown };
+}
+
+/** The object types of the kinds the chart renders. */
+interface Kinds {
+  ClusterRole: V1ClusterRole;
+  ClusterRoleBinding: V1ClusterRoleBinding;
+  Deployment: V1Deployment;
+  NetworkPolicy: V1NetworkPolicy;
+  PodDisruptionBudget: V1PodDisruptionBudget;
+  Role: V1Role;
+  RoleBinding: V1RoleBinding;
+  Service: V1Service;
+  ServiceMonitor: ServiceMonitor;
+}
+
+function all<K extends keyof Kinds>(manifests: Manifest[], kind: K): Kinds[K][] {
+  return manifests.filter((m) => m.kind === kind) as unknown as Kinds[K][];
+}
+
+function only<K extends keyof Kinds>(manifests: Manifest[], kind: K): Kinds[K] {
+  const found = all(manifests, kind);
+  expect(found.length, `exactly one ${kind}`).toBe(1);
+  return found[0] as Kinds[K];
+}
+
+function operatorContainer(manifests: Manifest[]): V1Container {
+  const containers = only(manifests, 'Deployment').spec?.template.spec?.containers ?? [];
+  expect(containers.map((c) => c.name)).toEqual(['operator']);
+  return containers[0] as V1Container;
+}
+
+/** The operator's configuration as parsed from the rendered container args and env. */
+function configOf(manifests: Manifest[]): OperatorConfig {
+  const container = operatorContainer(manifests);
+  const parsed = parseConfig(container.args ?? [], { POD_NAME: 'pod-0', POD_NAMESPACE: NAMESPACE });
+  if (parsed === 'help') throw new Error('the chart passes --help');
+  return parsed;
+}
+
+const rbacRules = parse(readFileSync(join(chartDir, 'files/rbac-rules.yaml'), 'utf8')) as {
+  clusterRules: V1PolicyRule[];
+  namespaceRules: V1PolicyRule[];
+};
+const values = parse(readFileSync(join(chartDir, 'values.yaml'), 'utf8')) as {
+  operator: Record<string, unknown>;
+  securityContext: { runAsUser: number };
+};
+
+describe('chart files', () => {
+  const topLevel = readdirSync(join(root, 'crds')).sort();
+
+  it('ships the same CRD files as crds/', () => {
+    expect(readdirSync(join(chartDir, 'crds')).sort()).toEqual(topLevel);
+  });
+
+  it.each(topLevel)('charts/oauth-token-operator/crds/%s is identical to crds/%s', (file) => {
+    expect(readFileSync(join(chartDir, 'crds', file), 'utf8')).toBe(
+      readFileSync(join(root, 'crds', file), 'utf8'),
+    );
+  });
+
+  it('has appVersion equal to the package version', () => {
+    const chart = parse(readFileSync(join(chartDir, 'Chart.yaml'), 'utf8')) as Record<string, unknown>;
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
+    expect(chart.apiVersion).toBe('v2');
+    expect(chart.appVersion).toBe(pkg.version);
+  });
+
+  it('has no wildcard in files/rbac-rules.yaml', () => {
+    for (const rule of [...rbacRules.clusterRules, ...rbacRules.namespaceRules]) {
+      for (const value of [...rule.verbs, ...(rule.apiGroups ?? []), ...(rule.resources ?? [])]) {
+        expect(value).not.toContain('*');
+      }
+    }
+  });
+
+  // Each operator.* value is a flag of src/config.ts, with the operator's own default.
+  const flagName = (key: string): string => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+  const operatorValues = Object.entries(values.operator).filter(([key]) => key !== 'extraArgs');
+  it.each(operatorValues)('operator.%s is a flag of the operator with its default', (key, value) => {
+    const spec = FLAGS[flagName(key)];
+    expect(spec, `--${flagName(key)} in src/config.ts`).toBeDefined();
+    // The Lease is named after the release by default, so that the default is explicit in the chart.
+    if (key === 'leaseName') return;
+    const chartDefault = Array.isArray(value) ? value.join(',') : String(value);
+    const operatorDefault = spec?.type === 'boolean' ? 'false' : (spec?.default ?? '');
+    expect(chartDefault).toBe(operatorDefault);
+  });
+
+  it('matches the Dockerfile: Node 24, production dependencies, dist/main.js, user 65532', () => {
+    const dockerfile = readFileSync(join(root, 'Dockerfile'), 'utf8');
+    expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:24-bookworm-slim$/m);
+    expect(dockerfile).toMatch(/npm ci --omit=dev/);
+    expect(dockerfile).toMatch(/npm run build/);
+    expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "dist\/main\.js"\]$/m);
+    const users = [...dockerfile.matchAll(/^USER (\d+):(\d+)$/gm)];
+    expect(users.map((m) => Number(m[1]))).toEqual([values.securityContext.runAsUser]);
+  });
+});
+
+describe.runIf(helm === undefined && requireTools)('chart rendering (tools required)', () => {
+  it('has helm', () => {
+    expect.fail(`OTO_REQUIRE_TOOLS=1 but helm was not found: ${INSTALL_HINT}`);
+  });
+});
+
+describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout: 60_000 }, () => {
+  const allOn = {
+    serviceMonitor: { enabled: true },
+    networkPolicy: { enabled: true },
+    prometheusRule: { enabled: true, runbookBaseURL: 'https://runbooks.example/oto' },
+    operator: { allowedHosts: ['start.exactonline.nl', '*.concursolutions.com'], watchNamespace: 'apps' },
+  };
+
+  it.each([
+    ['default values', {}],
+    ['every option on', allOn],
+  ])('passes helm lint --strict with %s', (_name, caseValues) => {
+    const result = runHelm(['lint', '--strict', chartDir], caseValues);
+    expect(result.status, result.stdout + result.stderr).toBe(0);
+  });
+
+  it('renders the expected kinds with default values', () => {
+    const kinds = render().map((m) => `${m.kind}/${m.metadata.name}`);
+    expect(kinds.sort()).toEqual(
+      [
+        'ClusterRole',
+        'ClusterRoleBinding',
+        'Deployment',
+        'PodDisruptionBudget',
+        'PrometheusRule',
+        'Role',
+        'RoleBinding',
+        'Service',
+        'ServiceAccount',
+      ].map((kind) => `${kind}/oauth-token-operator`),
+    );
+  });
+
+  it('puts every namespaced object in the release namespace', () => {
+    const clusterScoped = new Set(['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition']);
+    for (const manifest of render(allOn, { extraArgs: ['--include-crds'] })) {
+      if (clusterScoped.has(manifest.kind)) expect(manifest.metadata.namespace).toBeUndefined();
+      else expect(manifest.metadata.namespace, manifest.kind).toBe(NAMESPACE);
+    }
+  });
+
+  describe('Deployment', () => {
+    const manifests = helm ? render() : [];
+    const deployment = (): V1Deployment => only(manifests, 'Deployment');
+
+    it('runs 2 replicas that share one ServiceAccount with its token mounted', () => {
+      const spec = deployment().spec;
+      expect(spec?.replicas).toBe(2);
+      expect(spec?.template.spec?.automountServiceAccountToken).toBe(true);
+      expect(spec?.template.spec?.serviceAccountName).toBe('oauth-token-operator');
+      expect(spec?.selector.matchLabels).toEqual(
+        expect.objectContaining({ 'app.kubernetes.io/name': 'oauth-token-operator' }),
+      );
+    });
+
+    // The restricted Pod Security Standard, field by field.
+    it.each([
+      ['pod', 'runAsNonRoot', true],
+      ['pod', 'runAsUser', 65532],
+      ['pod', 'seccompProfile', { type: 'RuntimeDefault' }],
+      ['container', 'runAsNonRoot', true],
+      ['container', 'runAsUser', 65532],
+      ['container', 'readOnlyRootFilesystem', true],
+      ['container', 'allowPrivilegeEscalation', false],
+      ['container', 'privileged', false],
+      ['container', 'capabilities', { drop: ['ALL'] }],
+      ['container', 'seccompProfile', { type: 'RuntimeDefault' }],
+    ])('%s securityContext.%s is %j', (level, field, expected) => {
+      const context =
+        level === 'pod'
+          ? deployment().spec?.template.spec?.securityContext
+          : operatorContainer(manifests).securityContext;
+      expect((context as Record<string, unknown> | undefined)?.[field]).toEqual(expected);
+    });
+
+    it('uses no host namespaces, host paths or privileged ports', () => {
+      const pod = deployment().spec?.template.spec;
+      expect(pod?.hostNetwork ?? false).toBe(false);
+      expect(pod?.hostPID ?? false).toBe(false);
+      expect(pod?.hostIPC ?? false).toBe(false);
+      expect(pod?.volumes?.every((v) => v.hostPath === undefined)).toBe(true);
+      expect(operatorContainer(manifests).ports?.every((p) => p.containerPort >= 1024)).toBe(true);
+    });
+
+    it('gets POD_NAME and POD_NAMESPACE from the downward API', () => {
+      const env = operatorContainer(manifests).env ?? [];
+      expect(env.find((e) => e.name === 'POD_NAME')?.valueFrom?.fieldRef?.fieldPath).toBe('metadata.name');
+      expect(env.find((e) => e.name === 'POD_NAMESPACE')?.valueFrom?.fieldRef?.fieldPath).toBe(
+        'metadata.namespace',
+      );
+    });
+
+    it('serves metrics on 8080 with liveness on /healthz and readiness on /readyz', () => {
+      const container = operatorContainer(manifests);
+      expect(container.ports).toEqual([{ name: 'metrics', containerPort: 8080, protocol: 'TCP' }]);
+      expect(container.livenessProbe?.httpGet).toEqual({ path: '/healthz', port: 'metrics' });
+      expect(container.readinessProbe?.httpGet).toEqual({ path: '/readyz', port: 'metrics' });
+      expect(configOf(manifests).metricsAddress).toBe(':8080');
+    });
+
+    it('sets resource requests and limits', () => {
+      const resources = operatorContainer(manifests).resources;
+      for (const kind of ['requests', 'limits'] as const) {
+        expect(resources?.[kind]?.cpu, kind).toBeTruthy();
+        expect(resources?.[kind]?.memory, kind).toBeTruthy();
+      }
+    });
+
+    it('mounts only a size-limited emptyDir at /tmp', () => {
+      expect(operatorContainer(manifests).volumeMounts).toEqual([{ name: 'tmp', mountPath: '/tmp' }]);
+      expect(deployment().spec?.template.spec?.volumes).toEqual([
+        { name: 'tmp', emptyDir: { sizeLimit: '64Mi' } },
+      ]);
+    });
+  });
+
+  // The rendered args go through the operator's own flag parser.
+  it.each<[string, object, Partial<OperatorConfig>]>([
+    [
+      'default values',
+      {},
+      {
+        namespace: NAMESPACE,
+        identity: 'pod-0',
+        leaseName: 'oauth-token-operator',
+        leaseDurationMs: 15_000,
+        renewDeadlineMs: 10_000,
+        retryPeriodMs: 2_000,
+        workers: 4,
+        logLevel: 'info',
+        allowInsecureHttp: false,
+        allowPrivateNetworks: false,
+        allowedHosts: [],
+        metricsAddress: ':8080',
+      },
+    ],
+    [
+      'lease timings, workers and log level',
+      {
+        operator: {
+          leaseDuration: '30s',
+          renewDeadline: '20s',
+          retryPeriod: '4s',
+          workers: 8,
+          logLevel: 'debug',
+        },
+      },
+      {
+        leaseDurationMs: 30_000,
+        renewDeadlineMs: 20_000,
+        retryPeriodMs: 4_000,
+        workers: 8,
+        logLevel: 'debug',
+      },
+    ],
+    [
+      'allowed hosts and a watch namespace',
+      {
+        operator: { allowedHosts: ['start.exactonline.nl', '*.concursolutions.com'], watchNamespace: 'apps' },
+      },
+      { allowedHosts: ['start.exactonline.nl', '*.concursolutions.com'], watchNamespace: 'apps' },
+    ],
+    ['allowInsecureHttp on', { operator: { allowInsecureHttp: true } }, { allowInsecureHttp: true }],
+    ['allowPrivateNetworks on', { operator: { allowPrivateNetworks: true } }, { allowPrivateNetworks: true }],
+    [
+      'a lease name and metrics port',
+      { operator: { leaseName: 'oto' }, metrics: { port: 9090 } },
+      { leaseName: 'oto', metricsAddress: ':9090' },
+    ],
+    [
+      'request caps',
+      { operator: { requestTimeout: '10s', maxResponseBytes: 65536 } },
+      { requestTimeoutMs: 10_000, maxResponseBytes: 65536 },
+    ],
+  ])('passes the operator valid flags: %s', (_name, caseValues, expected) => {
+    expect(configOf(render(caseValues))).toEqual(expect.objectContaining(expected));
+  });
+
+  describe('RBAC', () => {
+    const manifests = helm ? render(allOn) : [];
+    const roles = (): (V1Role | V1ClusterRole)[] => [
+      ...all(manifests, 'Role'),
+      ...all(manifests, 'ClusterRole'),
+    ];
+
+    it('has the rules of files/rbac-rules.yaml: clusterRules in the ClusterRole', () => {
+      expect(only(manifests, 'ClusterRole').rules).toEqual(rbacRules.clusterRules);
+    });
+
+    it('has the rules of files/rbac-rules.yaml: namespaceRules in the Role of the release namespace', () => {
+      const role = only(manifests, 'Role');
+      expect(role.metadata?.namespace).toBe(NAMESPACE);
+      expect(role.rules).toEqual(rbacRules.namespaceRules);
+    });
+
+    it('uses no wildcard verb, resource or API group in any Role or ClusterRole', () => {
+      expect(roles().length).toBe(2);
+      for (const role of roles()) {
+        for (const rule of role.rules ?? []) {
+          expect(rule.verbs.length).toBeGreaterThan(0);
+          for (const value of [...rule.verbs, ...(rule.resources ?? []), ...(rule.apiGroups ?? [])]) {
+            expect(value, `${role.kind ?? ''} ${JSON.stringify(rule)}`).not.toContain('*');
+          }
+          expect(rule.nonResourceURLs).toBeUndefined();
+        }
+      }
+    });
+
+    it.each(['ClusterRoleBinding', 'RoleBinding'] as const)(
+      '%s binds its role to the ServiceAccount',
+      (kind) => {
+        const binding = only(manifests, kind);
+        expect(binding.roleRef).toEqual({
+          apiGroup: 'rbac.authorization.k8s.io',
+          kind: kind.replace('Binding', ''),
+          name: 'oauth-token-operator',
+        });
+        expect(binding.subjects).toEqual([
+          { kind: 'ServiceAccount', name: 'oauth-token-operator', namespace: NAMESPACE },
+        ]);
+      },
+    );
+
+    it.each([
+      ['a wildcard verb', { apiGroups: [''], resources: ['secrets'], verbs: ['*'] }],
+      ['a wildcard resource', { apiGroups: [''], resources: ['*'], verbs: ['get'] }],
+      ['a wildcard API group', { apiGroups: ['*'], resources: ['secrets'], verbs: ['get'] }],
+    ])('refuses to render with %s in files/rbac-rules.yaml', (_name, rule) => {
+      const copy = join(scratch, `chart-${String(valuesFiles++)}`);
+      cpSync(chartDir, copy, { recursive: true });
+      writeFileSync(
+        join(copy, 'files/rbac-rules.yaml'),
+        JSON.stringify({
+          clusterRules: [...rbacRules.clusterRules, rule],
+          namespaceRules: rbacRules.namespaceRules,
+        }),
+      );
+      const result = runHelm(['template', RELEASE, copy, '--namespace', NAMESPACE]);
+      expect(result.status).not.toBe(0);
+      expect(result.stderr).toMatch(/wildcard/);
+    });
+  });
+
+  it('installs the CRD of crds/ (helm template --include-crds)', () => {
+    const crds = render({}, { extraArgs: ['--include-crds'] }).filter(
+      (m) => m.kind === 'CustomResourceDefinition',
+    );
+    const expected = readdirSync(join(root, 'crds')).map(
+      (file) => parse(readFileSync(join(root, 'crds', file), 'utf8')) as unknown,
+    );
+    expect(crds).toEqual(expected);
+  });
+
+  // Optional objects: [case, kind, rendered?, values]
+  it.each<[string, string, boolean, object]>([
+    ['by default', 'ServiceMonitor', false, {}],
+    ['by default', 'NetworkPolicy', false, {}],
+    ['by default', 'PrometheusRule', true, {}],
+    ['by default', 'PodDisruptionBudget', true, {}],
+    ['with serviceMonitor.enabled', 'ServiceMonitor', true, { serviceMonitor: { enabled: true } }],
+    ['with networkPolicy.enabled', 'NetworkPolicy', true, { networkPolicy: { enabled: true } }],
+    ['with prometheusRule.enabled=false', 'PrometheusRule', false, { prometheusRule: { enabled: false } }],
+    [
+      'with podDisruptionBudget.enabled=false',
+      'PodDisruptionBudget',
+      false,
+      { podDisruptionBudget: { enabled: false } },
+    ],
+    ['with rbac.create=false', 'ClusterRole', false, { rbac: { create: false } }],
+    ['with rbac.create=false', 'Role', false, { rbac: { create: false } }],
+    [
+      'with serviceAccount.create=false',
+      'ServiceAccount',
+      false,
+      { serviceAccount: { create: false, name: 'existing' } },
+    ],
+  ])('%s: %s rendered: %s', (_name, kind, present, caseValues) => {
+    expect(render(caseValues).some((m) => m.kind === kind)).toBe(present);
+  });
+
+  it('uses an existing ServiceAccount when told to', () => {
+    const manifests = render({ serviceAccount: { create: false, name: 'existing' } });
+    expect(only(manifests, 'Deployment').spec?.template.spec?.serviceAccountName).toBe('existing');
+    expect(only(manifests, 'ClusterRoleBinding').subjects?.[0]?.name).toBe('existing');
+  });
+
+  it('keeps at least one replica through voluntary disruptions', () => {
+    const pdb = only(render(), 'PodDisruptionBudget');
+    expect(pdb.spec?.minAvailable).toBe(1);
+    expect(pdb.spec?.selector?.matchLabels).toEqual(only(render(), 'Deployment').spec?.selector.matchLabels);
+  });
+
+  it('exposes the metrics port in a Service and the ServiceMonitor scrapes it keeping the namespace label', () => {
+    const manifests = render({ serviceMonitor: { enabled: true } });
+    const service = only(manifests, 'Service');
+    expect(service.spec?.ports).toEqual([
+      { name: 'metrics', port: 8080, targetPort: 'metrics', protocol: 'TCP' },
+    ]);
+    const monitor = only(manifests, 'ServiceMonitor');
+    expect(monitor.spec.endpoints).toEqual([
+      expect.objectContaining({ port: 'metrics', path: '/metrics', honorLabels: true }),
+    ]);
+    expect(monitor.spec.selector).toEqual({ matchLabels: service.spec?.selector });
+  });
+
+  describe('NetworkPolicy', () => {
+    const policy = (): V1NetworkPolicy =>
+      only(
+        render({ networkPolicy: { enabled: true, apiServer: { cidrs: ['10.0.0.1/32'] } } }),
+        'NetworkPolicy',
+      );
+
+    it('restricts both directions of the operator pods', () => {
+      const spec = policy().spec;
+      expect(spec?.policyTypes).toEqual(['Ingress', 'Egress']);
+      expect(spec?.podSelector?.matchLabels).toEqual(
+        expect.objectContaining({ 'app.kubernetes.io/name': 'oauth-token-operator' }),
+      );
+    });
+
+    it('lets in only the metrics port', () => {
+      expect(policy().spec?.ingress).toEqual([{ ports: [{ port: 'metrics', protocol: 'TCP' }] }]);
+    });
+
+    it.each<[string, number, string, string | undefined]>([
+      ['DNS over UDP', 53, 'UDP', undefined],
+      ['DNS over TCP', 53, 'TCP', undefined],
+      ['the API server', 443, 'TCP', '10.0.0.1/32'],
+      ['the API server on 6443', 6443, 'TCP', '10.0.0.1/32'],
+      ['token endpoints on 443', 443, 'TCP', '0.0.0.0/0'],
+    ])('lets out %s', (_name, port, protocol, cidr) => {
+      const rules = policy().spec?.egress ?? [];
+      const match = rules.find(
+        (rule) =>
+          rule.ports?.some((p) => p.port === port && p.protocol === protocol) &&
+          (cidr === undefined || rule.to?.some((peer) => peer.ipBlock?.cidr === cidr)),
+      );
+      expect(match, JSON.stringify(rules)).toBeDefined();
+    });
+
+    it('lets out nothing on other ports and keeps cloud metadata addresses out', () => {
+      const rules = policy().spec?.egress ?? [];
+      const ports = new Set(rules.flatMap((rule) => (rule.ports ?? []).map((p) => p.port)));
+      expect(ports).toEqual(new Set([53, 443, 6443]));
+      for (const rule of rules) expect(rule.ports?.length).toBeGreaterThan(0);
+      const open = rules
+        .flatMap((rule) => rule.to ?? [])
+        .filter((peer) => peer.ipBlock?.cidr === '0.0.0.0/0');
+      for (const peer of open) expect(peer.ipBlock?.except).toContain('169.254.0.0/16');
+    });
+  });
+});

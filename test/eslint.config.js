@@ -1,6 +1,7 @@
 // @ts-check
 import js from '@eslint/js';
 import { defineConfig } from 'eslint/config';
+import { resolve } from 'node:path';
 import tseslint from 'typescript-eslint';
 
 export default defineConfig(
@@ -9,7 +10,7 @@ export default defineConfig(
   tseslint.configs.strictTypeChecked,
   {
     languageOptions: {
-      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+      parserOptions: { projectService: true, tsconfigRootDir: resolve(import.meta.dirname, '..') },
     },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',

@@ -1,6 +1,9 @@
+import { resolve } from 'node:path';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
+  // This file lives in test/; paths below are relative to the repository root.
+  root: resolve(import.meta.dirname, '..'),
   test: {
     reporters: ['default', './test/harness/summary-reporter.ts'],
     projects: [

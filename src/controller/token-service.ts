@@ -49,6 +49,21 @@ export class TokenService {
     return endpoints;
   }
 
+  /** What every call to the provider carries: the client, its authentication, the policy and caps. */
+  private client(connection: OAuthConnection, inputs: ResolvedInputs, endpoints: ResolvedEndpoints) {
+    const { spec } = connection;
+    return {
+      ...this.options.http,
+      endpoints,
+      clientID: spec.clientID,
+      ...(inputs.clientSecret !== undefined ? { clientSecret: inputs.clientSecret } : {}),
+      authMethod: spec.clientAuthMethod ?? inputs.preset.clientAuthMethod,
+      preset: inputs.preset.preset,
+      policy: this.options.policy,
+      nowMs: this.options.clock.now(),
+    };
+  }
+
   request(params: {
     connection: OAuthConnection;
     inputs: ResolvedInputs;
@@ -57,17 +72,10 @@ export class TokenService {
   }): Promise<TokenSet> {
     const { spec } = params.connection;
     return requestTokens({
-      ...this.options.http,
-      endpoints: params.endpoints,
-      clientID: spec.clientID,
-      ...(params.inputs.clientSecret !== undefined ? { clientSecret: params.inputs.clientSecret } : {}),
-      authMethod: spec.clientAuthMethod ?? params.inputs.preset.clientAuthMethod,
+      ...this.client(params.connection, params.inputs, params.endpoints),
       grant: params.grant,
       ...(spec.scopes ? { scopes: spec.scopes } : {}),
       ...(spec.extraParameters ? { extraParameters: spec.extraParameters } : {}),
-      preset: params.inputs.preset.preset,
-      policy: this.options.policy,
-      nowMs: this.options.clock.now(),
     });
   }
 
@@ -77,18 +85,10 @@ export class TokenService {
     endpoints: ResolvedEndpoints;
     refreshToken: string;
   }): Promise<boolean> {
-    const { spec } = params.connection;
     const result = await revokeToken({
-      ...this.options.http,
-      endpoints: params.endpoints,
-      clientID: spec.clientID,
-      ...(params.inputs.clientSecret !== undefined ? { clientSecret: params.inputs.clientSecret } : {}),
-      authMethod: spec.clientAuthMethod ?? params.inputs.preset.clientAuthMethod,
+      ...this.client(params.connection, params.inputs, params.endpoints),
       token: params.refreshToken,
       tokenTypeHint: 'refresh_token',
-      preset: params.inputs.preset.preset,
-      policy: this.options.policy,
-      nowMs: this.options.clock.now(),
     });
     if (result.error) throw result.error;
     return result.revoked;
@@ -101,17 +101,9 @@ export class TokenService {
     endpoints: ResolvedEndpoints;
     refreshToken: string;
   }): Promise<'active' | 'inactive' | 'unknown'> {
-    const { spec } = params.connection;
     return introspectToken({
-      ...this.options.http,
-      endpoints: params.endpoints,
-      clientID: spec.clientID,
-      ...(params.inputs.clientSecret !== undefined ? { clientSecret: params.inputs.clientSecret } : {}),
-      authMethod: spec.clientAuthMethod ?? params.inputs.preset.clientAuthMethod,
+      ...this.client(params.connection, params.inputs, params.endpoints),
       token: params.refreshToken,
-      preset: params.inputs.preset.preset,
-      policy: this.options.policy,
-      nowMs: this.options.clock.now(),
     });
   }
 }

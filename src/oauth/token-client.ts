@@ -657,28 +657,7 @@ export async function revokeToken(params: RevokeRequest): Promise<RevokeResult> 
   const exchange: Exchange = {};
   try {
     if (params.token === '') throw configurationError('MissingCredential', 'token to revoke is empty');
-    const auth = clientAuth(params.authMethod, params.clientSecret);
-    const checked = await checkEndpoint(endpoint, params.policy, params.resolve);
-    const timeoutMs = params.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const fetchFn = guardedFetch(
-      {
-        host: checked.url.host,
-        fetch: params.fetch ?? fetch,
-        timeoutMs,
-        maxBytes: params.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
-        onRequest: params.onRequest,
-        tokenResponse: false,
-        nowMs: params.nowMs,
-      },
-      exchange,
-    );
-    const server: ServerMetadata = {
-      issuer: params.endpoints.issuer ?? checked.url.origin,
-      // openid-client needs a token endpoint in the metadata; it is not called here.
-      token_endpoint: params.endpoints.tokenEndpoint,
-      revocation_endpoint: checked.url.href,
-    };
-    const config = buildConfiguration(server, params.clientID, auth, params.policy, fetchFn, timeoutMs);
+    const config = await secondaryEndpointConfiguration(params, endpoint, 'revocation_endpoint', exchange);
     const parameters: Record<string, string> = {};
     if (params.tokenTypeHint !== undefined) parameters.token_type_hint = params.tokenTypeHint;
     await tokenRevocation(config, params.token, parameters);
@@ -697,6 +676,41 @@ export async function revokeToken(params: RevokeRequest): Promise<RevokeResult> 
   }
 }
 
+/**
+ * An openid-client Configuration for a call to one of the provider's secondary endpoints
+ * (revocation, introspection): checked against the policy, time- and size-capped, with the
+ * client's authentication.
+ */
+async function secondaryEndpointConfiguration(
+  params: RevokeRequest | IntrospectRequest,
+  endpoint: string,
+  metadataKey: 'revocation_endpoint' | 'introspection_endpoint',
+  exchange: Exchange,
+): Promise<Configuration> {
+  const auth = clientAuth(params.authMethod, params.clientSecret);
+  const checked = await checkEndpoint(endpoint, params.policy, params.resolve);
+  const timeoutMs = params.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const fetchFn = guardedFetch(
+    {
+      host: checked.url.host,
+      fetch: params.fetch ?? fetch,
+      timeoutMs,
+      maxBytes: params.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
+      onRequest: params.onRequest,
+      tokenResponse: false,
+      nowMs: params.nowMs,
+    },
+    exchange,
+  );
+  const server: ServerMetadata = {
+    issuer: params.endpoints.issuer ?? checked.url.origin,
+    // openid-client needs a token endpoint in the metadata; it is not called here.
+    token_endpoint: params.endpoints.tokenEndpoint,
+    [metadataKey]: checked.url.href,
+  };
+  return buildConfiguration(server, params.clientID, auth, params.policy, fetchFn, timeoutMs);
+}
+
 export type IntrospectRequest = Omit<RevokeRequest, 'tokenTypeHint'> & {
   tokenTypeHint?: 'refresh_token' | 'access_token';
 };
@@ -711,27 +725,7 @@ export async function introspectToken(params: IntrospectRequest): Promise<'activ
   if (endpoint === undefined || endpoint === '' || params.token === '') return 'unknown';
   const exchange: Exchange = {};
   try {
-    const auth = clientAuth(params.authMethod, params.clientSecret);
-    const checked = await checkEndpoint(endpoint, params.policy, params.resolve);
-    const timeoutMs = params.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const fetchFn = guardedFetch(
-      {
-        host: checked.url.host,
-        fetch: params.fetch ?? fetch,
-        timeoutMs,
-        maxBytes: params.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
-        onRequest: params.onRequest,
-        tokenResponse: false,
-        nowMs: params.nowMs,
-      },
-      exchange,
-    );
-    const server: ServerMetadata = {
-      issuer: params.endpoints.issuer ?? checked.url.origin,
-      token_endpoint: params.endpoints.tokenEndpoint,
-      introspection_endpoint: checked.url.href,
-    };
-    const config = buildConfiguration(server, params.clientID, auth, params.policy, fetchFn, timeoutMs);
+    const config = await secondaryEndpointConfiguration(params, endpoint, 'introspection_endpoint', exchange);
     const result = await tokenIntrospection(config, params.token, {
       token_type_hint: params.tokenTypeHint ?? 'refresh_token',
     });

@@ -134,3 +134,67 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+export interface SeenToken {
+  token: string;
+  expiresAt: number;
+  seenAt: number;
+}
+
+/** Watches an output Secret and records each new access token with when it was seen. */
+export class OutputTokenWatcher {
+  readonly seen: SeenToken[] = [];
+  private readonly kc: k8s.KubeConfig;
+  private readonly namespace: string;
+  private readonly secretName: string;
+  private readonly onNew: ((token: string) => Promise<void> | void) | undefined;
+
+  constructor(
+    kc: k8s.KubeConfig,
+    namespace: string,
+    secretName: string,
+    onNew?: (token: string) => Promise<void> | void,
+  ) {
+    this.kc = kc;
+    this.namespace = namespace;
+    this.secretName = secretName;
+    this.onNew = onNew;
+  }
+
+  /** Reads the Secret once; returns how many distinct tokens have been seen. */
+  async poll(): Promise<number> {
+    const data = await readSecretData(this.kc, this.namespace, this.secretName);
+    const token = data?.access_token;
+    if (token && token !== this.seen.at(-1)?.token) {
+      const seenAt = Date.now();
+      await this.onNew?.(token);
+      this.seen.push({ token, expiresAt: Date.parse(data.expires_at ?? ''), seenAt });
+    }
+    return this.seen.length;
+  }
+
+  /** Waits until at least `count` distinct tokens have been seen. */
+  async waitForTokens(count: number, timeoutMs: number): Promise<void> {
+    await waitFor(
+      `${String(count)} access tokens in ${this.secretName}`,
+      async () => (await this.poll()) >= count,
+      timeoutMs,
+      100,
+    );
+  }
+
+  /** Rotations that reached the Secret only after the previous token had expired (should be none). */
+  lateRotations(): string[] {
+    const late: string[] = [];
+    for (let i = 1; i < this.seen.length; i++) {
+      const previous = this.seen[i - 1];
+      const current = this.seen[i];
+      if (previous && current && current.seenAt >= previous.expiresAt) {
+        late.push(
+          `token ${String(i)} appeared ${String(current.seenAt - previous.expiresAt)} ms after the previous one expired`,
+        );
+      }
+    }
+    return late;
+  }
+}

@@ -5,6 +5,7 @@ import * as k8s from '@kubernetes/client-node';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
+  OutputTokenWatcher,
   condition,
   connection,
   createConnection,
@@ -125,30 +126,12 @@ describe('recovery login with TOTP against oidc-provider', () => {
         spec: { scopes: ['openid'], recovery: { login: loginSpec('implicit') } },
       }),
     );
-    const seen: { token: string; expiresAt: number; seenAt: number }[] = [];
-    await waitFor(
-      '11 access tokens from logins',
-      async () => {
-        const data = await readSecretData(admin, namespace, 'implicit-token');
-        const token = data?.access_token;
-        if (token && token !== seen.at(-1)?.token) {
-          expect(await oidc.isAccessTokenActive(token)).toBe(true);
-          seen.push({ token, expiresAt: Date.parse(data.expires_at ?? ''), seenAt: Date.now() });
-          secrets.push(token);
-        }
-        return seen.length >= 11;
-      },
-      240_000,
-      100,
-    );
-    for (let i = 1; i < seen.length; i++) {
-      const previous = seen[i - 1];
-      const current = seen[i];
-      if (previous && current)
-        expect(current.seenAt, `login ${i} came before the previous token expired`).toBeLessThan(
-          previous.expiresAt,
-        );
-    }
+    const watcher = new OutputTokenWatcher(admin, namespace, 'implicit-token', async (token) => {
+      expect(await oidc.isAccessTokenActive(token)).toBe(true);
+      secrets.push(token);
+    });
+    await watcher.waitForTokens(11, 240_000);
+    expect(watcher.lateRotations(), 'each login came before the previous token expired').toEqual([]);
     expect(oidc.refreshLog().length, 'no refresh token was ever used').toBe(0);
     const status = await getConnectionStatus(admin, namespace, 'implicit');
     expect(condition(status, 'Ready')?.status).toBe('True');

@@ -1,6 +1,7 @@
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
+  OutputTokenWatcher,
   condition,
   connection,
   createConnection,
@@ -61,32 +62,15 @@ describe('single-writer rotation against oidc-provider', () => {
     });
     await createConnection(admin, connection(namespace, 'books', oidc.issuer));
 
-    const seen: { token: string; expiresAt: number; seenAt: number }[] = [];
-    await waitFor(
-      '11 distinct access tokens in the output Secret',
-      async () => {
-        const data = await readSecretData(admin, namespace, 'books-token');
-        const token = data?.access_token;
-        if (token && token !== seen.at(-1)?.token) {
-          const seenAt = Date.now();
-          expect(await oidc.isAccessTokenActive(token), 'the provider accepts the access token').toBe(true);
-          seen.push({ token, expiresAt: Date.parse(data.expires_at ?? ''), seenAt });
-          observedTokens.push(token);
-        }
-        return seen.length >= 11;
-      },
-      120_000,
-      100,
-    );
-    for (let i = 1; i < seen.length; i++) {
-      const previous = seen[i - 1];
-      const current = seen[i];
-      if (!previous || !current) continue;
-      expect(
-        current.seenAt,
-        `rotation ${i} reached the Secret before the previous token expired`,
-      ).toBeLessThan(previous.expiresAt);
-    }
+    const watcher = new OutputTokenWatcher(admin, namespace, 'books-token', async (token) => {
+      expect(await oidc.isAccessTokenActive(token), 'the provider accepts the access token').toBe(true);
+      observedTokens.push(token);
+    });
+    await watcher.waitForTokens(11, 120_000);
+    expect(
+      watcher.lateRotations(),
+      'every rotation reached the Secret before the previous token expired',
+    ).toEqual([]);
     const status = await getConnectionStatus(admin, namespace, 'books');
     expect(condition(status, 'Ready')?.status).toBe('True');
     expect(status.rotations).toBeGreaterThanOrEqual(10);

@@ -269,13 +269,22 @@ describe('recovery login with TOTP against oidc-provider', () => {
 
   it('leaks no password, TOTP secret, code or token into logs, Events or status', async () => {
     const codes = oidc.totpCodesReceived().map((c) => c.code);
+    const address = operator.lines
+      .map((l) => /"address":"([^"]+)"/.exec(l)?.[1])
+      .find((a): a is string => a !== undefined);
+    const metricsText = address ? await (await fetch(`http://${address}/metrics`)).text() : '';
+    expect(metricsText).toContain('oauth_token_operator_recovery_logins_total');
     const hits = await findLeaks([...secrets], {
       lines: operator.lines,
       kubeConfig: admin,
       namespaces: [namespace],
+      metricsText,
     });
     expect(hits).toEqual([]);
     // Six-digit codes are too short to scan for safely in free text; look for them as log values.
-    for (const code of codes) expect(operator.lines.some((l) => l.includes(`"${code}"`))).toBe(false);
+    for (const code of codes) {
+      expect(operator.lines.some((l) => l.includes(`"${code}"`))).toBe(false);
+      expect(metricsText.includes(`"${code}"`)).toBe(false);
+    }
   });
 });

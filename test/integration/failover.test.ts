@@ -21,7 +21,10 @@ import {
   type OperatorProcess,
 } from '../harness/operator.ts';
 
-const LEASE = ['--lease-duration', '4s', '--renew-deadline', '3s', '--retry-period', '1s'];
+// A follower takes over at most leaseDuration + 2 × retryPeriod × 1.2 after the last renewal (it
+// sees the renewal up to one jittered retry period late, and polls again up to one period after the
+// lease ran out): with a 500 ms retry period that stays inside leaseDuration + 2 s.
+const LEASE = ['--lease-duration', '4s', '--renew-deadline', '3s', '--retry-period', '500ms'];
 const LEASE_DURATION_MS = 4_000;
 
 async function leaseHolder(kc: k8s.KubeConfig, namespace: string): Promise<string | undefined> {

@@ -7,21 +7,13 @@
 // helm and promtool are built from their Go modules by charts/oauth-token-operator/tests/install-tools.sh;
 // without them those parts are skipped with a note, or fail when OTO_REQUIRE_TOOLS=1.
 import { spawnSync } from 'node:child_process';
-import {
-  accessSync,
-  constants,
-  copyFileSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
-import { delimiter, join, resolve } from 'node:path';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments, stringify } from 'yaml';
 import { OperatorMetrics } from '../../src/observability/metrics.ts';
+import { findTool } from '../harness/tools.ts';
 
 const root = resolve(import.meta.dirname, '../..');
 const chartDir = join(root, 'charts/oauth-token-operator');
@@ -40,25 +32,6 @@ const ALERTS = [
   'OAuthOperatorAbsent',
   'OAuthOperatorStalled',
 ];
-
-/** A tool from $ENV_VAR, the install script's cache, or PATH. */
-function findTool(name: string, envVar: string): string | undefined {
-  const candidates = [
-    process.env[envVar],
-    join(homedir(), '.cache/oauth-token-operator/tools/bin', name),
-    ...(process.env.PATH ?? '').split(delimiter).map((dir) => join(dir, name)),
-  ];
-  for (const candidate of candidates) {
-    if (!candidate) continue;
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 const helm = findTool('helm', 'OTO_HELM');
 const promtool = findTool('promtool', 'OTO_PROMTOOL');

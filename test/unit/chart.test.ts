@@ -15,21 +15,13 @@ import type {
   V1Service,
 } from '@kubernetes/client-node';
 import { spawnSync } from 'node:child_process';
-import {
-  accessSync,
-  constants,
-  cpSync,
-  mkdtempSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
-import { delimiter, join, resolve } from 'node:path';
+import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { FLAGS, parseConfig, type OperatorConfig } from '../../src/config.ts';
+import { findTool } from '../harness/tools.ts';
 
 const root = resolve(import.meta.dirname, '../..');
 const chartDir = join(root, 'charts/oauth-token-operator');
@@ -40,25 +32,6 @@ const NAMESPACE = 'oto';
 const KUBE_VERSION = '1.33.0';
 const INSTALL_HINT =
   'run charts/oauth-token-operator/tests/install-tools.sh helm (builds helm v3.21.4 from its Go module into ~/.cache/oauth-token-operator/tools/bin), or: go install helm.sh/helm/v3/cmd/helm@v3.21.4';
-
-/** A tool from $ENV_VAR, the install script's cache, or PATH. */
-function findTool(name: string, envVar: string): string | undefined {
-  const candidates = [
-    process.env[envVar],
-    join(homedir(), '.cache/oauth-token-operator/tools/bin', name),
-    ...(process.env.PATH ?? '').split(delimiter).map((dir) => join(dir, name)),
-  ];
-  for (const candidate of candidates) {
-    if (!candidate) continue;
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 const helm = findTool('helm', 'OTO_HELM');
 const requireTools = process.env.OTO_REQUIRE_TOOLS === '1';

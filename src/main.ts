@@ -149,7 +149,6 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     {
       identity: config.identity,
       propagationMs: config.secretPropagationMs,
-      random: Math.random,
       faults: { crashAfterTokenResponse: config.testFaults.includes('crash-after-token-response') },
     },
   );

@@ -44,7 +44,6 @@ export interface TestFaults {
 export interface ReconcilerOptions {
   identity: string;
   propagationMs: number;
-  random: () => number;
   faults?: TestFaults;
 }
 

@@ -576,28 +576,13 @@ export async function requestTokens(params: TokenRequest): Promise<TokenSet> {
     case 'client_credentials':
       break;
   }
-  const auth = clientAuth(params.authMethod, params.clientSecret);
-  const checked = await checkEndpoint(params.endpoints.tokenEndpoint, params.policy, params.resolve);
-
-  const timeoutMs = params.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const exchange: Exchange = {};
-  const fetchFn = guardedFetch(
-    {
-      host: checked.url.host,
-      fetch: params.fetch ?? fetch,
-      timeoutMs,
-      maxBytes: params.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
-      onRequest: params.onRequest,
-      tokenResponse: true,
-      nowMs: params.nowMs,
-    },
+  const config = await endpointConfiguration(
+    params,
+    params.endpoints.tokenEndpoint,
+    'token_endpoint',
     exchange,
   );
-  const server: ServerMetadata = {
-    issuer: params.endpoints.issuer ?? checked.url.origin,
-    token_endpoint: checked.url.href,
-  };
-  const config = buildConfiguration(server, params.clientID, auth, params.policy, fetchFn, timeoutMs);
   const parameters = buildParameters(params);
 
   let result: TokenEndpointResponse;
@@ -657,7 +642,7 @@ export async function revokeToken(params: RevokeRequest): Promise<RevokeResult> 
   const exchange: Exchange = {};
   try {
     if (params.token === '') throw configurationError('MissingCredential', 'token to revoke is empty');
-    const config = await secondaryEndpointConfiguration(params, endpoint, 'revocation_endpoint', exchange);
+    const config = await endpointConfiguration(params, endpoint, 'revocation_endpoint', exchange);
     const parameters: Record<string, string> = {};
     if (params.tokenTypeHint !== undefined) parameters.token_type_hint = params.tokenTypeHint;
     await tokenRevocation(config, params.token, parameters);
@@ -677,14 +662,27 @@ export async function revokeToken(params: RevokeRequest): Promise<RevokeResult> 
 }
 
 /**
- * An openid-client Configuration for a call to one of the provider's secondary endpoints
- * (revocation, introspection): checked against the policy, time- and size-capped, with the
- * client's authentication.
+ * An openid-client Configuration for one call to one of the provider's endpoints: checked against
+ * the policy, time- and size-capped, with the client's authentication. Only a token-endpoint answer
+ * is read as a token response.
  */
-async function secondaryEndpointConfiguration(
-  params: RevokeRequest | IntrospectRequest,
+async function endpointConfiguration(
+  params: Pick<
+    TokenRequest,
+    | 'endpoints'
+    | 'clientID'
+    | 'clientSecret'
+    | 'authMethod'
+    | 'policy'
+    | 'nowMs'
+    | 'fetch'
+    | 'resolve'
+    | 'timeoutMs'
+    | 'maxResponseBytes'
+    | 'onRequest'
+  >,
   endpoint: string,
-  metadataKey: 'revocation_endpoint' | 'introspection_endpoint',
+  metadataKey: 'token_endpoint' | 'revocation_endpoint' | 'introspection_endpoint',
   exchange: Exchange,
 ): Promise<Configuration> {
   const auth = clientAuth(params.authMethod, params.clientSecret);
@@ -697,14 +695,14 @@ async function secondaryEndpointConfiguration(
       timeoutMs,
       maxBytes: params.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
       onRequest: params.onRequest,
-      tokenResponse: false,
+      tokenResponse: metadataKey === 'token_endpoint',
       nowMs: params.nowMs,
     },
     exchange,
   );
   const server: ServerMetadata = {
     issuer: params.endpoints.issuer ?? checked.url.origin,
-    // openid-client needs a token endpoint in the metadata; it is not called here.
+    // openid-client needs a token endpoint in the metadata even when another endpoint is called.
     token_endpoint: params.endpoints.tokenEndpoint,
     [metadataKey]: checked.url.href,
   };
@@ -725,7 +723,7 @@ export async function introspectToken(params: IntrospectRequest): Promise<'activ
   if (endpoint === undefined || endpoint === '' || params.token === '') return 'unknown';
   const exchange: Exchange = {};
   try {
-    const config = await secondaryEndpointConfiguration(params, endpoint, 'introspection_endpoint', exchange);
+    const config = await endpointConfiguration(params, endpoint, 'introspection_endpoint', exchange);
     const result = await tokenIntrospection(config, params.token, {
       token_type_hint: params.tokenTypeHint ?? 'refresh_token',
     });

@@ -232,7 +232,7 @@ export class Reconciler {
       } else {
         state = { ...state, broken: { reason: 'RefreshResponseLost', atMs: clock.now() } };
         delete state.claim;
-        await this.deps.state.write(connection, state, resourceVersion);
+        const brokenVersion = await this.deps.state.write(connection, state, resourceVersion);
         this.deps.metrics.chainBroken.inc({
           namespace: connection.metadata.namespace,
           name: connection.metadata.name,
@@ -242,8 +242,7 @@ export class Reconciler {
             ? 'the answer to a refresh was lost and the provider reports the presented token as used'
             : 'the answer to a refresh was lost outside the provider grace window, and the provider cannot say whether the token was used';
         if (connection.spec.recovery?.login) {
-          const rv = await this.deps.state.read(connection);
-          return this.recover(connection, inputs, { state, resourceVersion: rv?.resourceVersion ?? '' }, log);
+          return this.recover(connection, inputs, { state, resourceVersion: brokenVersion }, log);
         }
         return this.fail(
           connection,

@@ -8,12 +8,12 @@ import { OutputSecretWriter } from './controller/output-secret.ts';
 import { Reconciler } from './controller/reconciler.ts';
 import { RecoveryLogin } from './controller/recovery.ts';
 import { StateStore } from './controller/state-store.ts';
-import { TokenService } from './controller/token-service.ts';
 import { systemClock } from './kube/clock.ts';
 import { LeaderElector, LeaseLock } from './kube/leader-election.ts';
 import { KubeEventRecorder } from './observability/events.ts';
 import { createLogger, errorFields, type Logger } from './observability/log.ts';
 import { OperatorMetrics } from './observability/metrics.ts';
+import { OAuthClient } from './oauth/index.ts';
 
 function loadKubeConfig(config: OperatorConfig): k8s.KubeConfig {
   const kc = new k8s.KubeConfig();
@@ -114,30 +114,26 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     allowPrivateNetworks: config.allowPrivateNetworks,
     allowedHosts: config.allowedHosts,
   };
-  const tokens = new TokenService({
+  const oauth = new OAuthClient({
     clock,
-    policy,
-    http: {
+    transport: {
+      policy,
       timeoutMs: config.requestTimeoutMs,
       maxResponseBytes: config.maxResponseBytes,
-      onRequest: (host, status) => {
-        metrics.tokenEndpointRequests.inc({ host, status: String(status) });
+      onRequest: (host, status, _durationMs, purpose) => {
+        // Login pages are not token endpoint calls; the login's own outcome has its metric.
+        if (purpose !== 'login') metrics.tokenEndpointRequests.inc({ host, status: String(status) });
       },
     },
   });
-  const recovery = new RecoveryLogin({
-    tokens,
-    clock,
-    policy,
-    http: { timeoutMs: config.requestTimeoutMs, maxResponseBytes: config.maxResponseBytes },
-  });
+  const recovery = new RecoveryLogin({ oauth, clock });
   const reconciler = new Reconciler(
     {
       core,
       custom,
       state: new StateStore(core, config.namespace),
       output: new OutputSecretWriter(core),
-      tokens,
+      oauth,
       hostLimiter: new HostLimiter(config.maxConcurrentPerHost),
       recovery,
       events: new KubeEventRecorder(core, 'oauth-token-operator', clock, log),

@@ -5,8 +5,9 @@ import * as k8s from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
 import type { OAuthConnection, SecretKeyRef } from '../api/v1alpha1.ts';
 import { parseDuration } from '../kube/duration.ts';
+import { isTokenError, type ClientConfig, type EndpointSettings } from '../oauth/index.ts';
+import { clientConfigFor, endpointSettingsFor, unsupportedBy } from '../providers/configure.ts';
 import { presetDefaults, type PresetDefaults } from '../providers/presets.ts';
-import { isTokenError } from '../oauth/errors.ts';
 import type { RefreshTiming } from './schedule.ts';
 
 export class ConfigurationError extends Error {
@@ -36,7 +37,10 @@ export interface LoginCredentials {
 
 export interface ResolvedInputs {
   preset: PresetDefaults;
-  clientSecret?: string;
+  /** The client as the OAuth layer takes it, client secret included. */
+  client: ClientConfig;
+  /** Where the endpoints come from; a geolocation the provider returned (Concur) changes them. */
+  endpoints(geolocation: string | undefined): EndpointSettings;
   /** The seed refresh token, when the grant has one and the Secret exists. */
   seed?: string;
   username?: string;
@@ -139,11 +143,15 @@ export async function resolveInputs(
       `spec.provider.preset: ${preset.preset} speaks its own login protocol, which this operator version does not implement yet`,
     );
   }
+  const unsupported = unsupportedBy(spec, preset);
+  if (unsupported !== undefined) throw new ConfigurationError(unsupported.reason, unsupported.message);
   const grantType = spec.grant?.type ?? 'refreshToken';
   const authMethod = spec.clientAuthMethod ?? preset.clientAuthMethod;
 
   const inputs: ResolvedInputs = {
     preset,
+    client: clientConfigFor(spec, preset, undefined),
+    endpoints: (geolocation) => endpointSettingsFor(spec.provider, preset, geolocation),
     timing: {
       minIntervalMs:
         durationField(spec.refresh?.minInterval, 'spec.refresh.minInterval') ?? preset.minIntervalMs,
@@ -151,6 +159,7 @@ export async function resolveInputs(
     },
     assumedLifetimeMs:
       durationField(spec.refresh?.assumedLifetime, 'spec.refresh.assumedLifetime') ??
+      preset.accessTokenLifetimeMs ??
       DEFAULT_ASSUMED_LIFETIME_MS,
     graceWindowMs:
       durationField(spec.refresh?.graceWindow, 'spec.refresh.graceWindow') ?? preset.graceWindowMs,
@@ -167,7 +176,7 @@ export async function resolveInputs(
         `spec.clientSecretRef: required for client authentication ${authMethod}`,
       );
     }
-    inputs.clientSecret = await readSecretKey(
+    inputs.client.clientSecret = await readSecretKey(
       core,
       namespace,
       spec.clientSecretRef,

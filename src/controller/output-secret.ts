@@ -2,6 +2,7 @@
 // collector removes it with the connection), and never a Secret that someone else owns.
 import * as k8s from '@kubernetes/client-node';
 import { API_VERSION, KIND, type OAuthConnection } from '../api/v1alpha1.ts';
+import { canonicalTokenType } from '../oauth/index.ts';
 import { CONNECTION_NAME_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, ROLE_LABEL } from './state-store.ts';
 
 export interface OutputTokens {
@@ -24,7 +25,7 @@ export class OutputSecretNotOwnedError extends Error {
 export function renderOutputData(connection: OAuthConnection, tokens: OutputTokens): Record<string, string> {
   const keys = connection.spec.output.keys ?? {};
   const expiresAt = new Date(tokens.expiresAtMs).toISOString();
-  const tokenType = normaliseTokenType(tokens.tokenType);
+  const tokenType = canonicalTokenType(tokens.tokenType);
   const data: Record<string, string> = {};
   data[keys.accessToken ?? 'access_token'] = tokens.accessToken;
   const tokenTypeKey = keys.tokenType ?? 'token_type';
@@ -38,11 +39,6 @@ export function renderOutputData(connection: OAuthConnection, tokens: OutputToke
     );
   }
   return data;
-}
-
-/** Providers answer "bearer" or "Bearer"; HTTP clients expect the canonical "Bearer". */
-function normaliseTokenType(tokenType: string): string {
-  return tokenType.toLowerCase() === 'bearer' ? 'Bearer' : tokenType;
 }
 
 function ownedBy(secret: k8s.V1Secret, connection: OAuthConnection): boolean {

@@ -10,7 +10,13 @@ import { randomUUID } from 'node:crypto';
 import type { OAuthConnection, OAuthConnectionStatus } from '../api/v1alpha1.ts';
 import { GROUP, PLURAL, VERSION } from '../api/v1alpha1.ts';
 import type { Clock } from '../kube/clock.ts';
-import { isTokenError, type TokenError } from '../oauth/errors.ts';
+import {
+  isTokenError,
+  type OAuthClient,
+  type TokenError,
+  type TokenGrant,
+  type TokenSet,
+} from '../oauth/index.ts';
 import type { EventRecorder } from '../observability/events.ts';
 import { errorFields, type Logger } from '../observability/log.ts';
 import type { OperatorMetrics } from '../observability/metrics.ts';
@@ -26,8 +32,8 @@ import {
 } from './state-store.ts';
 import { onFailure, onSuccess, sameStatus, statusPatch, type Decision, type Failure } from './status.ts';
 import type { HostLimiter } from './host-limiter.ts';
-import { loginFailureReason, loginGate, type RecoveryLogin } from './recovery.ts';
-import type { TokenService, TokenSet } from './token-service.ts';
+import { failureOf, loginFailureReason } from './failures.ts';
+import { loginGate, type RecoveryLogin } from './recovery.ts';
 
 export const FINALIZER = 'oauth.token-operator.dev/finalizer';
 
@@ -52,7 +58,7 @@ export interface ReconcilerDeps {
   custom: k8s.CustomObjectsApi;
   state: StateStore;
   output: OutputSecretWriter;
-  tokens: TokenService;
+  oauth: OAuthClient;
   hostLimiter: HostLimiter;
   /** The recovery login; connections with spec.recovery.login need it. */
   recovery: RecoveryLogin;
@@ -128,18 +134,7 @@ export class Reconciler {
       }
       if (isTokenError(err)) {
         // Endpoint resolution (discovery, the endpoint policy) failed before any request was sent.
-        const insecure = err.code === 'insecure_endpoint';
-        return this.fail(
-          connection,
-          undefined,
-          {
-            kind: insecure ? 'configuration' : err.code === 'in_doubt' ? 'transient' : err.code,
-            reason: insecure ? 'InsecureEndpoint' : err.reason,
-            message: insecure ? `spec.provider: ${err.message}` : err.message,
-            ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
-          },
-          inputs.timing.minIntervalMs,
-        );
+        return this.fail(connection, undefined, failureOf(err), inputs.timing.minIntervalMs);
       }
       throw err;
     }
@@ -215,13 +210,9 @@ export class Reconciler {
       const age = clock.now() - state.claim.startedAtMs;
       let verdict: 'grace' | 'active' | 'inactive' | 'unknown' = 'grace';
       if (grantType === 'refreshToken' && age > inputs.graceWindowMs) {
-        const endpoints = await this.deps.tokens.resolveEndpoints(
-          connection,
-          inputs.preset,
-          state.geolocation,
-        );
+        const endpoints = await this.deps.oauth.resolveEndpoints(inputs.endpoints(state.geolocation));
         verdict = presented
-          ? await this.deps.tokens.introspect({ connection, inputs, endpoints, refreshToken: presented })
+          ? await this.deps.oauth.introspect(inputs.client, endpoints, presented)
           : 'unknown';
       }
       if (grantType !== 'refreshToken' || verdict === 'grace' || verdict === 'active') {
@@ -305,11 +296,7 @@ export class Reconciler {
     const { namespace, name } = connection.metadata;
     const grantType = connection.spec.grant?.type ?? 'refreshToken';
     const started = clock.monotonic();
-    const endpoints = await this.deps.tokens.resolveEndpoints(
-      connection,
-      inputs.preset,
-      stored.state.geolocation,
-    );
+    const endpoints = await this.deps.oauth.resolveEndpoints(inputs.endpoints(stored.state.geolocation));
 
     // Step 1: the claim, fenced by the resourceVersion read live above.
     const claim = {
@@ -324,18 +311,14 @@ export class Reconciler {
     // Step 2: the request, within the per-host concurrency limit.
     let tokens: TokenSet;
     try {
+      const grant: TokenGrant =
+        grantType === 'refreshToken'
+          ? { type: 'refresh_token', refreshToken: presented ?? '' }
+          : grantType === 'clientCredentials'
+            ? { type: 'client_credentials' }
+            : { type: 'password', username: inputs.username ?? '', password: inputs.password ?? '' };
       tokens = await this.deps.hostLimiter.run(new URL(endpoints.tokenEndpoint).host, () =>
-        this.deps.tokens.request({
-          connection,
-          inputs,
-          endpoints,
-          grant:
-            grantType === 'refreshToken'
-              ? { type: 'refresh_token', refreshToken: presented ?? '' }
-              : grantType === 'clientCredentials'
-                ? { type: 'client_credentials' }
-                : { type: 'password', username: inputs.username ?? '', password: inputs.password ?? '' },
-        }),
+        this.deps.oauth.requestTokens(inputs.client, endpoints, grant),
       );
     } catch (err) {
       if (!isTokenError(err)) {
@@ -455,14 +438,8 @@ export class Reconciler {
     if (err.code === 'chain_broken' && connection.spec.recovery?.login) {
       return this.recover(connection, inputs, { state, resourceVersion: rv }, log);
     }
-    const kind = err.code === 'insecure_endpoint' ? 'configuration' : err.code;
-    const failure: Failure = {
-      kind,
-      reason: err.reason,
-      message: err.code === 'chain_broken' ? brokenMessage(state, err.message) : err.message,
-      ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
-      ...(err.notBeforeMs !== undefined ? { notBeforeMs: err.notBeforeMs } : {}),
-    };
+    const failure = failureOf(err);
+    if (err.code === 'chain_broken') failure.message = brokenMessage(state, err.message);
     return this.fail(connection, state, failure, inputs.timing.minIntervalMs);
   }
 
@@ -505,7 +482,7 @@ export class Reconciler {
 
     let result: Awaited<ReturnType<RecoveryLogin['login']>>;
     try {
-      const endpoints = await this.deps.tokens.resolveEndpoints(connection, inputs.preset, state.geolocation);
+      const endpoints = await this.deps.oauth.resolveEndpoints(inputs.endpoints(state.geolocation));
       result = await this.deps.recovery.login(connection, inputs, endpoints, state.totpLastStep);
     } catch (err) {
       if (!isTokenError(err)) throw err;
@@ -522,17 +499,7 @@ export class Reconciler {
       if (reason === 'LoginFailed' && connection.status) {
         connection.status = { ...connection.status, loginBlockedCredentials: credentials.version };
       }
-      return this.fail(
-        connection,
-        state,
-        {
-          kind: err.code === 'transient' ? 'transient' : 'chain_broken',
-          reason,
-          message: err.message,
-          ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
-        },
-        inputs.timing.minIntervalMs,
-      );
+      return this.fail(connection, state, failureOf(err, 'login'), inputs.timing.minIntervalMs);
     }
 
     const { tokens } = result;
@@ -711,17 +678,10 @@ export class Reconciler {
         const stored = await this.deps.state.read(connection);
         if (stored?.state.refreshToken && stored.state.connectionUID === connection.metadata.uid) {
           const inputs = await resolveInputs(this.deps.core, connection, this.options.propagationMs);
-          const endpoints = await this.deps.tokens.resolveEndpoints(
-            connection,
-            inputs.preset,
-            stored.state.geolocation,
+          const endpoints = await this.deps.oauth.resolveEndpoints(
+            inputs.endpoints(stored.state.geolocation),
           );
-          await this.deps.tokens.revoke({
-            connection,
-            inputs,
-            endpoints,
-            refreshToken: stored.state.refreshToken,
-          });
+          await this.deps.oauth.revoke(inputs.client, endpoints, stored.state.refreshToken);
           this.event(connection, 'Normal', 'Revoked', 'the refresh token was revoked at the provider');
         }
       } catch (err) {

@@ -4,13 +4,17 @@
 // restarts and leader changes.
 import type { OAuthConnection, OAuthConnectionStatus } from '../api/v1alpha1.ts';
 import type { Clock } from '../kube/clock.ts';
-import type { EndpointPolicy } from '../oauth/endpoint-policy.ts';
-import { TokenError } from '../oauth/errors.ts';
-import { performLogin, resolveFormProfile } from '../oauth/login.ts';
-import type { HttpOptions, ResolvedEndpoints, TokenSet } from '../oauth/token-client.ts';
-import { parseTotpSecret, TotpGenerator, type TotpSecret } from '../oauth/totp.ts';
+import {
+  parseTotpSecret,
+  TokenError,
+  TotpGenerator,
+  type OAuthClient,
+  type ResolvedEndpoints,
+  type TokenSet,
+  type TotpSecret,
+} from '../oauth/index.ts';
+import { formProfileFor } from '../providers/configure.ts';
 import type { ResolvedInputs } from './inputs.ts';
-import type { TokenService } from './token-service.ts';
 
 const HOUR_MS = 3_600_000;
 const DEFAULT_MAX_ATTEMPTS_PER_HOUR = 4;
@@ -61,27 +65,9 @@ export function loginGate(
   return { allowed: true, attempts };
 }
 
-/** Maps a login driver failure to the condition reason the issue and the docs promise. */
-export function loginFailureReason(err: TokenError): string {
-  switch (err.reason) {
-    case 'WrongCredentials':
-    case 'InvalidCredentials':
-      return 'LoginFailed';
-    case 'WrongTotp':
-      return 'TotpRejected';
-    case 'LoginFormUnexpected':
-    case 'MissingLoginForm':
-      return 'LoginFormUnexpected';
-    default:
-      return err.code === 'configuration' ? err.reason : 'LoginProviderError';
-  }
-}
-
 export interface RecoveryOptions {
-  tokens: TokenService;
-  policy: EndpointPolicy;
+  oauth: OAuthClient;
   clock: Clock;
-  http?: HttpOptions;
 }
 
 export type RecoveryResult = TokenSet & { flow: 'code' | 'implicit' | 'direct' };
@@ -129,18 +115,14 @@ export class RecoveryLogin {
       usedStep = code.step;
       return code.code;
     };
-    const grantBase = { connection, inputs, endpoints };
 
     if (login.flow === 'direct') {
       const otp = secret ? await nextCode() : undefined;
-      const tokens = await this.options.tokens.request({
-        ...grantBase,
-        grant: {
-          type: 'password',
-          username: credentials.username,
-          password: credentials.password,
-          ...(otp ? { otp } : {}),
-        },
+      const tokens = await this.options.oauth.requestTokens(inputs.client, endpoints, {
+        type: 'password',
+        username: credentials.username,
+        password: credentials.password,
+        ...(otp ? { otp } : {}),
       });
       return {
         tokens: { ...tokens, flow: 'direct' },
@@ -164,8 +146,7 @@ export class RecoveryLogin {
           'spec.recovery.login.redirectURI: the code and implicit flows need the redirect URI registered for the client',
       });
     }
-    const result = await performLogin({
-      ...this.options.http,
+    const result = await this.options.oauth.login({
       authorizationEndpoint: endpoints.authorizationEndpoint,
       clientID: connection.spec.clientID,
       redirectURI: login.redirectURI,
@@ -174,8 +155,7 @@ export class RecoveryLogin {
       username: credentials.username,
       password: credentials.password,
       totp: nextCode,
-      form: resolveFormProfile(inputs.preset.loginForm, login.form),
-      policy: this.options.policy,
+      form: formProfileFor(inputs.preset, login.form),
     });
     if (result.flow === 'implicit') {
       return {
@@ -188,14 +168,11 @@ export class RecoveryLogin {
         ...(usedStep !== undefined ? { totpStep: usedStep } : {}),
       };
     }
-    const tokens = await this.options.tokens.request({
-      ...grantBase,
-      grant: {
-        type: 'authorization_code',
-        code: result.code,
-        codeVerifier: result.codeVerifier,
-        redirectURI: result.redirectURI,
-      },
+    const tokens = await this.options.oauth.requestTokens(inputs.client, endpoints, {
+      type: 'authorization_code',
+      code: result.code,
+      codeVerifier: result.codeVerifier,
+      redirectURI: result.redirectURI,
     });
     return { tokens: { ...tokens, flow: 'code' }, ...(usedStep !== undefined ? { totpStep: usedStep } : {}) };
   }

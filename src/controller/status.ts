@@ -3,6 +3,7 @@
 // decides by itself what a failure means.
 import type { OAuthConnectionStatus } from '../api/v1alpha1.ts';
 import { setCondition } from '../kube/conditions.ts';
+import type { TokenErrorCode, TokenFailure } from '../oauth/index.ts';
 import { backoffDelay, delayUntil } from './schedule.ts';
 
 export const CONDITION_READY = 'Ready';
@@ -13,21 +14,15 @@ export const CONDITION_CHAIN_BROKEN = 'ChainBroken';
 /** How often a connection that needs a person is looked at again (a re-seed, a fixed Secret). */
 export const TERMINAL_RECHECK_MS = 5 * 60_000;
 
-export type FailureKind =
-  'transient' | 'too_early' | 'relocate' | 'chain_broken' | 'configuration' | 'in_doubt' | 'conflict';
+/** What the controller does about a failure: the OAuth layer's classes, plus a lost fencing race. */
+export type FailureKind = Exclude<TokenErrorCode, 'insecure_endpoint'> | 'conflict';
 
-export interface Failure {
+/** A failure as status records it: the OAuth layer's TokenFailure shape with the controller's kind. */
+export type Failure = Pick<TokenFailure, 'reason' | 'message' | 'retryAfterMs' | 'notBeforeMs'> & {
   kind: FailureKind;
-  /** CamelCase reason for conditions and Events. */
-  reason: string;
-  /** Safe public message: never a token, secret or upstream body. */
-  message: string;
-  retryAfterMs?: number;
-  /** The earliest time the provider accepts another request (too early). */
-  notBeforeMs?: number;
   /** Look again at this time instead of the class's default (a login budget that frees up). */
   recheckAtMs?: number;
-}
+};
 
 export interface Decision {
   status: OAuthConnectionStatus;

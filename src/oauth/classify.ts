@@ -1,11 +1,12 @@
 // Classifies a failed token-endpoint exchange into what the controller must do about it. Pure: no
-// I/O, no clock (the caller passes nowMs). The rules follow /work/shared/providers.md; provider
-// strings that cannot be mistaken for anything else (Exact's "Old refresh token used", the
-// `Reason: TooEarlyToRefreshTokens` header, Keycloak's invalid_grant descriptions) are recognised
-// whatever the preset, while Concur's numeric codes are read only under the concur preset, because
-// a numeric `code` field means nothing in general.
-import type { Preset } from '../api/v1alpha1.ts';
-import { sanitizeDescription, sanitizeErrorCode, TokenError, type TokenErrorCode } from './errors.ts';
+// I/O, no clock (the caller passes nowMs). The provider behaviours behind each rule are described,
+// with their public sources, in docs/providers.md. Provider strings that cannot be mistaken for
+// anything else (Exact's "Old refresh token used", the `Reason: TooEarlyToRefreshTokens` header,
+// Keycloak's invalid_grant descriptions) are recognised whatever the provider, while Concur's
+// numeric codes are read only in the 'concur' error dialect, because a numeric `code` field means
+// nothing in general.
+import { sanitizeDescription, sanitizeErrorCode, TokenError, type TokenFailure } from './errors.ts';
+import type { ErrorDialect, TokenGrantType } from './model.ts';
 
 /**
  * How a request failed below HTTP.
@@ -16,10 +17,9 @@ import { sanitizeDescription, sanitizeErrorCode, TokenError, type TokenErrorCode
  */
 export type NetworkFailure = 'timeout' | 'connection' | 'reset' | 'lost-response';
 
-export type TokenGrantType = 'refresh_token' | 'client_credentials' | 'password' | 'authorization_code';
-
 export interface TokenFailureInput {
-  preset: Preset | undefined;
+  /** Default 'rfc6749'. */
+  errorDialect?: ErrorDialect;
   httpStatus?: number;
   /** Response headers; names are matched case-insensitively. */
   headers?: Record<string, string>;
@@ -37,19 +37,6 @@ export interface TokenFailureInput {
   /** Values that must never reach a message even if the provider echoes them (secrets, tokens). */
   redact?: readonly string[];
   nowMs: number;
-}
-
-export interface TokenFailure {
-  code: TokenErrorCode;
-  reason: string;
-  /** Safe public message. */
-  message: string;
-  httpStatus?: number;
-  oauthError?: string;
-  description?: string;
-  retryAfterMs?: number;
-  notBeforeMs?: number;
-  geolocation?: string;
 }
 
 /** Refresh-token and authorization-code grants consume what they send. */
@@ -201,29 +188,25 @@ function retryAfterFrom(headers: Record<string, string>, nowMs: number): number 
 
 type Verdict = Pick<TokenFailure, 'code' | 'reason' | 'retryAfterMs' | 'notBeforeMs' | 'geolocation'>;
 
+/** Concur's numeric error codes (code 16 is handled apart: it needs the returned geolocation). */
+const CONCUR_CODES: Readonly<Record<number, Verdict>> = {
+  5: { code: 'configuration', reason: 'InvalidCredentials' },
+  10: { code: 'configuration', reason: 'AccountDisabled' },
+  14: { code: 'configuration', reason: 'AccountLocked' },
+  54: { code: 'configuration', reason: 'InvalidScope' },
+  106: { code: 'configuration', reason: 'RefreshTokenMissing' },
+  107: { code: 'configuration', reason: 'RefreshNotAllowed' },
+  108: { code: 'chain_broken', reason: 'RefreshTokenInvalid' },
+};
+
 function concurVerdict(code: number, parsed: ParsedBody): Verdict | undefined {
-  switch (code) {
-    case 16:
-      return parsed.geolocation !== undefined
-        ? { code: 'relocate', reason: 'Relocated', geolocation: parsed.geolocation }
-        : { code: 'configuration', reason: 'RelocatedWithoutGeolocation' };
-    case 108:
-      return { code: 'chain_broken', reason: 'RefreshTokenInvalid' };
-    case 5:
-      return { code: 'configuration', reason: 'InvalidCredentials' };
-    case 10:
-      return { code: 'configuration', reason: 'AccountDisabled' };
-    case 14:
-      return { code: 'configuration', reason: 'AccountLocked' };
-    case 54:
-      return { code: 'configuration', reason: 'InvalidScope' };
-    case 106:
-      return { code: 'configuration', reason: 'RefreshTokenMissing' };
-    case 107:
-      return { code: 'configuration', reason: 'RefreshNotAllowed' };
-    default:
-      return undefined;
+  if (code === 16) {
+    return parsed.geolocation !== undefined
+      ? { code: 'relocate', reason: 'Relocated', geolocation: parsed.geolocation }
+      : { code: 'configuration', reason: 'RelocatedWithoutGeolocation' };
   }
+  const verdict = Object.hasOwn(CONCUR_CODES, code) ? CONCUR_CODES[code] : undefined;
+  return verdict !== undefined ? { ...verdict } : undefined;
 }
 
 /** invalid_grant on a refresh: which way the chain broke, from the provider's description. */
@@ -249,6 +232,16 @@ const CREDENTIALS_REJECTED =
   /invalid user credentials|invalid username or password|wrong (username|password)|incorrect (username|password|credentials)/i;
 const ACCOUNT_DISABLED = /account (is )?disabled|user (is )?disabled|account is not fully set up/i;
 const ACCOUNT_LOCKED = /account (is )?(temporarily )?locked|user (is )?(temporarily )?locked/i;
+
+/** RFC 6749 §5.2 error codes whose meaning depends on nothing else. */
+const PLAIN_OAUTH_ERRORS: Readonly<Record<string, Verdict>> = {
+  invalid_client: { code: 'configuration', reason: 'InvalidClient' },
+  invalid_scope: { code: 'configuration', reason: 'InvalidScope' },
+  unsupported_grant_type: { code: 'configuration', reason: 'UnsupportedGrantType' },
+  server_error: { code: 'transient', reason: 'ProviderUnavailable' },
+  temporarily_unavailable: { code: 'transient', reason: 'ProviderUnavailable' },
+  slow_down: { code: 'transient', reason: 'RateLimited' },
+};
 
 function oauthVerdict(
   error: string,
@@ -286,21 +279,12 @@ function oauthVerdict(
           return { code: 'configuration', reason: 'InvalidGrant' };
       }
       return undefined;
-    case 'invalid_client':
-      return { code: 'configuration', reason: 'InvalidClient' };
-    case 'invalid_scope':
-      return { code: 'configuration', reason: 'InvalidScope' };
-    case 'unsupported_grant_type':
-      return { code: 'configuration', reason: 'UnsupportedGrantType' };
     case 'access_denied':
       return { code: 'configuration', reason: status === 403 ? 'Forbidden' : 'AccessDenied' };
-    case 'server_error':
-    case 'temporarily_unavailable':
-      return { code: 'transient', reason: 'ProviderUnavailable' };
-    case 'slow_down':
-      return { code: 'transient', reason: 'RateLimited' };
-    default:
-      return undefined;
+    default: {
+      const verdict = Object.hasOwn(PLAIN_OAUTH_ERRORS, error) ? PLAIN_OAUTH_ERRORS[error] : undefined;
+      return verdict !== undefined ? { ...verdict } : undefined;
+    }
   }
 }
 
@@ -378,7 +362,7 @@ export function classifyTokenFailure(input: TokenFailureInput): TokenFailure {
 
   // Exact Online's floor: 400 access_denied "Rate limit exceeded: access_token not expired" with
   // `Reason: TooEarlyToRefreshTokens`. The remaining part of the 570 s is not stated, so notBeforeMs
-  // stays undefined (the caller waits for the preset's minInterval) unless Retry-After says more.
+  // stays undefined (the caller waits for its minimum interval) unless Retry-After says more.
   const tooEarlyHeader = /TooEarlyToRefreshTokens/i.test(headers.reason ?? '');
   const tooEarlyBody =
     parsed.rawError === 'access_denied' && /access_token not expired/i.test(rawDescription);
@@ -391,7 +375,7 @@ export function classifyTokenFailure(input: TokenFailureInput): TokenFailure {
     });
   }
 
-  if (input.preset === 'concur' && parsed.concurCode !== undefined) {
+  if (input.errorDialect === 'concur' && parsed.concurCode !== undefined) {
     const verdict = concurVerdict(parsed.concurCode, parsed);
     if (verdict !== undefined) return finish(verdict);
   }
@@ -446,11 +430,7 @@ function buildMessage(failure: TokenFailure): string {
   return details.length > 0 ? `${summary} (${details.join(', ')})` : summary;
 }
 
-export function toTokenError(failure: TokenFailure): TokenError {
-  return new TokenError(failure);
-}
-
 /** Classify and build the TokenError in one step. */
 export function tokenErrorFor(input: TokenFailureInput): TokenError {
-  return toTokenError(classifyTokenFailure(input));
+  return new TokenError(classifyTokenFailure(input));
 }

@@ -8,16 +8,17 @@
 // - Never: link-local (169.254.0.0/16, fe80::/10), cloud metadata (169.254.169.254, fd00:ec2::254,
 //   100.100.100.200, metadata.google.internal …), unspecified, multicast and reserved addresses.
 // - Loopback only with allowInsecureHttp (tests run providers on 127.0.0.1).
-// - Private networks (RFC 1918, CGNAT, IPv6 ULA) and cluster-internal names (*.svc, *.cluster.local,
-//   single-label names that resolve through the pod's search path) only with allowPrivateNetworks.
-// - The host is resolved and every address checked, so a public name cannot point inward.
+// - Private networks (RFC 1918, CGNAT, benchmarking, IPv6 ULA and site-local) and cluster-internal
+//   names (*.svc, *.cluster.local, single-label names that resolve through the pod's search path)
+//   only with allowPrivateNetworks.
+// - Every address a name resolves to is checked, so a public name cannot point inward. The name is
+//   resolved inside the connection's own look-up (transport.ts), so what was checked is what is
+//   connected to: a DNS server that answers a second question differently is never asked one.
+// - An IPv4-mapped (::ffff:a.b.c.d) or NAT64 (64:ff9b::a.b.c.d) address counts as the IPv4 address
+//   it carries. Addresses are matched with node's net.BlockList against the table SPECIAL_RANGES.
 //
-// Known gap: the check resolves the name and fetch() resolves it again when it connects; a DNS
-// server that answers differently within that window (rebinding) is caught only if it answers the
-// check inward. Closing it needs a connection-level lookup hook (an undici dispatcher with a
-// checked `lookup`), which global fetch does not expose.
 import { lookup } from 'node:dns/promises';
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { TokenError } from './errors.ts';
 
 export interface EndpointPolicy {
@@ -37,12 +38,12 @@ export const systemResolve: HostResolver = async (host) =>
 export type AddressClass =
   'public' | 'loopback' | 'private' | 'link-local' | 'metadata' | 'unspecified' | 'multicast' | 'reserved';
 
-export interface CheckedEndpoint {
+export interface CheckedURL {
   url: URL;
   /** Lower-case host name without brackets or trailing dot. */
   hostname: string;
-  /** The addresses that were checked. */
-  addresses: string[];
+  /** The host is an address literal (already checked); no look-up will be made. */
+  isAddress: boolean;
 }
 
 const METADATA_NAMES = new Set([
@@ -70,91 +71,72 @@ export function hostMatches(host: string, pattern: string): boolean {
   return host === p.replace(/^\[|\]$/g, '');
 }
 
-function parseIPv4(address: string): number[] | undefined {
-  const parts = address.split('.');
-  if (parts.length !== 4) return undefined;
-  const bytes = parts.map((part) => (/^\d{1,3}$/.test(part) ? Number(part) : NaN));
-  return bytes.every((b) => b >= 0 && b <= 255) ? bytes : undefined;
-}
+/**
+ * The special ranges in CIDR notation, first match wins (metadata before link-local, ::/128 and
+ * ::1/128 before ::/96); an address in none of them is public. They follow the IANA special-purpose
+ * registries (https://www.iana.org/assignments/iana-ipv4-special-registry/,
+ * https://www.iana.org/assignments/iana-ipv6-special-registry/) where this policy has no reason of
+ * its own to differ:
+ * - metadata: the instance metadata services (169.254.169.254 on most clouds, AWS's IPv6
+ *   fd00:ec2::254, Alibaba Cloud's 100.100.100.200), refused whatever the flags.
+ * - private: besides RFC 1918 and IPv6 unique-local, CGNAT (100.64.0.0/10), RFC 2544 benchmarking
+ *   (198.18.0.0/15) and the deprecated site-local fec0::/10, all of which are networks inside an
+ *   organisation or provider rather than the internet.
+ * - reserved: IETF protocol assignments (192.0.0.0/24), the former class E including the limited
+ *   broadcast address (240.0.0.0/4) and the deprecated IPv4-compatible IPv6 addresses (::/96).
+ * The documentation nets (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) stay public:
+ * they are routed nowhere, and tests use them as stand-ins for public addresses.
+ */
+const SPECIAL_RANGES: readonly (readonly [Exclude<AddressClass, 'public'>, readonly string[]])[] = [
+  ['metadata', ['169.254.169.254/32', '100.100.100.200/32', 'fd00:ec2::254/128']],
+  ['unspecified', ['0.0.0.0/8', '::/128']],
+  ['loopback', ['127.0.0.0/8', '::1/128']],
+  ['link-local', ['169.254.0.0/16', 'fe80::/10']],
+  [
+    'private',
+    [
+      '10.0.0.0/8',
+      '172.16.0.0/12',
+      '192.168.0.0/16',
+      '100.64.0.0/10',
+      '198.18.0.0/15',
+      'fc00::/7',
+      'fec0::/10',
+    ],
+  ],
+  ['reserved', ['192.0.0.0/24', '240.0.0.0/4', '::/96']],
+  ['multicast', ['224.0.0.0/4', 'ff00::/8']],
+];
 
-/** 16 bytes of an IPv6 address (zone id dropped), or undefined. */
-function parseIPv6(address: string): number[] | undefined {
-  let text = address.replace(/%.*$/, '');
-  let tail: number[] = [];
-  const lastColon = text.lastIndexOf(':');
-  if (text.includes('.', lastColon)) {
-    const v4 = parseIPv4(text.slice(lastColon + 1));
-    if (v4 === undefined) return undefined;
-    tail = v4;
-    text = `${text.slice(0, lastColon + 1)}0:0`;
+/**
+ * One node BlockList per class. BlockList reads addresses as the socket that later connects does
+ * (inet_pton), and matches an IPv4-mapped address (::ffff:a.b.c.d) against IPv4 rules by itself
+ * (https://nodejs.org/api/net.html#blocklistcheckaddress-type). A NAT64 address (64:ff9b::/96,
+ * RFC 6052) reaches the IPv4 address in its last 32 bits, so every IPv4 range is added again under
+ * that prefix.
+ */
+const CLASS_LISTS: readonly (readonly [AddressClass, BlockList])[] = SPECIAL_RANGES.map(([kind, ranges]) => {
+  const list = new BlockList();
+  for (const range of ranges) {
+    const [network = '', prefix = ''] = range.split('/');
+    if (isIP(network) === 4) {
+      list.addSubnet(network, Number(prefix), 'ipv4');
+      list.addSubnet(`64:ff9b::${network}`, 96 + Number(prefix), 'ipv6');
+    } else {
+      list.addSubnet(network, Number(prefix), 'ipv6');
+    }
   }
-  const halves = text.split('::');
-  if (halves.length > 2) return undefined;
-  const toWords = (s: string): number[] => (s === '' ? [] : s.split(':').map((w) => parseInt(w, 16)));
-  const head = toWords(halves[0] ?? '');
-  const rest = halves.length === 2 ? toWords(halves[1] ?? '') : [];
-  const fill = 8 - head.length - rest.length;
-  if (halves.length === 2 ? fill < 1 : fill !== 0) return undefined;
-  const words = [...head, ...new Array<number>(halves.length === 2 ? fill : 0).fill(0), ...rest];
-  if (words.some((w) => Number.isNaN(w) || w < 0 || w > 0xffff)) return undefined;
-  const bytes = words.flatMap((w) => [w >> 8, w & 0xff]);
-  if (tail.length === 4) bytes.splice(12, 4, ...tail);
-  return bytes;
-}
+  return [kind, list] as const;
+});
 
-function inPrefix(bytes: readonly number[], prefix: readonly number[], bits: number): boolean {
-  for (let i = 0; i < bits; i += 8) {
-    const remaining = Math.min(8, bits - i);
-    const mask = (0xff << (8 - remaining)) & 0xff;
-    if (((bytes[i / 8] ?? 0) & mask) !== ((prefix[i / 8] ?? 0) & mask)) return false;
-  }
-  return true;
-}
-
-function classifyIPv4(b: readonly number[]): AddressClass {
-  const is = (prefix: number[], bits: number): boolean => inPrefix(b, prefix, bits);
-  if (is([169, 254, 169, 254], 32) || is([100, 100, 100, 200], 32)) return 'metadata';
-  if (is([0], 8)) return 'unspecified';
-  if (is([127], 8)) return 'loopback';
-  if (is([169, 254], 16)) return 'link-local';
-  if (is([10], 8) || is([172, 16], 12) || is([192, 168], 16) || is([100, 64], 10)) return 'private';
-  if (is([198, 18], 15)) return 'private';
-  if (is([192, 0, 0], 24)) return 'reserved';
-  if (is([224], 4)) return 'multicast';
-  if (is([240], 4)) return 'reserved';
-  return 'public';
-}
-
-function classifyIPv6(b: readonly number[]): AddressClass {
-  const is = (prefix: number[], bits: number): boolean => inPrefix(b, prefix, bits);
-  const zero = new Array<number>(16).fill(0);
-  // IPv4-mapped (::ffff:0:0/96) and NAT64 (64:ff9b::/96) carry an IPv4 address that is what counts.
-  if (is([...zero.slice(0, 10), 0xff, 0xff], 96) || is([0x00, 0x64, 0xff, 0x9b, ...zero.slice(0, 8)], 96)) {
-    return classifyIPv4(b.slice(12));
-  }
-  if (is([0xfd, 0x00, 0x0e, 0xc2, ...zero.slice(0, 10), 0x02, 0x54], 128)) return 'metadata';
-  if (is(zero, 128)) return 'unspecified';
-  if (is([...zero.slice(0, 15), 1], 128)) return 'loopback';
-  if (is(zero, 96)) return 'reserved'; // deprecated IPv4-compatible addresses
-  if (is([0xfe, 0x80], 10)) return 'link-local';
-  if (is([0xfe, 0xc0], 10) || is([0xfc], 7)) return 'private';
-  if (is([0xff], 8)) return 'multicast';
-  return 'public';
-}
-
-/** Classifies an IP address literal; undefined when it is not one. */
+/** Classifies an IP address literal (brackets and a zone id allowed); undefined when it is not one. */
 export function classifyAddress(address: string): AddressClass | undefined {
-  const text = address.replace(/^\[|\]$/g, '');
-  const family = isIP(text.replace(/%.*$/, ''));
-  if (family === 4) {
-    const bytes = parseIPv4(text);
-    return bytes && classifyIPv4(bytes);
-  }
-  if (family === 6) {
-    const bytes = parseIPv6(text);
-    return bytes && classifyIPv6(bytes);
-  }
-  return undefined;
+  // The zone id (fe80::1%eth0) names an interface, not part of the address.
+  const text = address.replace(/^\[|\]$/g, '').replace(/%.*$/, '');
+  const family = isIP(text);
+  if (family === 0) return undefined;
+  const type = family === 4 ? 'ipv4' : 'ipv6';
+  return CLASS_LISTS.find(([, list]) => list.check(text, type))?.[0] ?? 'public';
 }
 
 function checkAddress(address: string, host: string, policy: EndpointPolicy): void {
@@ -184,15 +166,13 @@ function checkAddress(address: string, host: string, policy: EndpointPolicy): vo
 }
 
 /**
- * Checks a URL against the endpoint policy and returns it parsed with the addresses checked.
+ * The URL rules of the policy, without DNS: scheme, credentials, allow-list, an address literal's
+ * class, and names that are internal, loopback or metadata by themselves. Returns the URL parsed.
  * Throws TokenError 'insecure_endpoint' naming the problem (the host may be named, never a path or
- * query); a name that does not resolve is 'transient' (DNS may recover).
+ * query). A host name still has to pass checkAddresses with what it resolves to: the Transport does
+ * that inside each connection's own look-up, so the addresses checked are the ones connected to.
  */
-export async function checkEndpoint(
-  url: string,
-  policy: EndpointPolicy,
-  resolve: HostResolver = systemResolve,
-): Promise<CheckedEndpoint> {
+export function checkURL(url: string, policy: EndpointPolicy): CheckedURL {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -221,7 +201,7 @@ export async function checkEndpoint(
 
   if (classifyAddress(hostname) !== undefined) {
     checkAddress(hostname, hostname, policy);
-    return { url: parsed, hostname, addresses: [hostname] };
+    return { url: parsed, hostname, isAddress: true };
   }
 
   if (METADATA_NAMES.has(hostname)) throw refuse(`host ${hostname} is a cloud metadata service`);
@@ -234,24 +214,10 @@ export async function checkEndpoint(
   if (internalName && policy.allowPrivateNetworks !== true) {
     throw refuse(`host ${hostname} is a cluster-internal name; allowed only with --allow-private-networks`);
   }
+  return { url: parsed, hostname, isAddress: false };
+}
 
-  let addresses: string[];
-  try {
-    addresses = await resolve(hostname);
-  } catch {
-    throw new TokenError({
-      code: 'transient',
-      reason: 'DNSFailure',
-      message: `could not resolve host ${hostname}`,
-    });
-  }
-  if (addresses.length === 0) {
-    throw new TokenError({
-      code: 'transient',
-      reason: 'DNSFailure',
-      message: `host ${hostname} has no addresses`,
-    });
-  }
+/** Checks every address a host name resolved to; one refused address refuses the name. */
+export function checkAddresses(hostname: string, addresses: readonly string[], policy: EndpointPolicy): void {
   for (const address of addresses) checkAddress(address, hostname, policy);
-  return { url: parsed, hostname, addresses };
 }

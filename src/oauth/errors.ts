@@ -32,7 +32,8 @@ export const TOKEN_ERROR_CODES: readonly TokenErrorCode[] = [
   'insecure_endpoint',
 ];
 
-export interface TokenErrorInit {
+/** A classified failure: what TokenError carries, and what the controller's failure kinds are built from. */
+export interface TokenFailure {
   code: TokenErrorCode;
   /** CamelCase reason for the Kubernetes condition, for example 'RefreshTokenReused'. */
   reason: string;
@@ -60,7 +61,7 @@ export class TokenError extends Error {
   readonly notBeforeMs: number | undefined;
   readonly geolocation: string | undefined;
 
-  constructor(init: TokenErrorInit) {
+  constructor(init: TokenFailure) {
     super(init.message);
     this.code = init.code;
     this.reason = init.reason;

@@ -3,11 +3,9 @@
 // submit (hidden inputs, default values, checked boxes, selected options, the submit button), and
 // recognise the error markers providers put on a rejected login.
 import { loadBuffer, type Cheerio, type CheerioAPI } from 'cheerio';
-import type { LoginFormProfile } from '../providers/presets.ts';
-import { TokenError } from './errors.ts';
 import { loginError } from './login-errors.ts';
 
-/** Field names and selectors of the provider's login pages (LoginFormProfile, otp optional). */
+/** Field names and selectors of a provider's login pages (a preset's profile, or the connection's). */
 export interface FormProfile {
   /** CSS selector of the username/password form; default: any form with the password input. */
   loginFormSelector?: string;
@@ -17,42 +15,6 @@ export interface FormProfile {
   otpFormSelector?: string;
   /** Name of the TOTP input; without it (and without otpFormSelector) no TOTP page is expected. */
   otpField?: string;
-}
-
-/** What spec.recovery.login.form may set: any field of the profile. */
-export type FormProfileOverride = Partial<LoginFormProfile>;
-
-/**
- * The form profile of a connection: spec.recovery.login.form over the preset's profile, field by
- * field (empty strings count as unset). Throws TokenError 'configuration' / MissingLoginForm when
- * the username or password field name is known from neither.
- */
-export function resolveFormProfile(
-  preset: LoginFormProfile | undefined,
-  override: FormProfileOverride | undefined,
-): FormProfile {
-  const pick = (key: keyof LoginFormProfile): string | undefined => {
-    const value = override?.[key]?.trim() || preset?.[key]?.trim();
-    return value === '' ? undefined : value;
-  };
-  const usernameField = pick('usernameField');
-  const passwordField = pick('passwordField');
-  if (usernameField === undefined || passwordField === undefined) {
-    throw new TokenError({
-      code: 'configuration',
-      reason: 'MissingLoginForm',
-      message:
-        'the provider preset has no login form profile: set spec.recovery.login.form.usernameField and passwordField (and otpField for a TOTP page)',
-    });
-  }
-  const profile: FormProfile = { usernameField, passwordField };
-  const loginFormSelector = pick('loginFormSelector');
-  if (loginFormSelector !== undefined) profile.loginFormSelector = loginFormSelector;
-  const otpFormSelector = pick('otpFormSelector');
-  if (otpFormSelector !== undefined) profile.otpFormSelector = otpFormSelector;
-  const otpField = pick('otpField');
-  if (otpField !== undefined) profile.otpField = otpField;
-  return profile;
 }
 
 export interface HtmlForm {

@@ -1,20 +1,10 @@
-// The HTTP side of the headless login: one request at a time, each URL checked against the
-// endpoint policy before anything is sent, cookies kept in a per-login jar (tough-cookie), no
-// automatic redirects, a time cap per request and a size cap on every body read.
+// The HTTP side of the headless login: one request at a time through the Transport (so every hop is
+// checked against the endpoint policy, pinned to its checked address, and capped in time and size),
+// cookies kept in a jar for this login only (tough-cookie), redirects returned to the walk rather
+// than followed.
 import { CookieJar } from 'tough-cookie';
-import { checkEndpoint, type EndpointPolicy, type HostResolver } from './endpoint-policy.ts';
 import { loginError } from './login-errors.ts';
-import type { FetchLike, RequestObserver } from './token-client.ts';
-
-export interface LoginHttpOptions {
-  policy: EndpointPolicy;
-  resolve?: HostResolver;
-  fetch: FetchLike;
-  timeoutMs: number;
-  maxBytes: number;
-  signal?: AbortSignal;
-  onRequest?: RequestObserver;
-}
+import { TransportFailure, type Transport } from './transport.ts';
 
 export interface LoginRequest {
   method: 'GET' | 'POST';
@@ -33,40 +23,15 @@ export interface LoginAnswer {
   /** Lower-case media type without parameters, '' when absent. */
   mediaType: string;
   charset?: string;
-  /** Read only for HTML answers below 500. */
+  /** Kept only for HTML answers below 500 that are not redirects. */
   body?: Buffer;
   retryAfterMs?: number;
 }
-
-class TooLarge extends Error {}
 
 const HTML_TYPES = new Set(['text/html', 'application/xhtml+xml']);
 
 export function isHtml(mediaType: string): boolean {
   return HTML_TYPES.has(mediaType);
-}
-
-async function readCapped(response: Response, maxBytes: number): Promise<Buffer> {
-  const declared = response.headers.get('content-length');
-  if (declared !== null && Number(declared) > maxBytes) {
-    await response.body?.cancel().catch(() => undefined);
-    throw new TooLarge();
-  }
-  if (response.body === null) return Buffer.alloc(0);
-  const reader = (response.body as ReadableStream<Uint8Array>).getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > maxBytes) {
-      await reader.cancel().catch(() => undefined);
-      throw new TooLarge();
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks, total);
 }
 
 function retryAfterOf(value: string | null): number | undefined {
@@ -76,21 +41,40 @@ function retryAfterOf(value: string | null): number | undefined {
   return undefined;
 }
 
+function mediaTypeOf(contentType: string): { mediaType: string; charset?: string } {
+  const [type = '', ...parameters] = contentType.split(';');
+  const charset = parameters
+    .map((p) => /^\s*charset\s*=\s*"?([^";\s]+)"?\s*$/i.exec(p)?.[1])
+    .find((c) => c !== undefined);
+  return { mediaType: type.trim().toLowerCase(), ...(charset !== undefined ? { charset } : {}) };
+}
+
+function transportError(err: TransportFailure): Error {
+  if (err.kind === 'too-large') {
+    return loginError('LoginFormUnexpected', `a page at host ${err.host} exceeded the size limit`);
+  }
+  const message =
+    err.kind === 'timeout'
+      ? `login page at host ${err.host} did not answer in time`
+      : err.kind === 'connection'
+        ? `could not reach the login page at host ${err.host}`
+        : `the answer of host ${err.host} broke off`;
+  return loginError('ProviderError', message, 'transient');
+}
+
 export class LoginHttp {
   private readonly jar = new CookieJar();
-  private readonly options: LoginHttpOptions;
+  private readonly transport: Transport;
+  private readonly signal: AbortSignal | undefined;
 
-  constructor(options: LoginHttpOptions) {
-    this.options = options;
+  constructor(transport: Transport, signal?: AbortSignal) {
+    this.transport = transport;
+    this.signal = signal;
   }
 
   async request(req: LoginRequest): Promise<LoginAnswer> {
-    const options = this.options;
-    options.signal?.throwIfAborted();
-    const checked = await checkEndpoint(req.url, options.policy, options.resolve);
-    const url = checked.url;
-    const host = checked.hostname;
-
+    this.signal?.throwIfAborted();
+    const url = this.transport.check(req.url);
     const headers: Record<string, string> = {
       accept: 'text/html,application/xhtml+xml;q=0.9,*/*;q=0.5',
       'accept-language': 'en',
@@ -103,90 +87,42 @@ export class LoginHttp {
       if (req.method === 'POST') headers.origin = req.from.origin;
       headers.referer = req.from.href;
     }
-
-    const controller = new AbortController();
-    const cap = { fired: false };
-    const timer = setTimeout(() => {
-      cap.fired = true;
-      controller.abort(new DOMException('login request time cap reached', 'TimeoutError'));
-    }, options.timeoutMs);
-    const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
-    const started = performance.now();
-    const observe = (status: number | 'error'): void => {
-      try {
-        options.onRequest?.(url.host, status, performance.now() - started);
-      } catch {
-        // A metrics callback must not change the outcome of a login.
-      }
-    };
+    let response;
     try {
-      let response: Response;
-      try {
-        response = await options.fetch(url.href, {
-          method: req.method,
-          headers,
-          ...(req.method === 'POST' ? { body: req.form ?? '' } : {}),
-          redirect: 'manual',
-          signal,
-        });
-      } catch {
-        observe('error');
-        options.signal?.throwIfAborted();
-        throw loginError(
-          'ProviderError',
-          cap.fired
-            ? `login page at host ${host} did not answer in time`
-            : `could not reach the login page at host ${host}`,
-          'transient',
-        );
-      }
-      observe(response.status);
-      for (const setCookie of response.headers.getSetCookie()) {
-        await this.jar.setCookie(setCookie, url.href, { ignoreError: true }).catch(() => undefined);
-      }
-      const contentType = response.headers.get('content-type') ?? '';
-      const [type = '', ...parameters] = contentType.split(';');
-      const charset = parameters
-        .map((p) => /^\s*charset\s*=\s*"?([^";\s]+)"?\s*$/i.exec(p)?.[1])
-        .find((c) => c !== undefined);
-      const answer: LoginAnswer = {
-        url,
-        status: response.status,
-        mediaType: type.trim().toLowerCase(),
-        ...(charset !== undefined ? { charset } : {}),
-      };
-      const retryAfterMs = retryAfterOf(response.headers.get('retry-after'));
-      if (retryAfterMs !== undefined) answer.retryAfterMs = retryAfterMs;
-      const location = response.headers.get('location');
-      if (response.status >= 300 && response.status < 400 && location !== null) {
-        try {
-          answer.location = new URL(location, url).href;
-        } catch {
-          // Left undefined: the caller reports a redirect without a usable Location.
-        }
-      }
-      if (answer.location === undefined && response.status < 500 && isHtml(answer.mediaType)) {
-        try {
-          answer.body = await readCapped(response, options.maxBytes);
-        } catch (err) {
-          options.signal?.throwIfAborted();
-          if (err instanceof TooLarge) {
-            throw loginError('LoginFormUnexpected', `a page at host ${host} exceeded the size limit`);
-          }
-          throw loginError(
-            'ProviderError',
-            cap.fired
-              ? `login page at host ${host} did not answer in time`
-              : `the answer of host ${host} broke off`,
-            'transient',
-          );
-        }
-      } else {
-        await response.body?.cancel().catch(() => undefined);
-      }
-      return answer;
-    } finally {
-      clearTimeout(timer);
+      response = await this.transport.request({
+        purpose: 'login',
+        method: req.method,
+        url: url.href,
+        headers,
+        ...(req.method === 'POST' ? { body: req.form ?? '' } : {}),
+        ...(this.signal !== undefined ? { signal: this.signal } : {}),
+      });
+    } catch (err) {
+      this.signal?.throwIfAborted();
+      if (err instanceof TransportFailure) throw transportError(err);
+      throw err;
     }
+    for (const setCookie of response.headers.getSetCookie()) {
+      await this.jar.setCookie(setCookie, url.href, { ignoreError: true }).catch(() => undefined);
+    }
+    const answer: LoginAnswer = {
+      url,
+      status: response.status,
+      ...mediaTypeOf(response.headers.get('content-type') ?? ''),
+    };
+    const retryAfterMs = retryAfterOf(response.headers.get('retry-after'));
+    if (retryAfterMs !== undefined) answer.retryAfterMs = retryAfterMs;
+    const location = response.headers.get('location');
+    if (response.status >= 300 && response.status < 400 && location !== null) {
+      try {
+        answer.location = new URL(location, url).href;
+      } catch {
+        // Left undefined: the walk reports a redirect without a usable Location.
+      }
+    }
+    if (answer.location === undefined && response.status < 500 && isHtml(answer.mediaType)) {
+      answer.body = Buffer.from(response.body);
+    }
+    return answer;
   }
 }

@@ -15,25 +15,18 @@
 //   the login stops with WrongCredentials: no second try that could lock the account.
 // - A rejected TOTP code is retried at most once, with the NEXT code (the supplier waits for the
 //   next time step; see TotpGenerator), then WrongTotp.
-// - Every request has a time cap, every body read a size cap, and the number of pages and of
-//   consecutive redirects is bounded.
+// - Every request goes through the Transport (endpoint policy, pinned address, time and size caps),
+//   and the number of pages and of consecutive redirects is bounded.
 // - Nothing is logged. Errors are TokenErrors (login-errors.ts) whose messages may name a host,
 //   never a path, a query, page text, the username, the password, a TOTP code or an authorization code.
 import { calculatePKCECodeChallenge, randomPKCECodeVerifier, randomState } from 'openid-client';
-import type { EndpointPolicy, HostResolver } from './endpoint-policy.ts';
-import { sanitizeDescription, sanitizeErrorCode, TokenError } from './errors.ts';
+import { sanitizeDescription, sanitizeErrorCode } from './errors.ts';
+import { configurationError } from './exchange.ts';
 import { loginError } from './login-errors.ts';
 import { analysePage, fillForm, type FormProfile, type HtmlForm } from './login-form.ts';
 import { isHtml, LoginHttp, type LoginAnswer, type LoginRequest } from './login-http.ts';
-import {
-  DEFAULT_MAX_RESPONSE_BYTES,
-  DEFAULT_TIMEOUT_MS,
-  type FetchLike,
-  type RequestObserver,
-} from './token-client.ts';
-
-export { resolveFormProfile, type FormProfile } from './login-form.ts';
-export { isLoginFailure, LOGIN_FAILURE_REASONS, type LoginFailureReason } from './login-errors.ts';
+import { canonicalTokenType } from './model.ts';
+import type { Transport } from './transport.ts';
 
 export const DEFAULT_MAX_PAGES = 10;
 /** Consecutive redirects without a page in between (browsers allow 20). */
@@ -54,26 +47,18 @@ export interface LoginParams {
    */
   totp?: () => Promise<string>;
   form: FormProfile;
-  policy: EndpointPolicy;
-  resolve?: HostResolver;
-  fetch?: FetchLike;
-  /** Time cap per request. Default 30000. */
-  timeoutMs?: number;
   /** HTML pages read before giving up. Default 10. */
   maxPages?: number;
-  /** Size cap per page. Default 1 MiB. */
-  maxResponseBytes?: number;
   /** Further authorization request parameters; the ones the driver sets itself are ignored. */
   extraAuthParams?: Readonly<Record<string, string>>;
   /** Submit a second (the next) TOTP code after a rejected one. Default true. */
   retryWrongTotp?: boolean;
   signal?: AbortSignal;
-  onRequest?: RequestObserver;
 }
 
 export interface CodeLoginResult {
   flow: 'code';
-  /** The authorization code, to exchange with requestTokens({ type: 'authorization_code', … }). */
+  /** The authorization code, to exchange with an authorization_code grant. */
   code: string;
   codeVerifier: string;
   /** The state sent and received back (already checked). */
@@ -121,17 +106,6 @@ function redirectBase(value: string): string | undefined {
 function toSeconds(value: string | null): number | undefined {
   if (value === null || !/^\s*\d+(\.\d+)?\s*$/.test(value)) return undefined;
   return Number(value);
-}
-
-function canonicalTokenType(value: string): string {
-  const lower = value.toLowerCase();
-  if (lower === 'bearer') return 'Bearer';
-  if (lower === 'dpop') return 'DPoP';
-  return value;
-}
-
-function configurationError(reason: string, message: string): TokenError {
-  return new TokenError({ code: 'configuration', reason, message });
 }
 
 const TRANSIENT_OAUTH_ERRORS = new Set(['temporarily_unavailable', 'server_error']);
@@ -240,7 +214,7 @@ function providerPageError(answer: LoginAnswer): Error {
  * DNSFailure for a refused or unresolvable hop; 'configuration' MissingCredential, MissingClientID,
  * InvalidRedirectURI, MissingAuthorizationEndpoint for unusable parameters (nothing sent).
  */
-export async function performLogin(params: LoginParams): Promise<LoginResult> {
+export async function performLogin(transport: Transport, params: LoginParams): Promise<LoginResult> {
   if (params.username === '' || params.password === '') {
     throw configurationError('MissingCredential', 'recovery login: username or password is empty');
   }
@@ -278,15 +252,7 @@ export async function performLogin(params: LoginParams): Promise<LoginResult> {
     authorizationURL.searchParams.set('code_challenge_method', 'S256');
   }
 
-  const http = new LoginHttp({
-    policy: params.policy,
-    fetch: params.fetch ?? fetch,
-    timeoutMs: params.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-    maxBytes: params.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
-    ...(params.resolve !== undefined ? { resolve: params.resolve } : {}),
-    ...(params.signal !== undefined ? { signal: params.signal } : {}),
-    ...(params.onRequest !== undefined ? { onRequest: params.onRequest } : {}),
-  });
+  const http = new LoginHttp(transport, params.signal);
   const maxPages = params.maxPages ?? DEFAULT_MAX_PAGES;
   const maxOtpSubmissions = params.retryWrongTotp === false ? 1 : 2;
   const walk: WalkState = {

@@ -4,7 +4,8 @@
 // The secret is either raw base32 (what an authenticator app shows under "enter a setup key";
 // spaces, hyphens, lower case and '=' padding are tolerated) or the otpauth://totp/… URI that the
 // enrolment QR code holds, whose algorithm/digits/period parameters then take precedence over the
-// preset's profile. Codes are computed by otplib v13 from the decoded key bytes.
+// preset's profile. @scure/base decodes the base32 and @otplib/uri reads the URI (both are what
+// otplib itself uses); codes are computed by otplib v13 from the decoded key bytes.
 //
 // Verifiers must not accept a code twice (RFC 6238 §5.2; Keycloak rejects reuse by default), so a
 // client that sends the same code twice fails the login and burns one of its bounded attempts.
@@ -16,12 +17,18 @@
 //
 // Nothing here ever puts the secret, the key or a code into an error message.
 import { createHash } from 'node:crypto';
-import { createGuardrails, generateSync } from 'otplib';
+import {
+  InvalidParameterError,
+  MissingParameterError,
+  parse as parseOtpauthUri,
+  type OTPAuthURI,
+} from '@otplib/uri';
+import { base32 } from '@scure/base';
+import { createGuardrails, generateSync, type HashAlgorithm } from 'otplib';
 import { sleep, systemClock, type Clock } from '../kube/clock.ts';
-import type { TotpProfile } from '../providers/presets.ts';
 import { TokenError } from './errors.ts';
 
-export type TotpAlgorithm = TotpProfile['algorithm'];
+export type TotpAlgorithm = 'SHA1' | 'SHA256' | 'SHA512';
 
 export interface TotpParameters {
   algorithm: TotpAlgorithm;
@@ -47,7 +54,13 @@ const MAX_PERIOD_SEC = 3600;
 const MAX_SECRET_TEXT = 4096;
 
 const GUARDRAILS = createGuardrails({ MIN_SECRET_BYTES: MIN_KEY_BYTES, MAX_SECRET_BYTES: MAX_KEY_BYTES });
-const BASE32_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+
+/** @otplib/uri reports the algorithm in otplib's lower-case names. */
+const ALGORITHM_OF: Readonly<Record<HashAlgorithm, TotpAlgorithm>> = {
+  sha1: 'SHA1',
+  sha256: 'SHA256',
+  sha512: 'SHA512',
+};
 
 function invalid(message: string): TokenError {
   return new TokenError({
@@ -58,53 +71,41 @@ function invalid(message: string): TokenError {
 }
 
 /**
- * Decodes RFC 4648 base32 (case-insensitive; whitespace, hyphens and trailing '=' ignored).
- * Errors name a position, never a character of the input.
+ * Key bytes from base32 text. Authenticator apps show keys in lower case or in groups, with or
+ * without '=' padding, while @scure/base's RFC 4648 codec reads only upper case in whole 8-character
+ * groups: hence the clean-up. Its errors quote the offending character, so none reaches a message.
  */
-export function decodeBase32(text: string): Uint8Array {
+function decodeKey(text: string): Uint8Array {
   const clean = text
     .replace(/[\s-]+/g, '')
     .toUpperCase()
     .replace(/=+$/, '');
   if (clean === '') throw invalid('is empty');
-  // Lengths 1, 3 and 6 (mod 8) cannot come from whole bytes.
-  if ([1, 3, 6].includes(clean.length % 8)) throw invalid('base32 text has an impossible length');
-  const out = new Uint8Array(Math.floor((clean.length * 5) / 8));
-  let buffer = 0;
-  let bits = 0;
-  let index = 0;
-  for (let i = 0; i < clean.length; i++) {
-    const value = BASE32_ALPHABET.indexOf(clean.charAt(i));
-    if (value < 0) throw invalid(`is not valid base32 (unexpected character at position ${i + 1})`);
-    buffer = ((buffer << 5) | value) & 0xffff;
-    bits += 5;
-    if (bits >= 8) {
-      bits -= 8;
-      out[index++] = (buffer >> bits) & 0xff;
+  try {
+    return base32.decode(clean.padEnd(Math.ceil(clean.length / 8) * 8, '='));
+  } catch {
+    throw invalid('is not valid base32 (RFC 4648 letters A-Z and digits 2-7, encoding whole bytes)');
+  }
+}
+
+/**
+ * Reads an otpauth://totp/… URI (https://github.com/google/google-authenticator/wiki/Key-Uri-Format).
+ * Only the error's class is used: @otplib/uri's messages repeat the URI or a parameter value.
+ */
+function readUri(text: string): OTPAuthURI {
+  try {
+    // Scheme and type are compared without regard to case (RFC 3986 §3.1 for the scheme; the type
+    // stands where a URL has its host); @otplib/uri compares both verbatim.
+    return parseOtpauthUri(text.replace(/^otpauth:\/\/[^/?#]*/i, (head) => head.toLowerCase()));
+  } catch (error) {
+    if (error instanceof MissingParameterError) throw invalid('otpauth URI has no secret parameter');
+    if (error instanceof InvalidParameterError) {
+      throw invalid(
+        `otpauth URI has an invalid type, algorithm, digits or period (use totp, SHA1, SHA256 or SHA512, 6 or 8 digits, 1 to ${MAX_PERIOD_SEC} s)`,
+      );
     }
+    throw invalid('is not a valid otpauth URI');
   }
-  return out;
-}
-
-function parseAlgorithm(value: string): TotpAlgorithm {
-  const normal = value.trim().toUpperCase().replace(/-/g, '');
-  if (normal === 'SHA1' || normal === 'SHA256' || normal === 'SHA512') return normal;
-  throw invalid('otpauth URI names an unsupported algorithm (use SHA1, SHA256 or SHA512)');
-}
-
-function parseDigits(value: string): number {
-  if (value.trim() === '6') return 6;
-  if (value.trim() === '8') return 8;
-  throw invalid('otpauth URI digits must be 6 or 8');
-}
-
-function parsePeriod(value: string): number {
-  const trimmed = value.trim();
-  const period = /^\d{1,4}$/.test(trimmed) ? Number(trimmed) : NaN;
-  if (!(period >= 1 && period <= MAX_PERIOD_SEC)) {
-    throw invalid(`otpauth URI period must be a whole number of seconds from 1 to ${MAX_PERIOD_SEC}`);
-  }
-  return period;
 }
 
 function checkParameters(params: TotpParameters): void {
@@ -142,37 +143,16 @@ export function parseTotpSecret(input: string, defaults: Partial<TotpParameters>
   const text = input.trim();
   if (text === '') throw invalid('is empty');
   if (text.length > MAX_SECRET_TEXT) throw invalid('is too long');
-  if (!/^otpauth:/i.test(text)) return totpSecretFromKey(decodeBase32(text), defaults);
+  if (!/^otpauth:/i.test(text)) return totpSecretFromKey(decodeKey(text), defaults);
 
-  let uri: URL;
-  try {
-    uri = new URL(text);
-  } catch {
-    throw invalid('is not a valid otpauth URI');
-  }
-  if (uri.host.toLowerCase() !== 'totp') throw invalid('otpauth URI is not of type totp');
-  const params: Partial<TotpParameters> = { ...defaults };
-  let secret: string | undefined;
-  for (const [name, value] of uri.searchParams) {
-    switch (name.toLowerCase()) {
-      case 'secret':
-        secret = value;
-        break;
-      case 'algorithm':
-        params.algorithm = parseAlgorithm(value);
-        break;
-      case 'digits':
-        params.digits = parseDigits(value);
-        break;
-      case 'period':
-        params.periodSec = parsePeriod(value);
-        break;
-      default:
-        break;
-    }
-  }
-  if (secret === undefined || secret.trim() === '') throw invalid('otpauth URI has no secret parameter');
-  return totpSecretFromKey(decodeBase32(secret), params);
+  const { type, params } = readUri(text);
+  if (type !== 'totp') throw invalid('otpauth URI is not of type totp');
+  return totpSecretFromKey(decodeKey(params.secret), {
+    ...defaults,
+    ...(params.algorithm !== undefined && { algorithm: ALGORITHM_OF[params.algorithm] }),
+    ...(params.digits !== undefined && { digits: params.digits }),
+    ...(params.period !== undefined && { periodSec: params.period }),
+  });
 }
 
 /** The RFC 6238 time step (counter) at a wall-clock time. */

@@ -1,17 +1,20 @@
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { generateSecret } from 'otplib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/kube/clock.ts';
-import type { EndpointPolicy } from '../../src/oauth/endpoint-policy.ts';
-import { TokenError } from '../../src/oauth/errors.ts';
 import {
   isLoginFailure,
-  performLogin,
-  resolveFormProfile,
+  OAuthClient,
+  parseTotpSecret,
+  TokenError,
+  TotpGenerator,
+  type EndpointPolicy,
   type LoginParams,
   type LoginResult,
-} from '../../src/oauth/login.ts';
-import { parseTotpSecret, TotpGenerator } from '../../src/oauth/totp.ts';
-import type { FetchLike } from '../../src/oauth/token-client.ts';
+  type TransportOptions,
+} from '../../src/oauth/index.ts';
+import { formProfileFor } from '../../src/providers/configure.ts';
 import { presetDefaults } from '../../src/providers/presets.ts';
 import { FakeClock } from '../harness/fake-clock.ts';
 import { startLoginServer, type LoginServer, type LoginServerOptions } from '../harness/login-server.ts';
@@ -28,11 +31,11 @@ const KEYCLOAK_FORM = {
   otpField: 'otp',
 };
 
-let servers: LoginServer[] = [];
+/** Servers and clients to close after each test. */
+const open: { close(): Promise<void> }[] = [];
 
 afterEach(async () => {
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
+  await Promise.all(open.splice(0).map((s) => s.close()));
 });
 
 async function server(options: LoginServerOptions = {}): Promise<LoginServer> {
@@ -42,8 +45,64 @@ async function server(options: LoginServerOptions = {}): Promise<LoginServer> {
     totpSecret: TOTP_SECRET,
     ...options,
   });
-  servers.push(started);
+  open.push(started);
   return started;
+}
+
+/** Logs in through a new OAuthClient whose transport has the test policy and a 5 s cap by default. */
+function login(params: LoginParams, transport: Partial<TransportOptions> = {}): Promise<LoginResult> {
+  const oauth = new OAuthClient({ clock: systemClock, transport: { policy, timeoutMs: 5000, ...transport } });
+  open.push(oauth);
+  return oauth.login(params);
+}
+
+interface Front {
+  /** The login server's authorization endpoint, reached through this server. */
+  authorizationEndpoint: string;
+  /** Path and query of every request received, in order. */
+  urls: string[];
+}
+
+/**
+ * An HTTP server in front of a login server, on a port of its own: it records every request and
+ * passes it on unchanged, or without its Cookie header (`dropCookies`), or never answers (`silent`).
+ * The login server's redirects are relative, so a walk that starts here stays here.
+ */
+async function front(
+  target: LoginServer,
+  options: { dropCookies?: boolean; silent?: boolean } = {},
+): Promise<Front> {
+  const urls: string[] = [];
+  const relay = createServer((req, res) => {
+    urls.push(req.url ?? '');
+    if (options.silent === true) return;
+    const headers = { ...req.headers };
+    if (options.dropCookies === true) delete headers.cookie;
+    const upstream = request(
+      new URL(req.url ?? '/', target.origin),
+      { method: req.method, headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    upstream.on('error', () => {
+      res.destroy();
+    });
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  open.push({
+    close: () =>
+      new Promise<void>((resolve) => {
+        relay.closeAllConnections();
+        relay.close(() => {
+          resolve();
+        });
+      }),
+  });
+  const origin = `http://127.0.0.1:${(relay.address() as AddressInfo).port}`;
+  return { authorizationEndpoint: target.authorizationEndpoint.replace(target.origin, origin), urls };
 }
 
 /** Runs work to completion, moving the fake clock on whenever something waits on it. */
@@ -71,8 +130,6 @@ function params(srv: LoginServer, generator: TotpGenerator, extra: Partial<Login
     password: PASSWORD,
     totp: generator.supplier(parseTotpSecret(TOTP_SECRET)),
     form: KEYCLOAK_FORM,
-    policy,
-    timeoutMs: 5000,
     ...extra,
   };
 }
@@ -105,11 +162,11 @@ function noCallback(srv: LoginServer): void {
   expect(srv.requests.filter((r) => r.path === '/callback')).toEqual([]);
 }
 
-describe('performLogin: code flow', () => {
+describe('login: code flow', () => {
   it('returns a code, its PKCE verifier and the checked state; never fetches the redirect URI', async () => {
     const { clock, generator, now } = fakeTime();
     const srv = await server({ now });
-    const result = await drive(clock, performLogin(params(srv, generator)));
+    const result = await drive(clock, login(params(srv, generator)));
     expect(result.flow).toBe('code');
     if (result.flow !== 'code') return;
     expect(srv.issuedCodes.has(result.code)).toBe(true);
@@ -129,7 +186,7 @@ describe('performLogin: code flow', () => {
   it('honours hidden fields, default values, the submit button and the relative action', async () => {
     const { clock, generator, now } = fakeTime();
     const srv = await server({ now });
-    await drive(clock, performLogin(params(srv, generator)));
+    await drive(clock, login(params(srv, generator)));
     const form = srv.loginForms[0];
     expect(form?.get('csrf')).toMatch(/.{10,}/);
     expect(form?.get('tenant')).toBe('main');
@@ -151,7 +208,7 @@ describe('performLogin: code flow', () => {
     const { clock, generator, now } = fakeTime();
     const srv = await server({ now });
     const form = { usernameField: 'username', passwordField: 'password', otpField: 'otp' };
-    const result = await drive(clock, performLogin(params(srv, generator, { form })));
+    const result = await drive(clock, login(params(srv, generator, { form })));
     expect(result.flow).toBe('code');
   });
 
@@ -163,7 +220,7 @@ describe('performLogin: code flow', () => {
       fields: { username: 'UserName', password: 'Password', otp: 'Code', csrf: '__RequestVerificationToken' },
     });
     const form = { usernameField: 'UserName', passwordField: 'Password', otpField: 'Code' };
-    const result = await drive(clock, performLogin(params(srv, generator, { form })));
+    const result = await drive(clock, login(params(srv, generator, { form })));
     expect(result.flow).toBe('code');
     expect(srv.requests.map((r) => `${r.method} ${r.path}`)).toContain('GET /realms/test/login-actions/otp');
   });
@@ -171,7 +228,7 @@ describe('performLogin: code flow', () => {
   it('walks a username-first flow (username page, then password page)', async () => {
     const { clock, generator, now } = fakeTime();
     const srv = await server({ now, usernameFirst: true });
-    const result = await drive(clock, performLogin(params(srv, generator)));
+    const result = await drive(clock, login(params(srv, generator)));
     expect(result.flow).toBe('code');
     expect(srv.loginForms.map((f) => [f.get('username'), f.has('password')])).toEqual([
       [USERNAME, false],
@@ -182,26 +239,25 @@ describe('performLogin: code flow', () => {
 
   it('logs in without a TOTP step when the provider asks for none', async () => {
     const srv = await server({ totpSecret: undefined });
-    const result = await performLogin(params(srv, new TotpGenerator(), { totp: undefined }));
+    const result = await login(params(srv, new TotpGenerator(), { totp: undefined }));
     expect(result.flow).toBe('code');
   });
 
   it('keeps the session cookie the server requires', async () => {
     const { clock, generator, now } = fakeTime();
     const srv = await server({ now });
-    await drive(clock, performLogin(params(srv, generator)));
+    await drive(clock, login(params(srv, generator)));
     expect(srv.requests[0]?.hadSessionCookie).toBe(false);
     expect(srv.requests.slice(1).every((r) => r.hadSessionCookie)).toBe(true);
 
     // Without the cookie the server refuses: the test server really depends on the jar.
-    const stripping: FetchLike = (url, init) => {
-      const headers = new Headers(init.headers);
-      headers.delete('cookie');
-      return fetch(url, { ...init, headers });
-    };
     const srv2 = await server({ now });
+    const cookieless = await front(srv2, { dropCookies: true });
     const err = await failure(
-      drive(clock, performLogin(params(srv2, generator, { fetch: stripping }))),
+      drive(
+        clock,
+        login(params(srv2, generator, { authorizationEndpoint: cookieless.authorizationEndpoint })),
+      ),
       srv2,
     );
     expect(err.reason).toBe('ProviderError');
@@ -210,11 +266,11 @@ describe('performLogin: code flow', () => {
   });
 });
 
-describe('performLogin: implicit flow', () => {
+describe('login: implicit flow', () => {
   it('reads the access token from the fragment', async () => {
     const { clock, generator, now } = fakeTime();
     const srv = await server({ now });
-    const result = await drive(clock, performLogin(params(srv, generator, { flow: 'implicit' })));
+    const result = await drive(clock, login(params(srv, generator, { flow: 'implicit' })));
     expect(result).toMatchObject({ flow: 'implicit', tokenType: 'Bearer', expiresInSec: 600 });
     if (result.flow !== 'implicit') return;
     expect(result.accessToken).toMatch(/^at-/);
@@ -223,12 +279,12 @@ describe('performLogin: implicit flow', () => {
   });
 });
 
-describe('performLogin: failures', () => {
+describe('login: failures', () => {
   it('wrong password: WrongCredentials after exactly one password submission', async () => {
     const { clock, generator, now } = fakeTime();
     const srv = await server({ now });
     const err = await failure(
-      drive(clock, performLogin(params(srv, generator, { password: `${PASSWORD}-wrong` }))),
+      drive(clock, login(params(srv, generator, { password: `${PASSWORD}-wrong` }))),
       srv,
     );
     expect(err.reason).toBe('WrongCredentials');
@@ -240,7 +296,7 @@ describe('performLogin: failures', () => {
 
   it('an unknown username in a username-first flow: WrongCredentials, no password sent', async () => {
     const srv = await server({ usernameFirst: true });
-    const err = await failure(performLogin(params(srv, new TotpGenerator(), { username: 'mallory' })), srv);
+    const err = await failure(login(params(srv, new TotpGenerator(), { username: 'mallory' })), srv);
     expect(err.reason).toBe('WrongCredentials');
     expect(srv.passwordSubmissions()).toBe(0);
     expect(srv.loginForms).toHaveLength(1);
@@ -248,7 +304,7 @@ describe('performLogin: failures', () => {
 
   it('a rejected password served with HTTP 401 is still WrongCredentials, once', async () => {
     const srv = await server({ rejectPassword: true, wrongPasswordStatus: 401 });
-    const err = await failure(performLogin(params(srv, new TotpGenerator())), srv);
+    const err = await failure(login(params(srv, new TotpGenerator())), srv);
     expect(err.reason).toBe('WrongCredentials');
     expect(srv.passwordSubmissions()).toBe(1);
   });
@@ -257,7 +313,7 @@ describe('performLogin: failures', () => {
     const { clock, generator, now } = fakeTime();
     const srv = await server({ now });
     const wrong = generator.supplier(parseTotpSecret(generateSecret()));
-    const err = await failure(drive(clock, performLogin(params(srv, generator, { totp: wrong }))), srv);
+    const err = await failure(drive(clock, login(params(srv, generator, { totp: wrong }))), srv);
     expect(err.reason).toBe('WrongTotp');
     expect(srv.passwordSubmissions()).toBe(1);
     expect(srv.otpCodes).toHaveLength(2);
@@ -267,24 +323,21 @@ describe('performLogin: failures', () => {
   it('WrongTotp after a single code when retries are off', async () => {
     const { clock, generator, now } = fakeTime();
     const srv = await server({ now, rejectOtp: true });
-    const err = await failure(
-      drive(clock, performLogin(params(srv, generator, { retryWrongTotp: false }))),
-      srv,
-    );
+    const err = await failure(drive(clock, login(params(srv, generator, { retryWrongTotp: false }))), srv);
     expect(err.reason).toBe('WrongTotp');
     expect(srv.otpCodes).toHaveLength(1);
   });
 
   it('a TOTP page without a TOTP supplier is LoginFormUnexpected', async () => {
     const srv = await server();
-    const err = await failure(performLogin(params(srv, new TotpGenerator(), { totp: undefined })), srv);
+    const err = await failure(login(params(srv, new TotpGenerator(), { totp: undefined })), srv);
     expect(err.reason).toBe('LoginFormUnexpected');
     expect(err.message).toMatch(/no TOTP secret/);
   });
 
   it('forms that do not match the profile: LoginFormUnexpected, nothing submitted', async () => {
     const srv = await server({ wrongFieldNames: true });
-    const err = await failure(performLogin(params(srv, new TotpGenerator())), srv);
+    const err = await failure(login(params(srv, new TotpGenerator())), srv);
     expect(err.reason).toBe('LoginFormUnexpected');
     expect(err.code).toBe('configuration');
     expect(srv.loginForms).toHaveLength(0);
@@ -293,21 +346,21 @@ describe('performLogin: failures', () => {
   it('an invalid selector is LoginFormUnexpected', async () => {
     const srv = await server();
     const form = { ...KEYCLOAK_FORM, loginFormSelector: 'form#[' };
-    const err = await failure(performLogin(params(srv, new TotpGenerator(), { form })), srv);
+    const err = await failure(login(params(srv, new TotpGenerator(), { form })), srv);
     expect(err.reason).toBe('LoginFormUnexpected');
     expect(err.message).toMatch(/not a valid CSS selector/);
   });
 
   it('a non-HTML page, a redirect loop, too many pages and an oversized page are LoginFormUnexpected', async () => {
-    const cases: [Partial<LoginServerOptions>, Partial<LoginParams>, RegExp][] = [
-      [{ nonHtml: true }, {}, /content type application\/json/],
-      [{ redirectLoop: true }, {}, /too many redirects/],
-      [{}, { maxPages: 1 }, /after 1 pages/],
-      [{}, { maxResponseBytes: 200 }, /size limit/],
+    const cases: [Partial<LoginServerOptions>, Partial<LoginParams>, Partial<TransportOptions>, RegExp][] = [
+      [{ nonHtml: true }, {}, {}, /content type application\/json/],
+      [{ redirectLoop: true }, {}, {}, /too many redirects/],
+      [{}, { maxPages: 1 }, {}, /after 1 pages/],
+      [{}, {}, { maxResponseBytes: 200 }, /size limit/],
     ];
-    for (const [options, extra, message] of cases) {
+    for (const [options, extra, transport, message] of cases) {
       const srv = await server(options);
-      const err = await failure(performLogin(params(srv, new TotpGenerator(), extra)), srv);
+      const err = await failure(login(params(srv, new TotpGenerator(), extra), transport), srv);
       expect(err.reason).toBe('LoginFormUnexpected');
       expect(err.message).toMatch(message);
     }
@@ -320,7 +373,7 @@ describe('performLogin: failures', () => {
         description: `user ${USERNAME} may not log in, password=${PASSWORD}`,
       },
     });
-    const err = await failure(performLogin(params(srv, new TotpGenerator())), srv);
+    const err = await failure(login(params(srv, new TotpGenerator())), srv);
     expect(err.reason).toBe('ProviderError');
     expect(err.code).toBe('configuration');
     expect(err.oauthError).toBe('access_denied');
@@ -328,39 +381,38 @@ describe('performLogin: failures', () => {
     noCallback(srv);
 
     srv.configure({ errorRedirect: { error: 'temporarily_unavailable' } });
-    const transient = await failure(performLogin(params(srv, new TotpGenerator())), srv);
+    const transient = await failure(login(params(srv, new TotpGenerator())), srv);
     expect(transient.code).toBe('transient');
   });
 
   it('a 5xx page is a transient ProviderError; a wrong state is a ProviderError', async () => {
     const broken = await server({ serverError: true });
-    const err = await failure(performLogin(params(broken, new TotpGenerator())), broken);
+    const err = await failure(login(params(broken, new TotpGenerator())), broken);
     expect(err).toMatchObject({ reason: 'ProviderError', code: 'transient', httpStatus: 500 });
 
     const { clock, generator, now } = fakeTime();
     const forged = await server({ now, wrongState: true });
-    const mismatch = await failure(drive(clock, performLogin(params(forged, generator))), forged);
+    const mismatch = await failure(drive(clock, login(params(forged, generator))), forged);
     expect(mismatch.reason).toBe('ProviderError');
     expect(mismatch.message).toMatch(/state does not match/);
   });
 
   it('a provider that does not answer in time is a transient ProviderError', async () => {
-    const hanging: FetchLike = (_url, init) =>
-      new Promise((_resolve, reject) => {
-        init.signal?.addEventListener('abort', () => {
-          reject(new Error('aborted'));
-        });
-      });
     const srv = await server();
+    const silent = await front(srv, { silent: true });
     const err = await failure(
-      performLogin(params(srv, new TotpGenerator(), { fetch: hanging, timeoutMs: 50 })),
+      login(params(srv, new TotpGenerator(), { authorizationEndpoint: silent.authorizationEndpoint }), {
+        timeoutMs: 50,
+      }),
     );
     expect(err).toMatchObject({ reason: 'ProviderError', code: 'transient' });
     expect(err.message).toMatch(/did not answer in time/);
+    // The request did arrive: it is the answer that never came.
+    expect(silent.urls).toHaveLength(1);
   });
 });
 
-describe('performLogin: parameters', () => {
+describe('login: parameters', () => {
   it('refuses unusable parameters before sending anything', async () => {
     const srv = await server();
     const generator = new TotpGenerator();
@@ -371,104 +423,94 @@ describe('performLogin: parameters', () => {
       [{ authorizationEndpoint: 'not a url' }, 'MissingAuthorizationEndpoint'],
     ];
     for (const [extra, reason] of cases) {
-      const err = await failure(performLogin(params(srv, generator, extra)));
+      const err = await failure(login(params(srv, generator, extra)));
       expect(err).toMatchObject({ code: 'configuration', reason });
     }
     expect(srv.requests).toHaveLength(0);
   });
 
   it('sends extra authorization parameters but never lets them override its own', async () => {
-    const seen: URL[] = [];
     const srv = await server({ totpSecret: undefined });
-    const rec: FetchLike = (url, init) => {
-      seen.push(new URL(url));
-      return fetch(url, init);
-    };
-    await performLogin(
+    const recorder = await front(srv);
+    await login(
       params(srv, new TotpGenerator(), {
         totp: undefined,
-        fetch: rec,
+        authorizationEndpoint: recorder.authorizationEndpoint,
         extraAuthParams: { prompt: 'login', state: 'forged', redirect_uri: 'https://evil.example/' },
       }),
     );
-    const first = seen[0]?.searchParams;
-    expect(first?.get('prompt')).toBe('login');
-    expect(first?.get('state')).not.toBe('forged');
-    expect(first?.get('redirect_uri')).toBe(srv.redirectURI);
-    expect(first?.get('code_challenge_method')).toBe('S256');
-    expect(first?.get('scope')).toBe('openid offline_access');
+    const first = new URL(recorder.urls[0] ?? '', 'http://x').searchParams;
+    expect(first.get('prompt')).toBe('login');
+    expect(first.get('state')).not.toBe('forged');
+    expect(first.get('redirect_uri')).toBe(srv.redirectURI);
+    expect(first.get('code_challenge_method')).toBe('S256');
+    expect(first.get('scope')).toBe('openid offline_access');
   });
 
-  it('resolveFormProfile lays the CRD form over the preset profile field by field', () => {
-    const keycloak = presetDefaults('keycloak').loginForm;
-    expect(resolveFormProfile(keycloak, { otpField: 'totp', loginFormSelector: '' })).toEqual({
+  it('formProfileFor lays the CRD form over the preset profile field by field', () => {
+    const keycloak = presetDefaults('keycloak');
+    expect(formProfileFor(keycloak, { otpField: 'totp', loginFormSelector: '' })).toEqual({
       ...KEYCLOAK_FORM,
       otpField: 'totp',
     });
-    expect(resolveFormProfile(undefined, { usernameField: 'u', passwordField: 'p' })).toEqual({
+    // The generic preset has no profile of its own.
+    expect(formProfileFor(presetDefaults('generic'), { usernameField: 'u', passwordField: 'p' })).toEqual({
       usernameField: 'u',
       passwordField: 'p',
     });
-    expect(() => resolveFormProfile(presetDefaults('exact-online').loginForm, {})).toThrow(
+    expect(() => formProfileFor(presetDefaults('exact-online'), {})).toThrow(
       expect.objectContaining({ code: 'configuration', reason: 'MissingLoginForm' }),
     );
   });
 });
 
-describe('performLogin: endpoint policy on every hop', () => {
-  function recording(): { fetch: FetchLike; urls: string[] } {
-    const urls: string[] = [];
-    return {
-      urls,
-      fetch: (url, init) => {
-        urls.push(url);
-        return fetch(url, init);
-      },
-    };
+describe('login: endpoint policy on every hop', () => {
+  /** A transport observer: the host of every request sent (a refused one is never sent). */
+  function observing(): { hosts: string[]; onRequest: (host: string) => void } {
+    const hosts: string[] = [];
+    return { hosts, onRequest: (host) => hosts.push(host) };
   }
 
   it('refuses a redirect to the cloud metadata address without requesting it', async () => {
     const srv = await server({ redirectTo: 'http://169.254.169.254/latest/meta-data/iam/' });
-    const rec = recording();
-    const err = await failure(performLogin(params(srv, new TotpGenerator(), { fetch: rec.fetch })), srv);
+    const rec = observing();
+    const err = await failure(login(params(srv, new TotpGenerator()), { onRequest: rec.onRequest }), srv);
     expect(err.code).toBe('insecure_endpoint');
-    expect(rec.urls.every((u) => u.startsWith(srv.origin))).toBe(true);
+    expect(rec.hosts).toEqual([new URL(srv.origin).host]);
   });
 
   it('refuses a redirect to a host outside the allow-list', async () => {
     const srv = await server();
     srv.configure({ redirectTo: `${srv.origin.replace('127.0.0.1', 'localhost')}/realms/test/x` });
-    const rec = recording();
+    const rec = observing();
     const err = await failure(
-      performLogin(
-        params(srv, new TotpGenerator(), {
-          fetch: rec.fetch,
-          policy: { allowInsecureHttp: true, allowedHosts: ['127.0.0.1'] },
-        }),
-      ),
+      login(params(srv, new TotpGenerator()), {
+        onRequest: rec.onRequest,
+        policy: { allowInsecureHttp: true, allowedHosts: ['127.0.0.1'] },
+      }),
       srv,
     );
     expect(err.code).toBe('insecure_endpoint');
     expect(err.message).toMatch(/allowed hosts/);
-    expect(rec.urls).toHaveLength(1);
+    expect(rec.hosts).toHaveLength(1);
   });
 
   it('refuses plain http without allowInsecureHttp before sending anything', async () => {
     const srv = await server();
     const err = await failure(
-      performLogin(params(srv, new TotpGenerator(), { policy: { allowInsecureHttp: false } })),
+      login(params(srv, new TotpGenerator()), { policy: { allowInsecureHttp: false } }),
     );
     expect(err.code).toBe('insecure_endpoint');
     expect(srv.requests).toHaveLength(0);
   });
 });
 
-describe('performLogin: TOTP codes are never sent twice', () => {
+describe('login: TOTP codes are never sent twice', () => {
   it('several logins in a row on a fake clock: every code the server received is new', async () => {
     const { clock, generator, now } = fakeTime();
     const srv = await server({ now, lookAroundSteps: 0 });
     for (let i = 0; i < 4; i++) {
-      const result = await drive(clock, performLogin(params(srv, generator)));
+      const result = await drive(clock, login(params(srv, generator)));
       expect(result.flow).toBe('code');
     }
     expect(srv.otpCodes).toHaveLength(4);
@@ -482,7 +524,7 @@ describe('performLogin: TOTP codes are never sent twice', () => {
     const generator = new TotpGenerator({ clock: systemClock });
     const totp = generator.supplier(parseTotpSecret(secret, { periodSec: 1 }));
     for (let i = 0; i < 3; i++) {
-      const result = await performLogin(params(srv, generator, { totp }));
+      const result = await login(params(srv, generator, { totp }));
       expect(result.flow).toBe('code');
     }
     expect(srv.otpCodes).toHaveLength(3);

@@ -28,7 +28,6 @@ const rows: Row[] = [
   {
     name: 'exact: 401 unauthorized_client "Old refresh token used."',
     input: {
-      preset: 'exact-online',
       httpStatus: 401,
       body: err('unauthorized_client', 'Old refresh token used.'),
     },
@@ -38,7 +37,6 @@ const rows: Row[] = [
   {
     name: 'exact: 400 variant of "Old refresh token used."',
     input: {
-      preset: 'exact-online',
       httpStatus: 400,
       body: err('unauthorized_client', 'Old refresh token used.'),
     },
@@ -48,7 +46,6 @@ const rows: Row[] = [
   {
     name: 'exact: 400 invalid_grant invalid or empty chainId',
     input: {
-      preset: 'exact-online',
       httpStatus: 400,
       body: err('invalid_grant', 'Token is not allowed, because of invalid or empty chainId'),
     },
@@ -58,7 +55,6 @@ const rows: Row[] = [
   {
     name: 'exact: too early, body and Reason header',
     input: {
-      preset: 'exact-online',
       httpStatus: 400,
       headers: { Reason: 'TooEarlyToRefreshTokens 570 seconds' },
       body: err('access_denied', 'Rate limit exceeded: access_token not expired'),
@@ -69,14 +65,13 @@ const rows: Row[] = [
   },
   {
     name: 'exact: too early, header only',
-    input: { preset: 'exact-online', httpStatus: 400, headers: { reason: 'TooEarlyToRefreshTokens' } },
+    input: { httpStatus: 400, headers: { reason: 'TooEarlyToRefreshTokens' } },
     code: 'too_early',
     reason: 'TooEarly',
   },
   {
-    name: 'exact: too early, body only (also under the generic preset)',
+    name: 'exact: too early, body only (whatever the dialect)',
     input: {
-      preset: 'generic',
       httpStatus: 400,
       body: err('access_denied', 'Rate limit exceeded: access_token not expired'),
     },
@@ -86,7 +81,6 @@ const rows: Row[] = [
   {
     name: 'exact: unused refresh token expired (invalid_request)',
     input: {
-      preset: 'exact-online',
       httpStatus: 400,
       body: err(
         'invalid_request',
@@ -99,7 +93,6 @@ const rows: Row[] = [
   {
     name: 'exact: 429 with the minutely window exhausted (reset in epoch ms)',
     input: {
-      preset: 'exact-online',
       httpStatus: 429,
       headers: {
         'X-RateLimit-Remaining': '4000',
@@ -115,7 +108,6 @@ const rows: Row[] = [
   {
     name: 'exact: 429 with the daily window exhausted',
     input: {
-      preset: 'exact-online',
       httpStatus: 429,
       headers: { 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': String(NOW + 3_600_000) },
     },
@@ -126,7 +118,6 @@ const rows: Row[] = [
   {
     name: 'exact: unauthorized_client for another reason is configuration',
     input: {
-      preset: 'exact-online',
       httpStatus: 401,
       body: err('unauthorized_client', 'Client is not allowed'),
     },
@@ -137,7 +128,7 @@ const rows: Row[] = [
   {
     name: 'concur: code 16 user lives elsewhere → relocate at geolocation',
     input: {
-      preset: 'concur',
+      errorDialect: 'concur',
       httpStatus: 400,
       body: {
         code: 16,
@@ -152,14 +143,14 @@ const rows: Row[] = [
   },
   {
     name: 'concur: code 16 without a geolocation',
-    input: { preset: 'concur', httpStatus: 400, body: { code: 16, error: 'invalid_grant' } },
+    input: { errorDialect: 'concur', httpStatus: 400, body: { code: 16, error: 'invalid_grant' } },
     code: 'configuration',
     reason: 'RelocatedWithoutGeolocation',
   },
   {
     name: 'concur: code 108 bad or expired refresh token',
     input: {
-      preset: 'concur',
+      errorDialect: 'concur',
       httpStatus: 401,
       body: { code: '108', error: 'invalid_grant', error_description: 'x' },
     },
@@ -179,7 +170,7 @@ const rows: Row[] = [
     name: `concur: code ${code} → configuration ${reason}`,
     // invalid_grant would mean a broken chain generically: the Concur code must win.
     input: {
-      preset: 'concur',
+      errorDialect: 'concur',
       httpStatus: 400,
       body: { code, error: 'invalid_grant', error_description: 'x' },
     },
@@ -189,7 +180,7 @@ const rows: Row[] = [
   {
     name: 'concur: 403 company not authorised for the app',
     input: {
-      preset: 'concur',
+      errorDialect: 'concur',
       httpStatus: 403,
       body: { error: 'forbidden', error_description: 'not authorised' },
     },
@@ -197,8 +188,8 @@ const rows: Row[] = [
     reason: 'Forbidden',
   },
   {
-    name: 'concur codes are not read under another preset',
-    input: { preset: 'generic', httpStatus: 400, body: { code: 16, error: 'invalid_request' } },
+    name: 'concur codes are not read in the rfc6749 dialect',
+    input: { httpStatus: 400, body: { code: 16, error: 'invalid_request' } },
     code: 'configuration',
     reason: 'InvalidRequest',
   },
@@ -215,14 +206,13 @@ const rows: Row[] = [
     ] as const
   ).map(([description, reason]): Row => ({
     name: `keycloak: 400 invalid_grant "${description}"`,
-    input: { preset: 'keycloak', httpStatus: 400, body: err('invalid_grant', description) },
+    input: { httpStatus: 400, body: err('invalid_grant', description) },
     code: 'chain_broken',
     reason,
   })),
   {
     name: 'keycloak ≤26.5: 401 invalid_grant "Invalid user credentials" on the direct grant',
     input: {
-      preset: 'keycloak',
       grant: 'password',
       httpStatus: 401,
       body: err('invalid_grant', 'Invalid user credentials'),
@@ -233,7 +223,6 @@ const rows: Row[] = [
   {
     name: 'keycloak ≥26.6: 400 invalid_grant "Invalid user credentials"',
     input: {
-      preset: 'keycloak',
       grant: 'password',
       httpStatus: 400,
       body: err('invalid_grant', 'Invalid user credentials'),
@@ -244,7 +233,6 @@ const rows: Row[] = [
   {
     name: 'keycloak: direct grant not enabled for the client',
     input: {
-      preset: 'keycloak',
       grant: 'password',
       httpStatus: 400,
       body: err('unauthorized_client', 'Client not allowed for direct access grants'),
@@ -256,7 +244,6 @@ const rows: Row[] = [
   {
     name: 'auth0: 403 invalid_grant "Unknown or invalid refresh token."',
     input: {
-      preset: 'generic',
       httpStatus: 403,
       body: err('invalid_grant', 'Unknown or invalid refresh token.'),
     },
@@ -265,20 +252,19 @@ const rows: Row[] = [
   },
   {
     name: 'generic: invalid_grant without description',
-    input: { preset: 'generic', httpStatus: 400, body: err('invalid_grant') },
+    input: { httpStatus: 400, body: err('invalid_grant') },
     code: 'chain_broken',
     reason: 'RefreshTokenRejected',
   },
   {
     name: 'generic: invalid_grant "refresh token revoked"',
-    input: { preset: 'generic', httpStatus: 400, body: err('invalid_grant', 'Refresh token revoked') },
+    input: { httpStatus: 400, body: err('invalid_grant', 'Refresh token revoked') },
     code: 'chain_broken',
     reason: 'RefreshTokenRevoked',
   },
   {
     name: 'generic: invalid_grant on an authorization_code exchange',
     input: {
-      preset: 'generic',
       grant: 'authorization_code',
       httpStatus: 400,
       body: err('invalid_grant', 'code used'),
@@ -288,32 +274,31 @@ const rows: Row[] = [
   },
   {
     name: 'generic: invalid_grant on a password grant stops (no lockout)',
-    input: { preset: 'generic', grant: 'password', httpStatus: 400, body: err('invalid_grant') },
+    input: { grant: 'password', httpStatus: 400, body: err('invalid_grant') },
     code: 'configuration',
     reason: 'InvalidCredentials',
   },
   {
     name: 'generic: 401 invalid_client',
-    input: { preset: 'generic', httpStatus: 401, body: err('invalid_client', 'Invalid client credentials') },
+    input: { httpStatus: 401, body: err('invalid_client', 'Invalid client credentials') },
     code: 'configuration',
     reason: 'InvalidClient',
   },
   {
     name: 'generic: invalid_scope',
-    input: { preset: 'generic', httpStatus: 400, body: err('invalid_scope') },
+    input: { httpStatus: 400, body: err('invalid_scope') },
     code: 'configuration',
     reason: 'InvalidScope',
   },
   {
     name: 'generic: unsupported_grant_type',
-    input: { preset: 'generic', httpStatus: 400, body: err('unsupported_grant_type') },
+    input: { httpStatus: 400, body: err('unsupported_grant_type') },
     code: 'configuration',
     reason: 'UnsupportedGrantType',
   },
   {
     name: 'generic: other invalid_request',
     input: {
-      preset: 'generic',
       httpStatus: 400,
       body: err('invalid_request', 'Missing parameter: code_verifier'),
     },
@@ -322,44 +307,44 @@ const rows: Row[] = [
   },
   {
     name: 'generic: 403 without invalid_grant',
-    input: { preset: 'generic', httpStatus: 403, body: '<html>Forbidden</html>' },
+    input: { httpStatus: 403, body: '<html>Forbidden</html>' },
     code: 'configuration',
     reason: 'Forbidden',
   },
   {
     name: 'generic: 401 without a body',
-    input: { preset: 'generic', httpStatus: 401 },
+    input: { httpStatus: 401 },
     code: 'configuration',
     reason: 'InvalidClient',
   },
   {
     name: 'generic: 404',
-    input: { preset: 'generic', httpStatus: 404, body: 'Not Found' },
+    input: { httpStatus: 404, body: 'Not Found' },
     code: 'configuration',
     reason: 'EndpointNotFound',
   },
   {
     name: 'generic: 400 server_error in the body is transient',
-    input: { preset: 'generic', httpStatus: 400, body: err('temporarily_unavailable') },
+    input: { httpStatus: 400, body: err('temporarily_unavailable') },
     code: 'transient',
     reason: 'ProviderUnavailable',
   },
   {
     name: 'generic: 500',
-    input: { preset: 'generic', httpStatus: 500, body: 'oops' },
+    input: { httpStatus: 500, body: 'oops' },
     code: 'transient',
     reason: 'ProviderUnavailable',
   },
   {
     name: 'generic: 503 with Retry-After seconds',
-    input: { preset: 'generic', httpStatus: 503, headers: { 'Retry-After': '120' } },
+    input: { httpStatus: 503, headers: { 'Retry-After': '120' } },
     code: 'transient',
     reason: 'ProviderUnavailable',
     extra: { retryAfterMs: 120_000 },
   },
   {
     name: 'generic: 429 with Retry-After seconds',
-    input: { preset: 'generic', httpStatus: 429, headers: { 'retry-after': '30' } },
+    input: { httpStatus: 429, headers: { 'retry-after': '30' } },
     code: 'transient',
     reason: 'RateLimited',
     extra: { retryAfterMs: 30_000 },
@@ -367,7 +352,6 @@ const rows: Row[] = [
   {
     name: 'generic: 429 with Retry-After HTTP-date',
     input: {
-      preset: 'generic',
       httpStatus: 429,
       headers: { 'Retry-After': new Date(NOW + 90_000).toUTCString() },
     },
@@ -377,7 +361,7 @@ const rows: Row[] = [
   },
   {
     name: 'generic: 429 without hints',
-    input: { preset: 'generic', httpStatus: 429 },
+    input: { httpStatus: 429 },
     code: 'transient',
     reason: 'RateLimited',
     extra: { retryAfterMs: undefined },
@@ -385,7 +369,6 @@ const rows: Row[] = [
   {
     name: 'generic: 302 redirect',
     input: {
-      preset: 'generic',
       httpStatus: 302,
       headers: { location: 'https://login.example.com/?token=x' },
     },
@@ -394,14 +377,13 @@ const rows: Row[] = [
   },
   {
     name: 'generic: error wrapped in a 200',
-    input: { preset: 'generic', httpStatus: 200, body: err('invalid_grant', 'Token is not active') },
+    input: { httpStatus: 200, body: err('invalid_grant', 'Token is not active') },
     code: 'chain_broken',
     reason: 'RefreshTokenExpired',
   },
   {
     name: 'raw JSON text bodies are parsed',
     input: {
-      preset: 'generic',
       httpStatus: 400,
       body: '{"error":"invalid_grant","error_description":"Stale token"}',
     },
@@ -411,79 +393,79 @@ const rows: Row[] = [
   // Network and malformed answers
   {
     name: 'network: connection refused before sending is transient',
-    input: { preset: 'generic', networkError: 'connection' },
+    input: { networkError: 'connection' },
     code: 'transient',
     reason: 'ConnectionFailed',
   },
   {
     name: 'network: timeout after sending a refresh is in doubt',
-    input: { preset: 'exact-online', networkError: 'timeout' },
+    input: { networkError: 'timeout' },
     code: 'in_doubt',
     reason: 'ResponseLost',
   },
   {
     name: 'network: reset after sending a refresh is in doubt',
-    input: { preset: 'generic', grant: 'refresh_token', networkError: 'reset' },
+    input: { grant: 'refresh_token', networkError: 'reset' },
     code: 'in_doubt',
     reason: 'ResponseLost',
   },
   {
     name: 'network: response lost mid-body on a code exchange is in doubt',
-    input: { preset: 'generic', grant: 'authorization_code', networkError: 'lost-response', httpStatus: 200 },
+    input: { grant: 'authorization_code', networkError: 'lost-response', httpStatus: 200 },
     code: 'in_doubt',
     reason: 'ResponseLost',
   },
   {
     name: 'network: timeout on client_credentials is only transient',
-    input: { preset: 'generic', grant: 'client_credentials', networkError: 'timeout' },
+    input: { grant: 'client_credentials', networkError: 'timeout' },
     code: 'transient',
     reason: 'Timeout',
   },
   {
     name: 'network: reset on a password grant is only transient',
-    input: { preset: 'keycloak', grant: 'password', networkError: 'reset' },
+    input: { grant: 'password', networkError: 'reset' },
     code: 'transient',
     reason: 'ConnectionReset',
   },
   {
     name: 'network: body lost after a 503 status line is judged by the status',
-    input: { preset: 'generic', networkError: 'lost-response', httpStatus: 503 },
+    input: { networkError: 'lost-response', httpStatus: 503 },
     code: 'transient',
     reason: 'ProviderUnavailable',
   },
   {
     name: 'malformed: unparseable 200 on a refresh is in doubt',
-    input: { preset: 'exact-online', httpStatus: 200, body: '{"access_token": "abc", trunc' },
+    input: { httpStatus: 200, body: '{"access_token": "abc", trunc' },
     code: 'in_doubt',
     reason: 'MalformedResponse',
   },
   {
     name: 'malformed: 200 without access_token on a refresh is in doubt',
-    input: { preset: 'generic', httpStatus: 200, body: { token_type: 'bearer' } },
+    input: { httpStatus: 200, body: { token_type: 'bearer' } },
     code: 'in_doubt',
     reason: 'MalformedResponse',
   },
   {
     name: 'malformed: unparseable 200 on client_credentials is transient',
-    input: { preset: 'generic', grant: 'client_credentials', httpStatus: 200, body: '<html>' },
+    input: { grant: 'client_credentials', httpStatus: 200, body: '<html>' },
     code: 'transient',
     reason: 'MalformedResponse',
   },
   {
     name: 'too large: 200 on a refresh is in doubt',
-    input: { preset: 'generic', httpStatus: 200, bodyTooLarge: true },
+    input: { httpStatus: 200, bodyTooLarge: true },
     code: 'in_doubt',
     reason: 'ResponseTooLarge',
   },
   {
     name: 'too large: error status is transient',
-    input: { preset: 'generic', httpStatus: 500, bodyTooLarge: true },
+    input: { httpStatus: 500, bodyTooLarge: true },
     code: 'transient',
     reason: 'ResponseTooLarge',
   },
   {
     name: 'no status and no network detail is transient',
-    input: { preset: 'generic' },
+    input: {},
     code: 'transient',
     reason: 'ProviderUnavailable',
   },
@@ -504,7 +486,6 @@ describe('classifyTokenFailure', () => {
   it('puts the error code and a sanitised description into the message, nothing else of the body', () => {
     const refreshToken = 'rt-0123456789abcdefghij';
     const failure = classifyTokenFailure({
-      preset: 'generic',
       httpStatus: 400,
       nowMs: NOW,
       redact: [refreshToken],
@@ -524,7 +505,6 @@ describe('classifyTokenFailure', () => {
 
   it('keeps Retry-After in the message and the fields', () => {
     const failure = classifyTokenFailure({
-      preset: 'generic',
       httpStatus: 429,
       headers: { 'Retry-After': '5' },
       nowMs: NOW,
@@ -534,7 +514,6 @@ describe('classifyTokenFailure', () => {
 
   it('replaces an error code that is not a plain OAuth word', () => {
     const failure = classifyTokenFailure({
-      preset: 'generic',
       httpStatus: 400,
       nowMs: NOW,
       body: { error: 'bad <script>alert(1)</script> refresh_token=abc' },
@@ -545,7 +524,6 @@ describe('classifyTokenFailure', () => {
 
   it('honours Retry-After on a too-early answer as notBefore', () => {
     const failure = classifyTokenFailure({
-      preset: 'exact-online',
       httpStatus: 400,
       headers: { reason: 'TooEarlyToRefreshTokens', 'retry-after': '30' },
       nowMs: NOW,

@@ -1,12 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import {
-  checkEndpoint,
+  checkURL,
   classifyAddress,
   hostMatches,
   type EndpointPolicy,
   type HostResolver,
 } from '../../src/oauth/endpoint-policy.ts';
 import { TokenError } from '../../src/oauth/errors.ts';
+import { LookupRefusal, Transport } from '../../src/oauth/transport.ts';
 
 const strict: EndpointPolicy = { allowInsecureHttp: false };
 const PUBLIC = '203.0.113.10';
@@ -20,6 +21,27 @@ function table(entries: Record<string, string[]>): HostResolver & { asked: strin
     return found ? Promise.resolve(found) : Promise.reject(new Error('ENOTFOUND'));
   };
   return Object.assign(resolve, { asked });
+}
+
+/**
+ * The whole policy for one URL, as the Transport applies it: the URL rules first, then, for a name,
+ * the look-up a new connection would make (resolution with a time limit, every address checked).
+ */
+async function checkEndpoint(
+  url: string,
+  policy: EndpointPolicy,
+  resolve: HostResolver,
+): Promise<{ url: URL; hostname: string; addresses: string[] }> {
+  const checked = checkURL(url, policy);
+  if (checked.isAddress) return { ...checked, addresses: [checked.hostname] };
+  const transport = new Transport({ policy, resolve });
+  try {
+    return { ...checked, addresses: await transport.lookup(checked.hostname) };
+  } catch (err) {
+    throw err instanceof LookupRefusal ? err.refusal : err;
+  } finally {
+    await transport.close();
+  }
 }
 
 async function refusal(promise: Promise<unknown>): Promise<TokenError> {
@@ -60,8 +82,30 @@ describe('classifyAddress', () => {
     ['224.0.0.1', 'multicast'],
     ['ff02::1', 'multicast'],
     ['255.255.255.255', 'reserved'],
+    ['240.0.0.1', 'reserved'],
+    ['192.0.0.8', 'reserved'],
+    ['198.18.0.1', 'private'],
+    ['198.19.255.255', 'private'],
+    ['198.20.0.1', 'public'],
+    ['fec0::1', 'private'],
+    // IPv4-compatible (::/96, deprecated) is not IPv4-mapped, whichever way it is written.
+    ['::8.8.8.8', 'reserved'],
+    ['::808:808', 'reserved'],
+    ['::127.0.0.1', 'reserved'],
+    ['::ffff:8.8.8.8', 'public'],
+    ['::ffff:100.64.0.1', 'private'],
+    ['64:ff9b::a9fe:a9fe', 'metadata'],
+    ['64:ff9b::127.0.0.1', 'loopback'],
+    ['64:ff9b::8.8.8.8', 'public'],
+    ['[::1]', 'loopback'],
+    ['fe80::1%en-0.1', 'link-local'],
+    ['192.0.2.1', 'public'],
+    ['2001:db8::1', 'public'],
     ['2606:4700::1111', 'public'],
     ['example.com', undefined],
+    ['127.1', undefined],
+    ['0x7f.0.0.1', undefined],
+    ['::1::1', undefined],
   ])('%s is %s', (address, expected) => {
     expect(classifyAddress(address)).toBe(expected);
   });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { loginFailureReason, loginGate } from '../../src/controller/recovery.ts';
+import { loginFailureReason } from '../../src/controller/failures.ts';
+import { loginGate } from '../../src/controller/recovery.ts';
 import { TokenError } from '../../src/oauth/errors.ts';
 
 const NOW = Date.parse('2026-01-01T12:00:00Z');

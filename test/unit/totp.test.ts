@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { TokenError } from '../../src/oauth/errors.ts';
 import {
-  decodeBase32,
   parseTotpSecret,
   timeStepAt,
   totpCodeAt,
@@ -93,8 +92,12 @@ describe('parseTotpSecret', () => {
     expect(Buffer.from(parseTotpSecret('JBSWY3DPEHPK3PXP').key)).toEqual(
       Buffer.from([0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x21, 0xde, 0xad, 0xbe, 0xef]),
     );
-    expect(decodeBase32('MZXW6YQ=')).toEqual(ascii('foob'));
     expect(plain).toMatchObject({ algorithm: 'SHA1', digits: 6, periodSec: 30 });
+  });
+
+  it('reads base32 with or without its = padding', () => {
+    expect(parseTotpSecret('MZXW6YTBOJRGC6TROU======').key).toEqual(ascii('foobarbazqu'));
+    expect(parseTotpSecret('mzxw6ytbojrgc6trou').key).toEqual(ascii('foobarbazqu'));
   });
 
   it('applies the profile defaults to raw base32', () => {
@@ -110,6 +113,11 @@ describe('parseTotpSecret', () => {
     const secret = parseTotpSecret(uri, { algorithm: 'SHA1', digits: 6, periodSec: 30 });
     expect(secret).toMatchObject({ algorithm: 'SHA512', digits: 8, periodSec: 60 });
     expect(Buffer.from(secret.key).toString()).toBe('12345678901234567890');
+  });
+
+  it('reads algorithm=sha-256, an upper-case type and a one-hour period', () => {
+    const uri = `otpauth://TOTP/x?secret=${SECRET_B32}&algorithm=sha-256&period=3600`;
+    expect(parseTotpSecret(uri)).toMatchObject({ algorithm: 'SHA256', periodSec: 3600 });
   });
 
   it('takes the profile, then RFC defaults, where the URI is silent', () => {
@@ -133,15 +141,20 @@ describe('parseTotpSecret', () => {
   it.each([
     ['an empty value', '   '],
     ['a character outside base32', `${canary.slice(0, 10)}1${canary.slice(11)}`],
+    ['padding inside the text', `${canary.slice(0, 8)}=${canary.slice(8)}`],
     ['an impossible length', `${canary}A`],
+    // 26 characters carry 130 bits; the 2 that do not make a byte must be zero (RFC 4648 §3.5).
+    ['a last character with spare bits set', canary.slice(0, 26)],
     ['a key shorter than 80 bits', canary.slice(0, 8)],
     ['a key longer than 512 bits', canary.repeat(4)],
     ['an otpauth URI of type hotp', `otpauth://hotp/x?secret=${canary}&counter=1`],
     ['an otpauth URI without secret', 'otpauth://totp/x?issuer=ACME'],
+    ['an otpauth URI without //', `otpauth:totp/x?secret=${canary}`],
     ['an unsupported algorithm', `otpauth://totp/x?secret=${canary}&algorithm=MD5`],
     ['7 digits', `otpauth://totp/x?secret=${canary}&digits=7`],
     ['a zero period', `otpauth://totp/x?secret=${canary}&period=0`],
     ['a period that is not a number', `otpauth://totp/x?secret=${canary}&period=30s`],
+    ['a period over an hour', `otpauth://totp/x?secret=${canary}&period=3601`],
     ['an unparseable URI', 'otpauth://[totp/x'],
   ])('rejects %s as InvalidTotpSecret without quoting it', (_what, input) => {
     let caught: unknown;

@@ -1,17 +1,24 @@
+// OAuthClient against a real provider on 127.0.0.1: what each grant sends and reads, how each way a
+// token request can fail is classified (never exposing a secret), revocation, and where endpoints
+// come from (explicit, discovered, a preset's defaults).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { EndpointPolicy } from '../../src/oauth/endpoint-policy.ts';
-import { TokenError } from '../../src/oauth/errors.ts';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Provider } from '../../src/api/v1alpha1.ts';
+import { normaliseTokenResponse } from '../../src/oauth/grants.ts';
 import {
-  clearDiscoveryCache,
-  normaliseTokenResponse,
-  requestTokens,
-  resolveEndpoints,
-  revokeToken,
-  type TokenRequest,
-} from '../../src/oauth/token-client.ts';
+  OAuthClient,
+  TokenError,
+  type ClientConfig,
+  type EndpointPolicy,
+  type ResolvedEndpoints,
+  type TokenGrant,
+  type TokenSet,
+  type TransportOptions,
+} from '../../src/oauth/index.ts';
+import { endpointSettingsFor } from '../../src/providers/configure.ts';
 import { presetDefaults } from '../../src/providers/presets.ts';
+import { FakeClock } from '../harness/fake-clock.ts';
 
 interface Seen {
   method: string;
@@ -23,6 +30,7 @@ interface Seen {
 type Handler = (req: IncomingMessage, res: ServerResponse, seen: Seen) => void;
 
 let server: Server;
+let port: number;
 let base: string;
 let host: string;
 let handler: Handler;
@@ -32,6 +40,17 @@ const NOW = Date.parse('2030-01-01T00:00:00Z');
 const policy: EndpointPolicy = { allowInsecureHttp: true };
 const CLIENT_SECRET = 'cl!ent secret+/=&x';
 const REFRESH_TOKEN = 'rt-OLD-0123456789abcdef';
+/** An Exact Online client (its preset's client authentication). */
+const EXACT: ClientConfig = {
+  clientID: 'client-1',
+  clientSecret: CLIENT_SECRET,
+  authMethod: 'client_secret_post',
+};
+/** What the concur preset adds to a client (src/providers/presets/concur.ts). */
+const CONCUR: Partial<ClientConfig> = {
+  passwordGrantParameters: { credtype: 'password' },
+  errorDialect: 'concur',
+};
 
 function json(
   res: ServerResponse,
@@ -41,6 +60,13 @@ function json(
 ): void {
   res.writeHead(status, { 'content-type': 'application/json', ...headers });
   res.end(JSON.stringify(body));
+}
+
+/** The provider answers every request with this JSON. */
+function respond(status: number, body: unknown, headers: Record<string, string> = {}): void {
+  handler = (_req, res) => {
+    json(res, status, body, headers);
+  };
 }
 
 beforeAll(async () => {
@@ -60,7 +86,8 @@ beforeAll(async () => {
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  port = (server.address() as AddressInfo).port;
+  host = `127.0.0.1:${port}`;
   base = `http://${host}`;
 });
 
@@ -73,26 +100,38 @@ afterAll(async () => {
   );
 });
 
+const clients: OAuthClient[] = [];
+
 beforeEach(() => {
   seen = [];
-  handler = (_req, res) => {
-    json(res, 500, { error: 'server_error' });
-  };
-  clearDiscoveryCache();
+  respond(500, { error: 'server_error' });
 });
 
-function refresh(overrides: Partial<TokenRequest> = {}): Promise<Awaited<ReturnType<typeof requestTokens>>> {
-  return requestTokens({
-    endpoints: { tokenEndpoint: `${base}/api/oauth2/token` },
-    clientID: 'client-1',
-    clientSecret: CLIENT_SECRET,
-    authMethod: 'client_secret_post',
-    grant: { type: 'refresh_token', refreshToken: REFRESH_TOKEN },
-    preset: 'exact-online',
-    policy,
-    nowMs: NOW,
-    ...overrides,
-  });
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((client) => client.close()));
+});
+
+/** A new OAuthClient (closed after the test); its clock stands at NOW unless one is given. */
+function oauthClient(transport: Partial<TransportOptions> = {}, clock = new FakeClock(NOW)): OAuthClient {
+  const client = new OAuthClient({ clock, transport: { policy, ...transport } });
+  clients.push(client);
+  return client;
+}
+
+interface RefreshOptions {
+  client?: Partial<ClientConfig>;
+  endpoints?: ResolvedEndpoints;
+  grant?: TokenGrant;
+  transport?: Partial<TransportOptions>;
+}
+
+/** By default: an Exact client refreshing REFRESH_TOKEN at the local provider. */
+function refresh(options: RefreshOptions = {}): Promise<TokenSet> {
+  return oauthClient(options.transport).requestTokens(
+    { ...EXACT, ...options.client },
+    options.endpoints ?? { tokenEndpoint: `${base}/api/oauth2/token` },
+    options.grant ?? { type: 'refresh_token', refreshToken: REFRESH_TOKEN },
+  );
 }
 
 async function failure(promise: Promise<unknown>): Promise<TokenError> {
@@ -113,16 +152,14 @@ async function failure(promise: Promise<unknown>): Promise<TokenError> {
 
 describe('requestTokens', () => {
   it('refreshes an Exact-style chain: client_secret_post, string expires_in', async () => {
-    handler = (_req, res) => {
-      json(res, 200, {
-        access_token: 'at-1',
-        token_type: 'bearer',
-        expires_in: '600',
-        refresh_token: 'rt-NEW-1',
-      });
-    };
+    respond(200, {
+      access_token: 'at-1',
+      token_type: 'bearer',
+      expires_in: '600',
+      refresh_token: 'rt-NEW-1',
+    });
     const observed: [string, number | 'error', number][] = [];
-    const tokens = await refresh({ onRequest: (h, s, d) => observed.push([h, s, d]) });
+    const tokens = await refresh({ transport: { onRequest: (h, s, d) => observed.push([h, s, d]) } });
     expect(tokens).toEqual({
       accessToken: 'at-1',
       tokenType: 'Bearer',
@@ -149,10 +186,8 @@ describe('requestTokens', () => {
   });
 
   it('sends client_secret_basic in the Authorization header, form-encoded per RFC 6749', async () => {
-    handler = (_req, res) => {
-      json(res, 200, { access_token: 'at-2', token_type: 'Bearer' });
-    };
-    const tokens = await refresh({ authMethod: 'client_secret_basic', preset: 'generic' });
+    respond(200, { access_token: 'at-2', token_type: 'Bearer' });
+    const tokens = await refresh({ client: { authMethod: 'client_secret_basic' } });
     // A missing expires_in stays undefined: the caller applies refresh.assumedLifetime.
     expect(tokens).toEqual({ accessToken: 'at-2', tokenType: 'Bearer' });
     const request = seen[0];
@@ -165,13 +200,12 @@ describe('requestTokens', () => {
   });
 
   it('passes extra parameters but never lets them override its own; a refresh keeps the granted scope', async () => {
-    handler = (_req, res) => {
-      json(res, 200, { access_token: 'at', token_type: 'bearer', scope: ['a', 'b'] });
-    };
+    respond(200, { access_token: 'at', token_type: 'bearer', scope: ['a', 'b'] });
     const tokens = await refresh({
-      preset: 'generic',
-      scopes: ['openid', 'offline_access'],
-      extraParameters: { audience: 'api', grant_type: 'password', client_secret: 'x', refresh_token: 'y' },
+      client: {
+        scopes: ['openid', 'offline_access'],
+        extraParameters: { audience: 'api', grant_type: 'password', client_secret: 'x', refresh_token: 'y' },
+      },
     });
     expect(tokens.scope).toBe('a b');
     const form = seen[0]?.form;
@@ -184,19 +218,17 @@ describe('requestTokens', () => {
   });
 
   it('reads a Concur answer: geolocation, unvalidated id_token, epoch-seconds refresh_expires_in', async () => {
-    handler = (_req, res) => {
-      json(res, 200, {
-        expires_in: '3600',
-        scope: 'EXPRPT',
-        token_type: 'Bearer',
-        access_token: 'at-c',
-        refresh_token: 'rt-NEW-c',
-        id_token: 'eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJzb21lb25lLWVsc2UifQ.sig',
-        refresh_expires_in: String(NOW / 1000 + 180 * 86400),
-        geolocation: 'https://us.api.concursolutions.com',
-      });
-    };
-    const tokens = await refresh({ preset: 'concur' });
+    respond(200, {
+      expires_in: '3600',
+      scope: 'EXPRPT',
+      token_type: 'Bearer',
+      access_token: 'at-c',
+      refresh_token: 'rt-NEW-c',
+      id_token: 'eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJzb21lb25lLWVsc2UifQ.sig',
+      refresh_expires_in: String(NOW / 1000 + 180 * 86400),
+      geolocation: 'https://us.api.concursolutions.com',
+    });
+    const tokens = await refresh({ client: CONCUR });
     expect(tokens).toEqual({
       accessToken: 'at-c',
       tokenType: 'Bearer',
@@ -210,11 +242,9 @@ describe('requestTokens', () => {
   });
 
   it('sends the password grant with otp, and Concur credtype', async () => {
-    handler = (_req, res) => {
-      json(res, 200, { access_token: 'at', token_type: 'bearer' });
-    };
+    respond(200, { access_token: 'at', token_type: 'bearer' });
     await refresh({
-      preset: 'concur',
+      client: CONCUR,
       grant: { type: 'password', username: 'alice', password: 'pw-secret', otp: '123456' },
     });
     expect(Object.fromEntries(seen[0]?.form ?? [])).toMatchObject({
@@ -227,11 +257,8 @@ describe('requestTokens', () => {
   });
 
   it('exchanges an authorization code with PKCE', async () => {
-    handler = (_req, res) => {
-      json(res, 200, { access_token: 'at', token_type: 'bearer', refresh_token: 'rt-NEW' });
-    };
+    respond(200, { access_token: 'at', token_type: 'bearer', refresh_token: 'rt-NEW' });
     const tokens = await refresh({
-      preset: 'keycloak',
       grant: {
         type: 'authorization_code',
         code: 'c0de',
@@ -249,23 +276,18 @@ describe('requestTokens', () => {
   });
 
   it('classifies a reused Exact refresh token as a broken chain', async () => {
-    handler = (_req, res) => {
-      json(res, 401, { error: 'unauthorized_client', error_description: 'Old refresh token used.' });
-    };
+    respond(401, { error: 'unauthorized_client', error_description: 'Old refresh token used.' });
     const error = await failure(refresh());
     expect(error).toMatchObject({ code: 'chain_broken', reason: 'RefreshTokenReused', httpStatus: 401 });
     expect(error.message).toContain('Old refresh token used.');
   });
 
   it('classifies Exact too-early', async () => {
-    handler = (_req, res) => {
-      json(
-        res,
-        400,
-        { error: 'access_denied', error_description: 'Rate limit exceeded: access_token not expired' },
-        { Reason: 'TooEarlyToRefreshTokens' },
-      );
-    };
+    respond(
+      400,
+      { error: 'access_denied', error_description: 'Rate limit exceeded: access_token not expired' },
+      { Reason: 'TooEarlyToRefreshTokens' },
+    );
     expect(await failure(refresh())).toMatchObject({
       code: 'too_early',
       reason: 'TooEarly',
@@ -274,46 +296,38 @@ describe('requestTokens', () => {
   });
 
   it('classifies Concur errors: relocate with geolocation, 108 chain broken', async () => {
-    handler = (_req, res) => {
-      json(res, 400, {
-        code: 16,
-        error: 'invalid_grant',
-        error_description: 'user lives elsewhere',
-        geolocation: 'https://eu2.api.concursolutions.com',
-      });
-    };
-    expect(await failure(refresh({ preset: 'concur' }))).toMatchObject({
+    respond(400, {
+      code: 16,
+      error: 'invalid_grant',
+      error_description: 'user lives elsewhere',
+      geolocation: 'https://eu2.api.concursolutions.com',
+    });
+    expect(await failure(refresh({ client: CONCUR }))).toMatchObject({
       code: 'relocate',
       geolocation: 'https://eu2.api.concursolutions.com',
     });
-    handler = (_req, res) => {
-      json(res, 400, {
-        code: 108,
-        error: 'invalid_grant',
-        error_description: 'bad or expired refresh token',
-      });
-    };
-    expect(await failure(refresh({ preset: 'concur' }))).toMatchObject({ code: 'chain_broken' });
+    respond(400, {
+      code: 108,
+      error: 'invalid_grant',
+      error_description: 'bad or expired refresh token',
+    });
+    expect(await failure(refresh({ client: CONCUR }))).toMatchObject({ code: 'chain_broken' });
   });
 
   it('classifies a 401 with a WWW-Authenticate challenge as invalid client', async () => {
-    handler = (_req, res) => {
-      json(res, 401, { error: 'invalid_client' }, { 'www-authenticate': 'Basic realm="token"' });
-    };
-    expect(await failure(refresh({ authMethod: 'client_secret_basic' }))).toMatchObject({
+    respond(401, { error: 'invalid_client' }, { 'www-authenticate': 'Basic realm="token"' });
+    expect(await failure(refresh({ client: { authMethod: 'client_secret_basic' } }))).toMatchObject({
       code: 'configuration',
       reason: 'InvalidClient',
     });
   });
 
   it('never echoes secrets the provider repeats in its error', async () => {
-    handler = (_req, res) => {
-      json(res, 400, {
-        error: 'invalid_grant',
-        error_description: `refresh token ${REFRESH_TOKEN} for secret ${CLIENT_SECRET} is stale token`,
-      });
-    };
-    const error = await failure(refresh({ preset: 'keycloak' }));
+    respond(400, {
+      error: 'invalid_grant',
+      error_description: `refresh token ${REFRESH_TOKEN} for secret ${CLIENT_SECRET} is stale token`,
+    });
+    const error = await failure(refresh());
     expect(error.code).toBe('chain_broken');
     expect(error.message).toContain('[redacted]');
   });
@@ -339,9 +353,10 @@ describe('requestTokens', () => {
       res.end(`{"access_token":"${'a'.repeat(2 * 1024 * 1024)}","token_type":"bearer"}`);
     };
     expect(await failure(refresh())).toMatchObject({ code: 'in_doubt', reason: 'ResponseTooLarge' });
-    expect(
-      await failure(refresh({ grant: { type: 'client_credentials' }, preset: 'generic' })),
-    ).toMatchObject({ code: 'transient', reason: 'ResponseTooLarge' });
+    expect(await failure(refresh({ grant: { type: 'client_credentials' } }))).toMatchObject({
+      code: 'transient',
+      reason: 'ResponseTooLarge',
+    });
   });
 
   it('caps a chunked body without content-length too', async () => {
@@ -359,11 +374,11 @@ describe('requestTokens', () => {
       // Never answer.
     };
     const started = performance.now();
-    const error = await failure(refresh({ timeoutMs: 300 }));
+    const error = await failure(refresh({ transport: { timeoutMs: 300 } }));
     expect(error).toMatchObject({ code: 'in_doubt', reason: 'ResponseLost' });
     expect(performance.now() - started).toBeLessThan(5000);
     expect(
-      await failure(refresh({ timeoutMs: 300, grant: { type: 'client_credentials' }, preset: 'generic' })),
+      await failure(refresh({ transport: { timeoutMs: 300 }, grant: { type: 'client_credentials' } })),
     ).toMatchObject({ code: 'transient', reason: 'Timeout' });
   });
 
@@ -372,7 +387,7 @@ describe('requestTokens', () => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.write('{"access_token":');
     };
-    expect(await failure(refresh({ timeoutMs: 300 }))).toMatchObject({
+    expect(await failure(refresh({ transport: { timeoutMs: 300 } }))).toMatchObject({
       code: 'in_doubt',
       reason: 'ResponseLost',
     });
@@ -400,16 +415,12 @@ describe('requestTokens', () => {
   });
 
   it('treats a 200 without access_token as in doubt', async () => {
-    handler = (_req, res) => {
-      json(res, 200, { token_type: 'bearer', refresh_token: 'rt-NEW' });
-    };
+    respond(200, { token_type: 'bearer', refresh_token: 'rt-NEW' });
     expect(await failure(refresh())).toMatchObject({ code: 'in_doubt', reason: 'MalformedResponse' });
   });
 
   it('classifies 5xx and 429 with Retry-After as transient', async () => {
-    handler = (_req, res) => {
-      json(res, 503, { error: 'temporarily_unavailable' }, { 'retry-after': '7' });
-    };
+    respond(503, { error: 'temporarily_unavailable' }, { 'retry-after': '7' });
     expect(await failure(refresh())).toMatchObject({ code: 'transient', retryAfterMs: 7000 });
     handler = (_req, res) => {
       res.writeHead(429, { 'retry-after': '3' });
@@ -425,7 +436,7 @@ describe('requestTokens', () => {
   it('reports a refused connection as transient (nothing was sent)', async () => {
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
-    const port = (closed.address() as AddressInfo).port;
+    const closedPort = (closed.address() as AddressInfo).port;
     await new Promise<void>((resolve) =>
       closed.close(() => {
         resolve();
@@ -434,58 +445,60 @@ describe('requestTokens', () => {
     const observed: (number | 'error')[] = [];
     const error = await failure(
       refresh({
-        endpoints: { tokenEndpoint: `http://127.0.0.1:${port}/token` },
-        onRequest: (_h, s) => observed.push(s),
+        endpoints: { tokenEndpoint: `http://127.0.0.1:${closedPort}/token` },
+        transport: { onRequest: (_h, s) => observed.push(s) },
       }),
     );
     expect(error).toMatchObject({ code: 'transient', reason: 'ConnectionFailed' });
     expect(observed).toEqual(['error']);
   });
 
-  it('checks the endpoint policy before any request', async () => {
-    handler = (_req, res) => {
-      json(res, 200, { access_token: 'at', token_type: 'bearer' });
-    };
-    const error = await failure(refresh({ policy: { allowInsecureHttp: false } }));
-    expect(error.code).toBe('insecure_endpoint');
-    const metadata = await failure(
-      refresh({
+  // Nothing is sent to a URL the policy refuses, and the refusal is insecure_endpoint.
+  it.each<[string, () => RefreshOptions]>([
+    ['plain http without allowInsecureHttp', () => ({ transport: { policy: { allowInsecureHttp: false } } })],
+    [
+      'the cloud metadata address',
+      () => ({
         endpoints: { tokenEndpoint: 'http://169.254.169.254/token' },
-        policy: { allowInsecureHttp: true },
+        transport: { policy: { allowInsecureHttp: true } },
       }),
-    );
-    expect(metadata.code).toBe('insecure_endpoint');
+    ],
+  ])('checks the endpoint policy before any request: %s', async (_name, options) => {
+    respond(200, { access_token: 'at', token_type: 'bearer' });
+    const error = await failure(refresh(options()));
+    expect(error.code).toBe('insecure_endpoint');
     expect(seen).toHaveLength(0);
   });
 
-  it('uses the injected fetch', async () => {
-    const calls: string[] = [];
+  it('goes through the transport: the injected resolver names the address, the observer sees the call', async () => {
+    respond(200, { access_token: 'at-f', token_type: 'DPoP' });
+    const lookups: string[] = [];
+    const observed: [string, number | 'error', string][] = [];
     const tokens = await refresh({
-      endpoints: { tokenEndpoint: 'https://idp.example.com/token' },
-      policy: { allowInsecureHttp: false },
-      resolve: () => Promise.resolve(['203.0.113.7']),
-      fetch: (url, init) => {
-        calls.push(`${init.method ?? ''} ${url} redirect=${String(init.redirect)}`);
-        return Promise.resolve(
-          new Response(JSON.stringify({ access_token: 'at-f', token_type: 'DPoP' }), {
-            status: 200,
-            headers: { 'content-type': 'application/json' },
-          }),
-        );
+      endpoints: { tokenEndpoint: `http://idp.test:${port}/token` },
+      transport: {
+        resolve: (name) => {
+          lookups.push(name);
+          return Promise.resolve(['127.0.0.1']);
+        },
+        onRequest: (h, s, _d, purpose) => observed.push([h, s, purpose]),
       },
     });
     expect(tokens).toEqual({ accessToken: 'at-f', tokenType: 'DPoP' });
-    expect(calls).toEqual(['POST https://idp.example.com/token redirect=manual']);
+    expect(lookups).toEqual(['idp.test']);
+    expect(observed).toEqual([[`idp.test:${port}`, 200, 'token']]);
+    expect(seen.map((s) => `${s.method} ${s.path} ${String(s.headers.host)}`)).toEqual([
+      `POST /token idp.test:${port}`,
+    ]);
   });
 
   it('rejects bad inputs as configuration errors without a request', async () => {
-    expect(await failure(refresh({ clientSecret: undefined }))).toMatchObject({
+    expect(await failure(refresh({ client: { clientSecret: undefined } }))).toMatchObject({
       reason: 'MissingClientSecret',
     });
     expect(await failure(refresh({ grant: { type: 'refresh_token', refreshToken: '' } }))).toMatchObject({
       reason: 'MissingCredential',
     });
-    expect(await failure(refresh({ preset: 'folio' }))).toMatchObject({ reason: 'UnsupportedProtocol' });
     expect(seen).toHaveLength(0);
   });
 });
@@ -511,29 +524,23 @@ describe('normaliseTokenResponse', () => {
   });
 });
 
-describe('revokeToken', () => {
+describe('revoke', () => {
   const revoke = (
-    overrides: Partial<Parameters<typeof revokeToken>[0]> = {},
-  ): ReturnType<typeof revokeToken> =>
-    revokeToken({
-      endpoints: { tokenEndpoint: `${base}/token`, revocationEndpoint: `${base}/revoke` },
-      clientID: 'client-1',
-      clientSecret: CLIENT_SECRET,
-      authMethod: 'client_secret_basic',
-      token: REFRESH_TOKEN,
-      tokenTypeHint: 'refresh_token',
-      preset: 'generic',
-      policy,
-      nowMs: NOW,
-      ...overrides,
-    });
+    endpoints: ResolvedEndpoints = { tokenEndpoint: `${base}/token`, revocationEndpoint: `${base}/revoke` },
+  ): Promise<void> =>
+    oauthClient().revoke(
+      { ...EXACT, authMethod: 'client_secret_basic' },
+      endpoints,
+      REFRESH_TOKEN,
+      'refresh_token',
+    );
 
   it('posts token and token_type_hint (RFC 7009)', async () => {
     handler = (_req, res) => {
       res.writeHead(200);
       res.end();
     };
-    expect(await revoke()).toEqual({ revoked: true });
+    await expect(revoke()).resolves.toBeUndefined();
     expect(seen[0]?.path).toBe('/revoke');
     expect(Object.fromEntries(seen[0]?.form ?? [])).toEqual({
       token: REFRESH_TOKEN,
@@ -541,18 +548,13 @@ describe('revokeToken', () => {
     });
   });
 
-  it('is best effort: reports failures instead of throwing', async () => {
-    handler = (_req, res) => {
-      json(res, 503, { error: 'temporarily_unavailable' });
-    };
-    const result = await revoke();
-    expect(result.revoked).toBe(false);
-    expect(result.error).toMatchObject({ code: 'transient' });
-    expect(result.error?.message).not.toContain(REFRESH_TOKEN);
-    expect(await revoke({ endpoints: { tokenEndpoint: `${base}/token` } })).toMatchObject({
-      revoked: false,
-      error: { reason: 'NoRevocationEndpoint' },
+  it('throws classified failures: transient for a 503, NoRevocationEndpoint without an endpoint', async () => {
+    respond(503, { error: 'temporarily_unavailable' });
+    expect(await failure(revoke())).toMatchObject({ code: 'transient' });
+    expect(await failure(revoke({ tokenEndpoint: `${base}/token` }))).toMatchObject({
+      reason: 'NoRevocationEndpoint',
     });
+    expect(seen).toHaveLength(1);
   });
 });
 
@@ -572,122 +574,86 @@ describe('resolveEndpoints', () => {
     };
   }
 
+  /** The endpoints of a connection's provider, through the providers layer's precedence rules. */
+  function endpointsOf(provider: Provider, geolocation?: string): Promise<ResolvedEndpoints> {
+    const preset = presetDefaults(provider.preset, provider.region);
+    return oauthClient().resolveEndpoints(endpointSettingsFor(provider, preset, geolocation));
+  }
+
   it('discovers endpoints from the issuer and caches them per issuer', async () => {
     const issuer = `${base}/realms/demo`;
     serveDiscovery(issuer);
-    const keycloak = presetDefaults('keycloak');
-    const endpoints = await resolveEndpoints({ preset: 'keycloak', issuerURL: issuer }, keycloak, policy, {
-      nowMs: NOW,
-    });
+    const clock = new FakeClock(NOW);
+    const oauth = oauthClient({}, clock);
+    const endpoints = await oauth.resolveEndpoints({ issuerURL: issuer });
     expect(endpoints).toEqual({
       issuer,
       tokenEndpoint: `${issuer}/protocol/openid-connect/token`,
       authorizationEndpoint: `${issuer}/protocol/openid-connect/auth`,
       revocationEndpoint: `${issuer}/protocol/openid-connect/revoke`,
     });
-    await resolveEndpoints({ preset: 'keycloak', issuerURL: issuer }, keycloak, policy, {
-      nowMs: NOW + 1000,
-    });
+    clock.stepWall(1000);
+    await oauth.resolveEndpoints({ issuerURL: issuer });
     expect(seen).toHaveLength(1);
     // After the TTL it asks again.
-    await resolveEndpoints({ preset: 'keycloak', issuerURL: issuer }, keycloak, policy, {
-      nowMs: NOW + 2 * 3600 * 1000,
-    });
+    clock.stepWall(2 * 3600 * 1000);
+    await oauth.resolveEndpoints({ issuerURL: issuer });
     expect(seen).toHaveLength(2);
+    // And after the cache is cleared.
+    oauth.clearDiscoveryCache();
+    await oauth.resolveEndpoints({ issuerURL: issuer });
+    expect(seen).toHaveLength(3);
   });
 
   it('lets an explicit tokenURL override the discovered one, and survive a failed discovery', async () => {
-    handler = (_req, res) => {
-      json(res, 500, {});
-    };
-    const endpoints = await resolveEndpoints(
-      { preset: 'keycloak', issuerURL: `${base}/realms/demo`, tokenURL: `${base}/custom/token` },
-      presetDefaults('keycloak'),
-      policy,
-      { nowMs: NOW },
-    );
+    respond(500, {});
+    const endpoints = await oauthClient().resolveEndpoints({
+      issuerURL: `${base}/realms/demo`,
+      tokenURL: `${base}/custom/token`,
+    });
     expect(endpoints).toEqual({ tokenEndpoint: `${base}/custom/token` });
   });
 
   it('fails discovery as configuration on an issuer mismatch and transient on 5xx', async () => {
     serveDiscovery('https://other.example.com/realms/demo');
-    const mismatch = await failure(
-      resolveEndpoints(
-        { preset: 'keycloak', issuerURL: `${base}/realms/demo` },
-        presetDefaults('keycloak'),
-        policy,
-      ),
-    );
+    const mismatch = await failure(oauthClient().resolveEndpoints({ issuerURL: `${base}/realms/demo` }));
     expect(mismatch).toMatchObject({ code: 'configuration', reason: 'DiscoveryFailed' });
     expect(mismatch.message).toContain('issuer');
-    handler = (_req, res) => {
-      json(res, 502, {});
-    };
-    const unavailable = await failure(
-      resolveEndpoints(
-        { preset: 'keycloak', issuerURL: `${base}/realms/demo` },
-        presetDefaults('keycloak'),
-        policy,
-      ),
-    );
+    respond(502, {});
+    const unavailable = await failure(oauthClient().resolveEndpoints({ issuerURL: `${base}/realms/demo` }));
     expect(unavailable.code).toBe('transient');
   });
 
   it('refuses a metadata issuer before fetching', async () => {
-    const error = await failure(
-      resolveEndpoints({ issuerURL: 'http://169.254.169.254/' }, presetDefaults('generic'), policy),
-    );
+    const error = await failure(oauthClient().resolveEndpoints({ issuerURL: 'http://169.254.169.254/' }));
     expect(error.code).toBe('insecure_endpoint');
     const withTokenURL = await failure(
-      resolveEndpoints(
-        { issuerURL: 'http://169.254.169.254/', tokenURL: `${base}/token` },
-        presetDefaults('generic'),
-        policy,
-      ),
+      oauthClient().resolveEndpoints({ issuerURL: 'http://169.254.169.254/', tokenURL: `${base}/token` }),
     );
     expect(withTokenURL.code).toBe('insecure_endpoint');
     expect(seen).toHaveLength(0);
   });
 
   it('uses preset URLs by region, explicit URLs over them, and a Concur geolocation over both', async () => {
-    expect(
-      await resolveEndpoints(
-        { preset: 'exact-online', region: 'be' },
-        presetDefaults('exact-online', 'be'),
-        policy,
-      ),
-    ).toEqual({
+    expect(await endpointsOf({ preset: 'exact-online', region: 'be' })).toEqual({
       tokenEndpoint: 'https://start.exactonline.be/api/oauth2/token',
       authorizationEndpoint: 'https://start.exactonline.be/api/oauth2/auth',
     });
     expect(
-      await resolveEndpoints(
-        { preset: 'exact-online', tokenURL: 'https://sim.example.com/token' },
-        presetDefaults('exact-online'),
-        policy,
-      ),
+      await endpointsOf({ preset: 'exact-online', tokenURL: 'https://sim.example.com/token' }),
     ).toMatchObject({ tokenEndpoint: 'https://sim.example.com/token' });
     expect(
-      await resolveEndpoints(
+      await endpointsOf(
         { preset: 'concur', tokenURL: 'https://us.api.concursolutions.com/oauth2/v0/token' },
-        presetDefaults('concur'),
-        policy,
-        { geolocation: 'https://emea.api.concursolutions.com' },
+        'https://emea.api.concursolutions.com',
       ),
     ).toEqual({ tokenEndpoint: 'https://emea.api.concursolutions.com/oauth2/v0/token' });
   });
 
-  it('reports a missing token endpoint and refuses FOLIO', async () => {
-    expect(
-      await failure(resolveEndpoints({ preset: 'generic' }, presetDefaults('generic'), policy)),
-    ).toMatchObject({
+  it('reports a missing token endpoint', async () => {
+    expect(await failure(endpointsOf({ preset: 'generic' }))).toMatchObject({
       code: 'configuration',
       reason: 'MissingTokenEndpoint',
-    });
-    expect(
-      await failure(resolveEndpoints({ preset: 'folio' }, presetDefaults('folio'), policy)),
-    ).toMatchObject({
-      reason: 'UnsupportedProtocol',
     });
   });
 });

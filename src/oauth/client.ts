@@ -1,0 +1,84 @@
+// OAuthClient: the OAuth layer's one object. It owns the Transport every request goes through, the
+// discovery cache and the clock, and offers what the controller needs of a provider: endpoints,
+// tokens, revocation, introspection and the headless login.
+import type { Clock } from '../kube/clock.ts';
+import { DiscoveryCache } from './discovery.ts';
+import { resolveEndpoints } from './endpoints.ts';
+import { requestTokens } from './grants.ts';
+import { introspectToken, type IntrospectionVerdict } from './introspection.ts';
+import { performLogin, type LoginParams, type LoginResult } from './login.ts';
+import type { ClientConfig, EndpointSettings, ResolvedEndpoints, TokenGrant, TokenSet } from './model.ts';
+import { revokeToken } from './revocation.ts';
+import { Transport, type TransportOptions } from './transport.ts';
+
+export interface OAuthClientOptions {
+  clock: Clock;
+  /** The transport, or the options to build one. */
+  transport: Transport | TransportOptions;
+  /** How long a discovery document is reused. Default 1 h. */
+  discoveryTtlMs?: number;
+}
+
+export class OAuthClient {
+  readonly transport: Transport;
+  private readonly clock: Clock;
+  private readonly discovery: DiscoveryCache;
+
+  constructor(options: OAuthClientOptions) {
+    this.clock = options.clock;
+    this.transport =
+      options.transport instanceof Transport ? options.transport : new Transport(options.transport);
+    this.discovery = new DiscoveryCache(this.transport, this.clock, options.discoveryTtlMs);
+  }
+
+  /**
+   * The endpoints of a client, the token endpoint already checked against the endpoint policy's URL
+   * rules, so a refused URL fails before any state is written or request sent.
+   */
+  resolveEndpoints(settings: EndpointSettings): Promise<ResolvedEndpoints> {
+    return resolveEndpoints(this.transport, this.discovery, settings);
+  }
+
+  /** One token request; every failure is a classified TokenError. */
+  requestTokens(
+    client: ClientConfig,
+    endpoints: ResolvedEndpoints,
+    grant: TokenGrant,
+    signal?: AbortSignal,
+  ): Promise<TokenSet> {
+    return requestTokens(this.transport, client, endpoints, grant, this.clock.now(), signal);
+  }
+
+  /** RFC 7009 revocation; throws TokenError. */
+  revoke(
+    client: ClientConfig,
+    endpoints: ResolvedEndpoints,
+    token: string,
+    tokenTypeHint: 'refresh_token' | 'access_token' = 'refresh_token',
+  ): Promise<void> {
+    return revokeToken(this.transport, client, endpoints, token, tokenTypeHint, this.clock.now());
+  }
+
+  /** RFC 7662: whether the provider still accepts a token; 'unknown' when it cannot say. */
+  introspect(
+    client: ClientConfig,
+    endpoints: ResolvedEndpoints,
+    token: string,
+  ): Promise<IntrospectionVerdict> {
+    return introspectToken(this.transport, client, endpoints, token);
+  }
+
+  /** The headless login walk (code or implicit flow). */
+  login(params: LoginParams): Promise<LoginResult> {
+    return performLogin(this.transport, params);
+  }
+
+  /** Forgets cached discovery documents (a configuration change, tests). */
+  clearDiscoveryCache(): void {
+    this.discovery.clear();
+  }
+
+  async close(): Promise<void> {
+    await this.transport.close();
+  }
+}

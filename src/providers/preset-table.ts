@@ -1,0 +1,41 @@
+// The shape of a provider preset: data only. One table per provider lives in presets/; what the
+// provider's token endpoint really does, and the public sources, are in docs/providers.md.
+import type { GrantType, LoginFlow } from '../api/v1alpha1.ts';
+import type { ClientAuthMethod, ErrorDialect, FormProfile, TotpParameters } from '../oauth/index.ts';
+
+export interface RegionEndpoints {
+  tokenURL: string;
+  authorizationURL?: string;
+  revocationURL?: string;
+}
+
+export interface PresetTable {
+  /** 'folio' speaks its own login protocol (cookie-borne tokens), not OAuth 2.0. */
+  protocol: 'oauth2' | 'folio';
+  /** Endpoints by region; the first region is the default. Absent: the endpoints come from the spec. */
+  regions?: Readonly<Record<string, RegionEndpoints>>;
+  /** Default when spec.clientAuthMethod is unset. */
+  clientAuthMethod: ClientAuthMethod;
+  /** spec.grant.type values the provider offers. */
+  grantTypes: readonly GrantType[];
+  /** spec.recovery.login.flow values the provider offers. */
+  recoveryFlows: readonly LoginFlow[];
+  /** Provider floor between two token requests; default for spec.refresh.minInterval. */
+  minIntervalMs: number;
+  /** Refresh at least this often so an unused refresh token never expires; default for spec.refresh.keepAlive. */
+  keepAliveMs?: number;
+  /** How long the previous refresh token stays usable after a rotation; default for spec.refresh.graceWindow. */
+  graceWindowMs: number;
+  /** Access-token lifetime when the provider omits expires_in; default for spec.refresh.assumedLifetime. */
+  accessTokenLifetimeMs?: number;
+  /** Added to every password grant (overridable through spec.extraParameters). */
+  passwordGrantParameters?: Readonly<Record<string, string>>;
+  /** Name of the one-time-code parameter of a direct (password) grant. */
+  otpParameter?: string;
+  errorDialect?: ErrorDialect;
+  /** The token endpoint's path at a geolocation the provider returns (Concur). */
+  geolocationTokenPath?: string;
+  /** The provider's login pages, for the code and implicit recovery flows. */
+  loginForm?: FormProfile;
+  totp?: TotpParameters;
+}

@@ -81,7 +81,7 @@ export class Reconciler {
     this.options = options;
   }
 
-  async reconcile(key: string): Promise<ReconcileResult> {
+  async reconcile(key: string, _signal?: AbortSignal): Promise<ReconcileResult> {
     const [namespace = '', name = ''] = key.split('/');
     const connection = this.deps.getConnection(namespace, name);
     if (!connection) {

@@ -6,11 +6,9 @@
 //   BENCH_CONNECTIONS=2000 BENCH_UNRELATED_SECRETS=5000 npm run bench
 import * as k8s from '@kubernetes/client-node';
 import { readFileSync } from 'node:fs';
-import { connection, createConnection } from '../harness/builders.ts';
 import { startControlPlane } from '../harness/controlplane.ts';
-import { applyCRDs, createNamespace, GROUP, loadKubeConfig, PLURAL, VERSION } from '../harness/kube.ts';
-import { startTestOidcServer } from '../harness/oidc-server.ts';
-import { setupOperatorEnvironment, startOperator } from '../harness/operator.ts';
+import { createNamespace, GROUP, PLURAL, VERSION } from '../harness/kube.ts';
+import { clientSecretOf, Scenario } from '../harness/scenario.ts';
 
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 500);
 const UNRELATED = Number(process.env.BENCH_UNRELATED_SECRETS ?? 2000);
@@ -30,104 +28,84 @@ async function inBatches<T>(items: T[], size: number, run: (item: T) => Promise<
   for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(run));
 }
 
+async function measureColdStart(scenario: Scenario): Promise<void> {
+  const admin = scenario.admin;
+  const oidc = await scenario.startProvider({ accessTokenTtlSec: 600 });
+  const core = admin.makeApiClient(k8s.CoreV1Api);
+  const namespace = await scenario.clientNamespace('bench', clientSecretOf(oidc));
+  const unrelated = await createNamespace(admin, 'unrelated');
+  const env = await scenario.operatorEnvironment();
+
+  console.log(`creating ${UNRELATED} unrelated Secrets and ${CONNECTIONS} connections…`);
+  await inBatches([...Array(UNRELATED).keys()], 50, (i) =>
+    core.createNamespacedSecret({
+      namespace: unrelated,
+      body: { metadata: { name: `noise-${i}` }, stringData: { payload: 'x'.repeat(2048) } },
+    }),
+  );
+  const names = [...Array(CONNECTIONS).keys()].map((i) => `c${i}`);
+  await inBatches(names, 25, (name) => scenario.seededConnection(oidc, namespace, name));
+
+  const started = Date.now();
+  const operator = scenario.startOperator({
+    env,
+    identity: 'bench',
+    watchNamespace: namespace,
+    args: ['--workers', '8', '--max-concurrent-per-host', String(PER_HOST), '--log-level', 'warn'],
+  });
+  const custom = admin.makeApiClient(k8s.CustomObjectsApi);
+  let peakRss = 0;
+  let ready = 0;
+  while (ready < CONNECTIONS) {
+    peakRss = Math.max(peakRss, rssMiB(operator.child.pid));
+    const list = (await custom.listNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace,
+      plural: PLURAL,
+    })) as {
+      items: { status?: { conditions?: { type: string; status: string }[] } }[];
+    };
+    ready = list.items.filter((c) =>
+      c.status?.conditions?.some((x) => x.type === 'Ready' && x.status === 'True'),
+    ).length;
+    if (Date.now() - started > 15 * 60_000)
+      throw new Error(`only ${ready}/${CONNECTIONS} Ready after 15 minutes`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  const elapsed = (Date.now() - started) / 1000;
+  const log = oidc.refreshLog();
+  const perSecond = new Map<number, number>();
+  for (const entry of log)
+    perSecond.set(Math.floor(entry.at / 1000), (perSecond.get(Math.floor(entry.at / 1000)) ?? 0) + 1);
+  const address = operator.lines.map((l) => /"address":"([^"]+)"/.exec(l)?.[1]).find((a) => a !== undefined);
+  const metrics = address ? await (await fetch(`http://${address}/metrics`)).text() : '';
+  const depth = /^workqueue_depth\{[^}]*\} (\d+)/m.exec(metrics)?.[1] ?? '?';
+  console.log('');
+  console.log('| figure | value |');
+  console.log('| --- | --- |');
+  console.log(`| connections | ${CONNECTIONS} |`);
+  console.log(`| unrelated Secrets in the cluster | ${UNRELATED} |`);
+  console.log(
+    `| cold start to all Ready | ${elapsed.toFixed(1)} s (${(CONNECTIONS / elapsed).toFixed(1)} connections/s) |`,
+  );
+  console.log(`| token requests | ${log.length} |`);
+  console.log(`| peak token requests in one second | ${Math.max(...perSecond.values())} |`);
+  console.log(`| provider refresh-token reuses | ${oidc.reuseCount()} |`);
+  console.log(`| operator peak RSS | ${peakRss.toFixed(0)} MiB |`);
+  console.log(`| work queue depth after the cold start | ${depth} |`);
+}
+
 async function main(): Promise<void> {
   const controlPlane = await startControlPlane();
-  const oidc = await startTestOidcServer({ accessTokenTtlSec: 600 });
-  const operators: ReturnType<typeof startOperator>[] = [];
   try {
-    const admin = loadKubeConfig(controlPlane.kubeconfig);
-    await applyCRDs(admin);
-    const core = admin.makeApiClient(k8s.CoreV1Api);
-    const namespace = await createNamespace(admin, 'bench');
-    const unrelated = await createNamespace(admin, 'unrelated');
-    const env = await setupOperatorEnvironment(admin);
-
-    console.log(`creating ${UNRELATED} unrelated Secrets and ${CONNECTIONS} connections…`);
-    await inBatches([...Array(UNRELATED).keys()], 50, (i) =>
-      core.createNamespacedSecret({
-        namespace: unrelated,
-        body: { metadata: { name: `noise-${i}` }, stringData: { payload: 'x'.repeat(2048) } },
-      }),
-    );
-    await core.createNamespacedSecret({
-      namespace,
-      body: {
-        metadata: { name: 'client' },
-        stringData: { client_secret: oidc.clients[0]?.clientSecret ?? '' },
-      },
-    });
-    const names = [...Array(CONNECTIONS).keys()].map((i) => `c${i}`);
-    await inBatches(names, 25, async (name) => {
-      const seed = await oidc.seedRefreshToken({ clientId: 'operator' });
-      await core.createNamespacedSecret({
-        namespace,
-        body: { metadata: { name: `${name}-seed` }, stringData: { refresh_token: seed } },
-      });
-      await createConnection(admin, connection(namespace, name, oidc.issuer));
-    });
-
-    const started = Date.now();
-    const operator = startOperator({
-      env,
-      identity: 'bench',
-      args: [
-        '--watch-namespace',
-        namespace,
-        '--workers',
-        '8',
-        '--max-concurrent-per-host',
-        String(PER_HOST),
-        '--log-level',
-        'warn',
-      ],
-    });
-    operators.push(operator);
-    const custom = admin.makeApiClient(k8s.CustomObjectsApi);
-    let peakRss = 0;
-    let ready = 0;
-    while (ready < CONNECTIONS) {
-      peakRss = Math.max(peakRss, rssMiB(operator.child.pid));
-      const list = (await custom.listNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace,
-        plural: PLURAL,
-      })) as {
-        items: { status?: { conditions?: { type: string; status: string }[] } }[];
-      };
-      ready = list.items.filter((c) =>
-        c.status?.conditions?.some((x) => x.type === 'Ready' && x.status === 'True'),
-      ).length;
-      if (Date.now() - started > 15 * 60_000)
-        throw new Error(`only ${ready}/${CONNECTIONS} Ready after 15 minutes`);
-      await new Promise((r) => setTimeout(r, 1000));
+    const scenario = await Scenario.open(controlPlane.kubeconfig);
+    try {
+      await measureColdStart(scenario);
+    } finally {
+      await scenario.close();
     }
-    const elapsed = (Date.now() - started) / 1000;
-    const log = oidc.refreshLog();
-    const perSecond = new Map<number, number>();
-    for (const entry of log)
-      perSecond.set(Math.floor(entry.at / 1000), (perSecond.get(Math.floor(entry.at / 1000)) ?? 0) + 1);
-    const address = operator.lines
-      .map((l) => /"address":"([^"]+)"/.exec(l)?.[1])
-      .find((a) => a !== undefined);
-    const metrics = address ? await (await fetch(`http://${address}/metrics`)).text() : '';
-    const depth = /^workqueue_depth\{[^}]*\} (\d+)/m.exec(metrics)?.[1] ?? '?';
-    console.log('');
-    console.log('| figure | value |');
-    console.log('| --- | --- |');
-    console.log(`| connections | ${CONNECTIONS} |`);
-    console.log(`| unrelated Secrets in the cluster | ${UNRELATED} |`);
-    console.log(
-      `| cold start to all Ready | ${elapsed.toFixed(1)} s (${(CONNECTIONS / elapsed).toFixed(1)} connections/s) |`,
-    );
-    console.log(`| token requests | ${log.length} |`);
-    console.log(`| peak token requests in one second | ${Math.max(...perSecond.values())} |`);
-    console.log(`| provider refresh-token reuses | ${oidc.reuseCount()} |`);
-    console.log(`| operator peak RSS | ${peakRss.toFixed(0)} MiB |`);
-    console.log(`| work queue depth after the cold start | ${depth} |`);
   } finally {
-    await Promise.all(operators.map((o) => o.kill()));
-    await oidc.close();
     await controlPlane.stop();
   }
 }

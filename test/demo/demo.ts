@@ -2,8 +2,9 @@
 //
 // Starts a real kube-apiserver + etcd (test/harness/controlplane.ts), a real OpenID provider that
 // rotates refresh tokens and revokes the whole family when a rotated token is presented again
-// (test/harness/oidc-server.ts), one OAuthConnection, and two operator replicas as child processes
-// that campaign for one Lease. It then prints one row per rotation until Ctrl-C.
+// (test/harness/oidc/server.ts), one OAuthConnection, and two operator replicas as child processes
+// that campaign for one Lease, set up as the integration tests are (test/harness/scenario.ts). It
+// then prints one row per rotation until Ctrl-C.
 //
 // Environment:
 //   DEMO_DURATION_SECONDS=N   once set up, run for N seconds, then clean up and exit 0
@@ -20,24 +21,16 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   condition,
-  connection,
-  createConnection,
-  createSecret,
   getConnectionStatus,
   readSecretData,
   type ConnectionStatus,
 } from '../harness/builders.ts';
 import { startControlPlane, type ControlPlane } from '../harness/controlplane.ts';
-import { applyCRDs, isApiError, loadKubeConfig } from '../harness/kube.ts';
-import { startTestOidcServer, type TestOidcServer } from '../harness/oidc-server.ts';
-import {
-  setupOperatorEnvironment,
-  startOperator,
-  type OperatorEnvironment,
-  type OperatorProcess,
-} from '../harness/operator.ts';
+import { isApiError } from '../harness/kube.ts';
+import type { TestOidcServer } from '../harness/oidc/server.ts';
+import type { OperatorEnvironment, OperatorProcess } from '../harness/operator.ts';
+import { clientSecretOf, Scenario } from '../harness/scenario.ts';
 
-const NAMESPACE = 'demo';
 const CONNECTION = 'books';
 const OUTPUT_SECRET = `${CONNECTION}-token`;
 const LEASE_NAME = 'oauth-token-operator';
@@ -114,7 +107,10 @@ interface Replica {
 
 const running: {
   controlPlane?: ControlPlane;
+  scenario?: Scenario;
   oidc?: TestOidcServer;
+  /** Where the connection and its Secrets are. */
+  namespace?: string;
   env?: OperatorEnvironment;
   replicas: Replica[];
   log?: WriteStream;
@@ -149,10 +145,11 @@ function writeLogLine(line: string, identity: string): void {
 }
 
 function launch(identity: string): Replica {
-  if (!running.env) throw new Error('operator environment not set up');
+  const { scenario, env } = running;
+  if (!scenario || !env) throw new Error('operator environment not set up');
   const replica: Replica = {
     identity,
-    process: startOperator({ env: running.env, identity, args: OPERATOR_ARGS, onLine: writeLogLine }),
+    process: scenario.startOperator({ env, identity, args: OPERATOR_ARGS, onLine: writeLogLine }),
   };
   const proc = replica.process;
   void proc.exited.then(() => {
@@ -206,7 +203,7 @@ function shutdown(reason: string, code = 0): Promise<void> {
     try {
       await Promise.all(running.replicas.map(stopReplica));
       if (running.replicas.length > 0) event('operators stopped');
-      await running.oidc?.close();
+      await running.scenario?.close();
       if (running.controlPlane) {
         event('stopping the control plane ...');
         await running.controlPlane.stop();
@@ -284,27 +281,21 @@ async function setup(): Promise<{ admin: k8s.KubeConfig; oidc: TestOidcServer }>
   running.controlPlane = controlPlane;
   say(`  kube-apiserver ${controlPlane.gitVersion} at ${controlPlane.server}`);
 
-  const oidc = await startTestOidcServer({ accessTokenTtlSec: ACCESS_TOKEN_TTL_SEC, graceWindowSec: 0 });
+  const scenario = await Scenario.open(controlPlane.kubeconfig);
+  running.scenario = scenario;
+  const admin = scenario.admin;
+  const oidc = await scenario.startProvider({ accessTokenTtlSec: ACCESS_TOKEN_TTL_SEC, graceWindowSec: 0 });
   running.oidc = oidc;
   say(`  OpenID provider at ${oidc.issuer} (access tokens live ${ACCESS_TOKEN_TTL_SEC}s;`);
   say('  refresh tokens rotate on every use, and presenting a used one revokes the whole family)');
-  if (isStopping()) return { admin: loadKubeConfig(controlPlane.kubeconfig), oidc };
+  if (isStopping()) return { admin, oidc };
 
-  const admin = loadKubeConfig(controlPlane.kubeconfig);
-  await applyCRDs(admin);
-  try {
-    await admin.makeApiClient(k8s.CoreV1Api).createNamespace({ body: { metadata: { name: NAMESPACE } } });
-  } catch (err) {
-    if (!isApiError(err, 409)) throw err;
-  }
-  await createSecret(admin, NAMESPACE, 'client', { client_secret: oidc.clients[0]?.clientSecret ?? '' });
-  await createSecret(admin, NAMESPACE, `${CONNECTION}-seed`, {
-    refresh_token: await oidc.seedRefreshToken({ clientId: 'operator' }),
-  });
-  await createConnection(admin, connection(NAMESPACE, CONNECTION, oidc.issuer));
-  say(`  OAuthConnection ${NAMESPACE}/${CONNECTION} -> Secret ${NAMESPACE}/${OUTPUT_SECRET}`);
+  const namespace = await scenario.clientNamespace('demo', clientSecretOf(oidc));
+  running.namespace = namespace;
+  await scenario.seededConnection(oidc, namespace, CONNECTION);
+  say(`  OAuthConnection ${namespace}/${CONNECTION} -> Secret ${namespace}/${OUTPUT_SECRET}`);
 
-  const env = await setupOperatorEnvironment(admin);
+  const env = await scenario.operatorEnvironment();
   running.env = env;
   const logDir = mkdtempSync(join(tmpdir(), 'oto-demo-'));
   running.logPath = join(logDir, 'operators.log');
@@ -319,7 +310,7 @@ async function setup(): Promise<{ admin: k8s.KubeConfig; oidc: TestOidcServer }>
   say();
   say(`Both replicas campaign for the Lease ${env.namespace}/${LEASE_NAME}; only the leader`);
   say('refreshes. Each refresh presents the current refresh token exactly once, keeps its successor');
-  say(`and writes the new access token to Secret ${NAMESPACE}/${OUTPUT_SECRET} well before the old one`);
+  say(`and writes the new access token to Secret ${namespace}/${OUTPUT_SECRET} well before the old one`);
   say('expires. One row per rotation:');
   say('  LEADER      holder of the Lease when the new token appeared');
   say('  GEN / ROT   chain generation and rotation count from the OAuthConnection status');
@@ -330,7 +321,7 @@ async function setup(): Promise<{ admin: k8s.KubeConfig; oidc: TestOidcServer }>
   const pids = running.replicas.map(pid).join(' or ');
   say(`try: kill one replica's PID (${pids}) and watch the other take over`);
   say(
-    `     inspect: ${controlPlane.binary} kubectl --kubeconfig ${controlPlane.kubeconfig} -n demo get oauthconnections,secrets`,
+    `     inspect: ${controlPlane.binary} kubectl --kubeconfig ${controlPlane.kubeconfig} -n ${namespace} get oauthconnections,secrets`,
   );
   say('     Ctrl-C stops everything');
   return { admin, oidc };
@@ -398,8 +389,8 @@ function expiresCell(status: ConnectionStatus, secretExpiresAt: string | undefin
 }
 
 async function watch(admin: k8s.KubeConfig, oidc: TestOidcServer, killLeaderEveryMs?: number): Promise<void> {
-  const env = running.env;
-  if (!env) return;
+  const { env, namespace } = running;
+  if (!env || namespace === undefined) return;
   const coordination = admin.makeApiClient(k8s.CoordinationV1Api);
   let lastToken: string | undefined;
   let lastLeader: string | undefined;
@@ -414,8 +405,8 @@ async function watch(admin: k8s.KubeConfig, oidc: TestOidcServer, killLeaderEver
     try {
       const [lease, data, status] = await Promise.all([
         readLease(coordination, env.namespace),
-        readSecretData(admin, NAMESPACE, OUTPUT_SECRET),
-        getConnectionStatus(admin, NAMESPACE, CONNECTION),
+        readSecretData(admin, namespace, OUTPUT_SECRET),
+        getConnectionStatus(admin, namespace, CONNECTION),
       ]);
       lastError = undefined;
       if (isStopping()) break;
@@ -439,7 +430,7 @@ async function watch(admin: k8s.KubeConfig, oidc: TestOidcServer, killLeaderEver
         let rowStatus = status;
         for (let i = 0; i < 8 && !describes(rowStatus, data.expires_at) && !isStopping(); i++) {
           await sleep(250);
-          rowStatus = await getConnectionStatus(admin, NAMESPACE, CONNECTION);
+          rowStatus = await getConnectionStatus(admin, namespace, CONNECTION);
         }
         const accepted = await oidc.isAccessTokenActive(token).catch(() => false);
         if (isStopping()) break;

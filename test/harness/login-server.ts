@@ -5,16 +5,18 @@
 // after the password comes a TOTP page. A right code redirects to redirect_uri with code+state
 // (response_type=code) or #access_token (response_type=token).
 //
-// TOTP codes are checked with otplib (look-around of one step by default) and a code is never
-// accepted twice: a code at or before the last accepted time step is rejected, as Keycloak does.
-// Every code received is recorded, so tests can assert that a client never sent one twice.
+// The pages are those of the test OpenID provider too (login-html.ts), with Keycloak's form ids and
+// the extra controls of its theme. TOTP codes are checked by totp-verifier.ts (look-around of one step
+// by default) and a code is never accepted twice: a code at or before the last accepted time step is
+// rejected. Every code received is recorded, so tests can assert that a client never sent one twice.
 //
 // Misbehaviour on demand: other field names, rejected passwords or codes, an error redirect, a
 // redirect to an arbitrary URL, a redirect loop, a non-HTML page, a 500.
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { verifySync } from 'otplib';
+import { loginPage, messagePage, otpPage, readForm, sendHtml } from './login-html.ts';
+import { TotpVerifier, type TotpAlgorithm } from './totp-verifier.ts';
 
 export interface LoginServerFields {
   username: string;
@@ -26,9 +28,9 @@ export interface LoginServerFields {
 export interface LoginServerOptions {
   username?: string;
   password?: string;
-  /** Base32 TOTP secret (otplib's minimum: 16 bytes). Without it there is no TOTP page. */
+  /** Base32 TOTP secret (at least 10 bytes). Without it there is no TOTP page. */
   totpSecret?: string;
-  totpAlgorithm?: 'sha1' | 'sha256' | 'sha512';
+  totpAlgorithm?: TotpAlgorithm;
   totpDigits?: number;
   totpPeriodSec?: number;
   /** Steps accepted either side of the current one. Default 1 (Keycloak's look-around). */
@@ -117,17 +119,24 @@ const LOGIN_PATH = `${REALM}/login-actions/authenticate`;
 const OTP_PATH = `${REALM}/login-actions/otp`;
 const COOKIE = 'AUTH_SESSION_ID';
 
+// Controls of Keycloak's login form besides the credentials: a client submits them as served
+// (disabled ones and unchecked boxes not at all) and never presses Cancel, which comes first.
+const KEYCLOAK_CONTROLS = `  <input type="text" name="tenant" value="main">
+  <select name="locale"><option value="de">Deutsch</option><option value="en" selected>English</option></select>
+  <input type="checkbox" name="rememberMe">
+  <input type="text" name="disabledField" value="x" disabled>
+  <input type="submit" name="cancel" value="Cancel">
+`;
+// A form of the page header (Keycloak's language menu) comes before the login form.
+const KEYCLOAK_LOCALE_FORM =
+  '<form id="kc-locale-form" action="/elsewhere" method="get"><input name="q" value=""></form>\n';
+
 function random(bytes = 16): string {
   return randomBytes(bytes).toString('base64url');
 }
 
-function escapeHtml(value: string): string {
-  return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-function html(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', ...headers });
-  res.end(`<!doctype html><html><head><title>Sign in</title></head><body>${body}</body></html>`);
+function message(res: ServerResponse, status: number, text: string): void {
+  sendHtml(res, status, messagePage('Sign in', text));
 }
 
 function redirect(res: ServerResponse, location: string, headers: Record<string, string> = {}): void {
@@ -166,43 +175,41 @@ export async function startLoginServer(initial: LoginServerOptions = {}): Promis
   const reusedOtpCodes: string[] = [];
   const issuedCodes = new Map<string, IssuedCode>();
   let passwordSubmissions = 0;
-  let lastAcceptedStep: number | undefined;
+  const totp = new TotpVerifier('after-last-step');
 
-  const loginPage = (res: ServerResponse, session: Session, status: number, error?: string): void => {
+  const showLogin = (res: ServerResponse, session: Session, status: number, error?: string): void => {
     const f = served();
     const stage = options.usernameFirst !== true ? 'both' : session.usernameOK ? 'password' : 'username';
-    const usernameInput = `<label>Username <input type="text" name="${f.username}" value="" autofocus></label>`;
-    const passwordInput = `<label>Password <input type="password" name="${f.password}"></label>`;
-    html(
+    sendHtml(
       res,
       status,
-      `<form id="kc-locale-form" action="/elsewhere" method="get"><input name="q" value=""></form>
-      ${error !== undefined ? `<div class="alert"><span id="input-error">${escapeHtml(error)}</span></div>` : ''}
-      <form id="kc-form-login" action="authenticate?session_code=${session.id}&amp;execution=${session.execution}" method="post">
-        <input type="hidden" name="${f.csrf}" value="${session.csrf}">
-        ${stage !== 'password' ? usernameInput : `<p>${escapeHtml(username())}</p>`}
-        ${stage !== 'username' ? passwordInput : ''}
-        <input type="text" name="tenant" value="main">
-        <select name="locale"><option value="de">Deutsch</option><option value="en" selected>English</option></select>
-        <input type="checkbox" name="rememberMe">
-        <input type="submit" name="cancel" value="Cancel">
-        <input type="submit" name="login" value="Sign In">
-        <input type="text" name="disabledField" value="x" disabled>
-      </form>`,
+      loginPage({
+        formId: 'kc-form-login',
+        action: `authenticate?session_code=${session.id}&execution=${session.execution}`,
+        hidden: { [f.csrf]: session.csrf },
+        username: stage === 'password' ? { known: username() } : { field: f.username, value: '' },
+        passwordField: stage === 'username' ? undefined : f.password,
+        error,
+        controls: KEYCLOAK_CONTROLS,
+        before: KEYCLOAK_LOCALE_FORM,
+        submit: { name: 'login', label: 'Sign In' },
+      }),
     );
   };
 
-  const otpPage = (res: ServerResponse, session: Session, error?: string): void => {
+  const showOtp = (res: ServerResponse, session: Session, error?: string): void => {
     const f = served();
-    html(
+    sendHtml(
       res,
       200,
-      `<form id="kc-otp-login-form" action="otp?session_code=${session.id}" method="post">
-        <input type="hidden" name="${f.csrf}" value="${session.csrf}">
-        <label>One-time code <input type="text" name="${f.otp}" autocomplete="one-time-code"></label>
-        ${error !== undefined ? `<span id="input-error-otp-code">${escapeHtml(error)}</span>` : ''}
-        <input type="submit" name="login" value="Sign In">
-      </form>`,
+      otpPage({
+        formId: 'kc-otp-login-form',
+        action: `otp?session_code=${session.id}`,
+        hidden: { [f.csrf]: session.csrf },
+        otpField: f.otp,
+        error,
+        submit: { name: 'login', label: 'Sign In' },
+      }),
     );
   };
 
@@ -234,29 +241,17 @@ export async function startLoginServer(initial: LoginServerOptions = {}): Promis
 
   const checkOtp = (code: string): boolean => {
     if (options.totpSecret === undefined || options.rejectOtp === true) return false;
-    const period = options.totpPeriodSec ?? 30;
-    const epoch = Math.floor((options.now ?? Date.now)() / 1000);
-    try {
-      const result = verifySync({
-        secret: options.totpSecret,
-        token: code,
-        algorithm: options.totpAlgorithm ?? 'sha1',
-        digits: options.totpDigits ?? 6,
-        period,
-        epoch,
-        epochTolerance: (options.lookAroundSteps ?? 1) * period,
-        ...(lastAcceptedStep !== undefined ? { afterTimeStep: lastAcceptedStep } : {}),
-      });
-      if (!result.valid || !('timeStep' in result)) return false;
-      lastAcceptedStep = result.timeStep;
-      return true;
-    } catch {
-      // Malformed code, or afterTimeStep beyond the window (the clock went back): rejected.
-      return false;
-    }
+    const parameters = {
+      secret: options.totpSecret,
+      algorithm: options.totpAlgorithm,
+      digits: options.totpDigits,
+      periodSec: options.totpPeriodSec,
+      lookAroundSteps: options.lookAroundSteps,
+    };
+    return totp.accept(username(), code, parameters, (options.now ?? Date.now)());
   };
 
-  const handle = (req: IncomingMessage, res: ServerResponse, body: string): void => {
+  const handle = (req: IncomingMessage, res: ServerResponse, form: URLSearchParams): void => {
     const url = new URL(req.url ?? '/', 'http://login.test');
     const sid = cookieOf(req, COOKIE);
     requests.push({ method: req.method ?? '', path: url.pathname, hadSessionCookie: sid !== undefined });
@@ -271,7 +266,7 @@ export async function startLoginServer(initial: LoginServerOptions = {}): Promis
         redirectURI === '' ||
         !['code', 'token'].includes(responseType)
       ) {
-        html(res, 400, '<p>Invalid request.</p>');
+        message(res, 400, 'Invalid request.');
         return;
       }
       if (options.errorRedirect !== undefined) {
@@ -321,11 +316,11 @@ export async function startLoginServer(initial: LoginServerOptions = {}): Promis
 
     if (url.pathname === LOGIN_PATH || url.pathname === OTP_PATH) {
       if (session === undefined) {
-        html(res, 400, '<p>Cookie not found. Please make sure cookies are enabled in your browser.</p>');
+        message(res, 400, 'Cookie not found. Please make sure cookies are enabled in your browser.');
         return;
       }
       if (options.serverError === true) {
-        html(res, 500, '<p>Internal server error</p>');
+        message(res, 500, 'Internal server error');
         return;
       }
       if (options.nonHtml === true) {
@@ -336,12 +331,11 @@ export async function startLoginServer(initial: LoginServerOptions = {}): Promis
     }
 
     if (url.pathname === LOGIN_PATH && session !== undefined && req.method === 'GET') {
-      loginPage(res, session, 200);
+      showLogin(res, session, 200);
       return;
     }
 
     if (url.pathname === LOGIN_PATH && session !== undefined && req.method === 'POST') {
-      const form = new URLSearchParams(body);
       loginForms.push(form);
       const f = served();
       const honoured =
@@ -363,16 +357,16 @@ export async function startLoginServer(initial: LoginServerOptions = {}): Promis
         return;
       }
       if (!honoured) {
-        html(res, 400, '<p>Invalid request: the form was not submitted as served.</p>');
+        message(res, 400, 'Invalid request: the form was not submitted as served.');
         return;
       }
       if (options.usernameFirst === true && !session.usernameOK) {
         if (form.has(f.password) || form.get(f.username) !== username()) {
-          loginPage(res, session, 200, 'Invalid username or password.');
+          showLogin(res, session, 200, 'Invalid username or password.');
           return;
         }
         session.usernameOK = true;
-        loginPage(res, session, 200);
+        showLogin(res, session, 200);
         return;
       }
       passwordSubmissions++;
@@ -382,7 +376,7 @@ export async function startLoginServer(initial: LoginServerOptions = {}): Promis
         givenUsername !== username() ||
         form.get(f.password) !== password()
       ) {
-        loginPage(res, session, options.wrongPasswordStatus ?? 200, 'Invalid username or password.');
+        showLogin(res, session, options.wrongPasswordStatus ?? 200, 'Invalid username or password.');
         return;
       }
       session.passwordOK = true;
@@ -394,47 +388,44 @@ export async function startLoginServer(initial: LoginServerOptions = {}): Promis
         redirect(res, `otp?session_code=${session.id}`);
         return;
       }
-      otpPage(res, session);
+      showOtp(res, session);
       return;
     }
 
     if (url.pathname === OTP_PATH && session?.passwordOK === true && req.method === 'GET') {
-      otpPage(res, session);
+      showOtp(res, session);
       return;
     }
 
     if (url.pathname === OTP_PATH && session?.passwordOK === true && req.method === 'POST') {
-      const form = new URLSearchParams(body);
       const f = served();
       if (url.searchParams.get('session_code') !== session.id || form.get(f.csrf) !== session.csrf) {
-        html(res, 400, '<p>Invalid request.</p>');
+        message(res, 400, 'Invalid request.');
         return;
       }
       const code = form.get(f.otp) ?? '';
       if (otpCodes.includes(code)) reusedOtpCodes.push(code);
       otpCodes.push(code);
       if (!checkOtp(code)) {
-        otpPage(res, session, 'Invalid authenticator code.');
+        showOtp(res, session, 'Invalid authenticator code.');
         return;
       }
       finish(res, session);
       return;
     }
 
-    html(res, 404, '<p>Not found</p>');
+    message(res, 404, 'Not found');
   };
 
   const server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      try {
-        handle(req, res, Buffer.concat(chunks).toString('utf8'));
-      } catch {
-        if (!res.headersSent) html(res, 500, '<p>Internal server error</p>');
+    readForm(req)
+      .then((form) => {
+        handle(req, res, form);
+      })
+      .catch(() => {
+        if (!res.headersSent) message(res, 500, 'Internal server error');
         else res.end();
-      }
-    });
+      });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

@@ -5,21 +5,14 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   OutputTokenWatcher,
   condition,
-  connection,
-  createConnection,
-  createSecret,
   getConnectionStatus,
   waitFor,
+  type ConnectionOverrides,
 } from '../harness/builders.ts';
-import { applyCRDs, createNamespace, loadKubeConfig } from '../harness/kube.ts';
-import { canary, findLeaks } from '../harness/leaks.ts';
-import { startTestOidcServer, type TestOidcServer } from '../harness/oidc-server.ts';
-import {
-  setupOperatorEnvironment,
-  startOperator,
-  type OperatorEnvironment,
-  type OperatorProcess,
-} from '../harness/operator.ts';
+import { findLeaks } from '../harness/leaks.ts';
+import type { TestOidcServer } from '../harness/oidc/server.ts';
+import type { OperatorEnvironment, OperatorProcess } from '../harness/operator.ts';
+import { clientSecretOf, Scenario } from '../harness/scenario.ts';
 
 // A follower takes over at most leaseDuration + 2 × retryPeriod × 1.2 after the last renewal (it
 // sees the renewal up to one jittered retry period late, and polls again up to one period after the
@@ -39,43 +32,31 @@ async function leaseHolder(kc: k8s.KubeConfig, namespace: string): Promise<strin
 }
 
 describe('failover and crash windows', () => {
+  let scenario: Scenario;
   let admin: k8s.KubeConfig;
   const secrets: string[] = [];
   const allLines: string[] = [];
   const namespaces: string[] = [];
-  const servers: TestOidcServer[] = [];
-  const operators: OperatorProcess[] = [];
 
   async function provider(graceWindowSec: number, accessTokenTtlSec: number): Promise<TestOidcServer> {
-    const clientSecret = canary('client-secret');
-    secrets.push(clientSecret);
-    const server = await startTestOidcServer({
-      accessTokenTtlSec,
-      graceWindowSec,
-      clients: [
-        {
-          clientId: 'operator',
-          clientSecret,
-          authMethod: 'client_secret_basic',
-          grantTypes: ['refresh_token'],
-        },
-      ],
-    });
-    servers.push(server);
+    const server = await scenario.startProvider({ accessTokenTtlSec, graceWindowSec });
+    secrets.push(clientSecretOf(server));
     return server;
   }
 
   async function connectionNamespace(server: TestOidcServer, prefix: string): Promise<string> {
-    const namespace = await createNamespace(admin, prefix);
+    const namespace = await scenario.clientNamespace(prefix, clientSecretOf(server));
     namespaces.push(namespace);
-    await createSecret(admin, namespace, 'client', { client_secret: server.clients[0]?.clientSecret ?? '' });
     return namespace;
   }
 
-  async function seed(server: TestOidcServer, namespace: string, name: string): Promise<void> {
-    const token = await server.seedRefreshToken({ clientId: 'operator' });
-    secrets.push(token);
-    await createSecret(admin, namespace, `${name}-seed`, { refresh_token: token });
+  async function seededConnection(
+    server: TestOidcServer,
+    namespace: string,
+    name: string,
+    overrides?: ConnectionOverrides,
+  ): Promise<void> {
+    secrets.push(await scenario.seededConnection(server, namespace, name, overrides));
   }
 
   function run(
@@ -85,38 +66,35 @@ describe('failover and crash windows', () => {
     args: string[],
     extraEnv: Record<string, string> = {},
   ) {
-    const operator = startOperator({
+    return scenario.startOperator({
       env,
       identity,
       // Each scenario's operators own one namespace, as separate installations must.
-      args: [...LEASE, '--watch-namespace', namespace, ...args],
+      watchNamespace: namespace,
+      args: [...LEASE, ...args],
       extraEnv,
       onLine: (line) => allLines.push(line),
     });
-    operators.push(operator);
-    return operator;
   }
 
   beforeAll(async () => {
-    admin = loadKubeConfig(inject('kubeconfig'));
-    await applyCRDs(admin);
+    scenario = await Scenario.open(inject('kubeconfig'));
+    admin = scenario.admin;
   });
 
   afterAll(async () => {
-    await Promise.all(operators.map((o) => o.kill('SIGKILL')));
-    await Promise.all(servers.map((s) => s.close()));
+    await scenario.close('SIGKILL');
   });
 
   it('(b) three replicas, leader SIGKILLed three times: no reuse, no expired token, takeover within lease + 2 s', async () => {
     const server = await provider(0, 20);
     const namespace = await connectionNamespace(server, 'failover');
-    const env = await setupOperatorEnvironment(admin);
+    const env = await scenario.operatorEnvironment();
     const replicas = new Map<string, OperatorProcess>();
     for (const identity of ['replica-1', 'replica-2', 'replica-3']) {
       replicas.set(identity, run(env, identity, namespace, ['--secret-propagation', '8s']));
     }
-    await seed(server, namespace, 'books');
-    await createConnection(admin, connection(namespace, 'books', server.issuer));
+    await seededConnection(server, namespace, 'books');
 
     const watcher = new OutputTokenWatcher(admin, namespace, 'books-token', (token) => {
       secrets.push(token);
@@ -162,7 +140,7 @@ describe('failover and crash windows', () => {
     it(`(c) crash after the provider answered, before the token was written, grace window ${graceWindowSec}s`, async () => {
       const server = await provider(graceWindowSec, 20);
       const namespace = await connectionNamespace(server, 'crash');
-      const env = await setupOperatorEnvironment(admin);
+      const env = await scenario.operatorEnvironment();
       // The faulty replica leads alone first, so it is the one that refreshes and dies.
       const faulty = run(env, 'faulty', namespace, ['--secret-propagation', '8s'], {
         OTO_TEST_FAULTS: 'crash-after-token-response',
@@ -173,15 +151,11 @@ describe('failover and crash windows', () => {
         30_000,
       );
       const healthy = run(env, 'healthy', namespace, ['--secret-propagation', '8s']);
-      await seed(server, namespace, 'books');
-      await createConnection(
-        admin,
-        connection(
-          namespace,
-          'books',
-          server.issuer,
-          graceWindowSec > 0 ? { refresh: { graceWindow: `${graceWindowSec}s` } } : {},
-        ),
+      await seededConnection(
+        server,
+        namespace,
+        'books',
+        graceWindowSec > 0 ? { refresh: { graceWindow: `${graceWindowSec}s` } } : {},
       );
       const exitCode = await faulty.exited;
       expect(exitCode, 'the faulty replica killed itself after the token response').not.toBe(0);

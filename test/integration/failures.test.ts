@@ -15,10 +15,10 @@ import {
   waitFor,
   type ConnectionStatus,
 } from '../harness/builders.ts';
-import { applyCRDs, createNamespace, loadKubeConfig } from '../harness/kube.ts';
+import { createNamespace } from '../harness/kube.ts';
 import { canary, findLeaks } from '../harness/leaks.ts';
-import { startTestOidcServer, type TestOidcServer } from '../harness/oidc-server.ts';
-import { setupOperatorEnvironment, startOperator, type OperatorProcess } from '../harness/operator.ts';
+import type { TestOidcServer } from '../harness/oidc/server.ts';
+import { clientSecretOf, Scenario } from '../harness/scenario.ts';
 
 async function eventReasons(kc: k8s.KubeConfig, namespace: string, name: string): Promise<string[]> {
   const events = await kc.makeApiClient(k8s.CoreV1Api).listNamespacedEvent({ namespace });
@@ -44,57 +44,38 @@ async function waitForReady(
 }
 
 describe('provider faults and hostile input', () => {
+  let scenario: Scenario;
   let admin: k8s.KubeConfig;
   let oidc: TestOidcServer;
-  const operators: OperatorProcess[] = [];
   const namespaces: string[] = [];
   const secrets: string[] = [];
   const lines: string[] = [];
 
   beforeAll(async () => {
-    admin = loadKubeConfig(inject('kubeconfig'));
-    await applyCRDs(admin);
-    const clientSecret = canary('client-secret');
-    secrets.push(clientSecret);
-    oidc = await startTestOidcServer({
-      accessTokenTtlSec: 6,
-      graceWindowSec: 0,
-      clients: [
-        {
-          clientId: 'operator',
-          clientSecret,
-          authMethod: 'client_secret_basic',
-          grantTypes: ['refresh_token'],
-        },
-      ],
-    });
+    scenario = await Scenario.open(inject('kubeconfig'));
+    admin = scenario.admin;
+    oidc = await scenario.startProvider({ accessTokenTtlSec: 6, graceWindowSec: 0 });
+    secrets.push(clientSecretOf(oidc));
   });
 
   afterAll(async () => {
-    await Promise.all(operators.map((o) => o.kill()));
-    await oidc.close();
+    await scenario.close();
   });
 
   describe('(d) provider faults', () => {
     let namespace: string;
 
     beforeAll(async () => {
-      namespace = await createNamespace(admin, 'faults');
+      namespace = await scenario.clientNamespace('faults', clientSecretOf(oidc));
       namespaces.push(namespace);
-      const env = await setupOperatorEnvironment(admin);
-      operators.push(
-        startOperator({
-          env,
-          identity: 'faults',
-          args: ['--watch-namespace', namespace, '--secret-propagation', '2s', '--request-timeout', '2s'],
-          onLine: (line) => lines.push(line),
-        }),
-      );
-      await createSecret(admin, namespace, 'client', { client_secret: oidc.clients[0]?.clientSecret ?? '' });
-      const seed = await oidc.seedRefreshToken({ clientId: 'operator' });
-      secrets.push(seed);
-      await createSecret(admin, namespace, 'books-seed', { refresh_token: seed });
-      await createConnection(admin, connection(namespace, 'books', oidc.issuer));
+      scenario.startOperator({
+        env: await scenario.operatorEnvironment(),
+        identity: 'faults',
+        watchNamespace: namespace,
+        args: ['--secret-propagation', '2s', '--request-timeout', '2s'],
+        onLine: (line) => lines.push(line),
+      });
+      secrets.push(await scenario.seededConnection(oidc, namespace, 'books'));
       await waitForReady(admin, namespace, 'books', 'True');
     });
 
@@ -172,13 +153,7 @@ describe('provider faults and hostile input', () => {
 
     it('never adopts an output Secret it does not own', async () => {
       await createSecret(admin, namespace, 'taken', { mine: 'do-not-touch' });
-      await createSecret(admin, namespace, 'other-seed', {
-        refresh_token: await oidc.seedRefreshToken({ clientId: 'operator' }),
-      });
-      await createConnection(
-        admin,
-        connection(namespace, 'other', oidc.issuer, { output: { secretName: 'taken' } }),
-      );
+      await scenario.seededConnection(oidc, namespace, 'other', { output: { secretName: 'taken' } });
       const status = await waitForReady(admin, namespace, 'other', 'False', 'OutputSecretNotOwned');
       expect(condition(status, 'Ready')?.message).toContain('spec.output.secretName');
       expect(await readSecretData(admin, namespace, 'taken')).toEqual({ mine: 'do-not-touch' });
@@ -193,7 +168,7 @@ describe('provider faults and hostile input', () => {
     let trapRequests = 0;
 
     beforeAll(async () => {
-      namespace = await createNamespace(admin, 'hostile');
+      namespace = await scenario.clientNamespace('hostile', canary('hostile-client'));
       otherNamespace = await createNamespace(admin, 'elsewhere');
       namespaces.push(namespace, otherNamespace);
       trap = createServer((_req, res) => {
@@ -204,17 +179,13 @@ describe('provider faults and hostile input', () => {
       await new Promise<void>((resolve) => {
         trap.listen(0, '127.0.0.1', resolve);
       });
-      const env = await setupOperatorEnvironment(admin);
-      operators.push(
-        startOperator({
-          env,
-          identity: 'strict',
-          insecure: false,
-          args: ['--watch-namespace', namespace],
-          onLine: (line) => lines.push(line),
-        }),
-      );
-      await createSecret(admin, namespace, 'client', { client_secret: canary('hostile-client') });
+      scenario.startOperator({
+        env: await scenario.operatorEnvironment(),
+        identity: 'strict',
+        insecure: false,
+        watchNamespace: namespace,
+        onLine: (line) => lines.push(line),
+      });
       await createSecret(admin, otherNamespace, 'foreign', { client_secret: canary('foreign') });
       for (const name of ['cross', 'nokey', 'plainhttp', 'metadata', 'discovery']) {
         const seed = canary(`seed-${name}`);

@@ -14,12 +14,13 @@ import {
   type ConnectionStatus,
 } from '../harness/builders.ts';
 import { ensureKeycloakDistribution, startKeycloak, type KeycloakServer } from '../harness/keycloak.ts';
-import { applyCRDs, createNamespace, loadKubeConfig } from '../harness/kube.ts';
 import { findLeaks } from '../harness/leaks.ts';
-import { setupOperatorEnvironment, startOperator, type OperatorProcess } from '../harness/operator.ts';
+import type { OperatorProcess } from '../harness/operator.ts';
+import { Scenario } from '../harness/scenario.ts';
 
 describe('recovery login against a real Keycloak', () => {
   let kc: KeycloakServer | undefined;
+  let scenario: Scenario | undefined;
   let admin: k8s.KubeConfig;
   let namespace: string;
   let operator: OperatorProcess | undefined;
@@ -30,25 +31,24 @@ describe('recovery login against a real Keycloak', () => {
 
   beforeAll(async () => {
     kc = await startKeycloak({ accessTokenLifespan: 20 });
-    admin = loadKubeConfig(inject('kubeconfig'));
-    await applyCRDs(admin);
-    namespace = await createNamespace(admin, 'keycloak');
-    await createSecret(admin, namespace, 'client', { client_secret: kc.clientSecret });
+    scenario = await Scenario.open(inject('kubeconfig'));
+    admin = scenario.admin;
+    namespace = await scenario.clientNamespace('keycloak', kc.clientSecret);
     await createSecret(admin, namespace, 'alice', {
       username: kc.username,
       password: kc.password,
       totp: kc.totpSecret,
     });
-    const env = await setupOperatorEnvironment(admin);
-    operator = startOperator({
-      env,
+    operator = scenario.startOperator({
+      env: await scenario.operatorEnvironment(),
       identity: 'keycloak',
-      args: ['--watch-namespace', namespace, '--secret-propagation', '5s'],
+      watchNamespace: namespace,
+      args: ['--secret-propagation', '5s'],
     });
   }, 300_000);
 
   afterAll(async () => {
-    await operator?.kill();
+    await scenario?.close();
     await kc?.close();
   });
 

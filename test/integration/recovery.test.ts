@@ -14,10 +14,10 @@ import {
   readSecretData,
   waitFor,
 } from '../harness/builders.ts';
-import { applyCRDs, createNamespace, loadKubeConfig } from '../harness/kube.ts';
 import { canary, findLeaks } from '../harness/leaks.ts';
-import { DEFAULT_REDIRECT_URI, startTestOidcServer, type TestOidcServer } from '../harness/oidc-server.ts';
-import { setupOperatorEnvironment, startOperator, type OperatorProcess } from '../harness/operator.ts';
+import { DEFAULT_REDIRECT_URI, type TestOidcServer } from '../harness/oidc/server.ts';
+import type { OperatorProcess } from '../harness/operator.ts';
+import { clientSecretOf, Scenario } from '../harness/scenario.ts';
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 function base32(bytes: Uint8Array): string {
@@ -47,6 +47,7 @@ const FORM = {
 };
 
 describe('recovery login with TOTP against oidc-provider', () => {
+  let scenario: Scenario;
   let admin: k8s.KubeConfig;
   let oidc: TestOidcServer;
   let namespace: string;
@@ -56,28 +57,20 @@ describe('recovery login with TOTP against oidc-provider', () => {
   const secrets = [password, totpSecret];
 
   beforeAll(async () => {
-    admin = loadKubeConfig(inject('kubeconfig'));
-    await applyCRDs(admin);
-    const clientSecret = canary('client-secret');
-    secrets.push(clientSecret);
-    oidc = await startTestOidcServer({
+    scenario = await Scenario.open(inject('kubeconfig'));
+    admin = scenario.admin;
+    oidc = await scenario.startProvider({
       accessTokenTtlSec: 15,
-      clients: [
-        {
-          clientId: 'operator',
-          clientSecret,
-          authMethod: 'client_secret_basic',
-          grantTypes: ['refresh_token', 'authorization_code', 'implicit'],
-        },
-      ],
+      grantTypes: ['refresh_token', 'authorization_code', 'implicit'],
       login: {
         users: [
           { accountId: 'alice', username: 'alice', password, totpSecret, totpPeriodSec: TOTP_PERIOD_SEC },
         ],
       },
     });
-    namespace = await createNamespace(admin, 'recovery');
-    await createSecret(admin, namespace, 'client', { client_secret: clientSecret });
+    const clientSecret = clientSecretOf(oidc);
+    secrets.push(clientSecret);
+    namespace = await scenario.clientNamespace('recovery', clientSecret);
     await createSecret(admin, namespace, 'alice', {
       username: 'alice',
       password,
@@ -93,17 +86,16 @@ describe('recovery login with TOTP against oidc-provider', () => {
       password,
       totp: `otpauth://totp/test:alice?secret=${base32(randomBytes(20))}&period=${TOTP_PERIOD_SEC}`,
     });
-    const env = await setupOperatorEnvironment(admin);
-    operator = startOperator({
-      env,
+    operator = scenario.startOperator({
+      env: await scenario.operatorEnvironment(),
       identity: 'recovery',
-      args: ['--watch-namespace', namespace, '--secret-propagation', '6s'],
+      watchNamespace: namespace,
+      args: ['--secret-propagation', '6s'],
     });
   });
 
   afterAll(async () => {
-    await operator.kill();
-    await oidc.close();
+    await scenario.close();
   });
 
   function loginSpec(flow: 'code' | 'implicit', credentials = 'alice', form: Record<string, string> = FORM) {
@@ -159,14 +151,12 @@ describe('recovery login with TOTP against oidc-provider', () => {
   });
 
   it('recovers a chain broken on purpose through the code flow, and the new chain keeps rotating', async () => {
-    await createSecret(admin, namespace, 'broken-seed', {
-      refresh_token: await oidc.seedRefreshToken({ clientId: 'operator', accountId: 'alice' }),
-    });
-    await createConnection(
-      admin,
-      connection(namespace, 'broken', oidc.issuer, {
-        spec: { scopes: ['openid', 'offline_access'], recovery: { login: loginSpec('code') } },
-      }),
+    await scenario.seededConnection(
+      oidc,
+      namespace,
+      'broken',
+      { spec: { scopes: ['openid', 'offline_access'], recovery: { login: loginSpec('code') } } },
+      'alice',
     );
     await waitFor(
       'Ready on the seeded chain',

@@ -5,30 +5,18 @@ import {
   condition,
   connection,
   createConnection,
-  createSecret,
   getConnectionStatus,
   readSecretData,
   waitFor,
 } from '../harness/builders.ts';
-import {
-  applyCRDs,
-  createNamespace,
-  GROUP,
-  isApiError,
-  loadKubeConfig,
-  PLURAL,
-  VERSION,
-} from '../harness/kube.ts';
+import { GROUP, isApiError, PLURAL, VERSION } from '../harness/kube.ts';
 import { findLeaks } from '../harness/leaks.ts';
-import {
-  setupOperatorEnvironment,
-  startOperator,
-  type OperatorEnvironment,
-  type OperatorProcess,
-} from '../harness/operator.ts';
-import { startTestOidcServer, type TestOidcServer } from '../harness/oidc-server.ts';
+import type { TestOidcServer } from '../harness/oidc/server.ts';
+import type { OperatorEnvironment, OperatorProcess } from '../harness/operator.ts';
+import { clientSecretOf, Scenario } from '../harness/scenario.ts';
 
 describe('single-writer rotation against oidc-provider', () => {
+  let scenario: Scenario;
   let admin: k8s.KubeConfig;
   let env: OperatorEnvironment;
   let oidc: TestOidcServer;
@@ -37,30 +25,30 @@ describe('single-writer rotation against oidc-provider', () => {
   const observedTokens: string[] = [];
 
   beforeAll(async () => {
-    admin = loadKubeConfig(inject('kubeconfig'));
-    await applyCRDs(admin);
-    env = await setupOperatorEnvironment(admin);
+    scenario = await Scenario.open(inject('kubeconfig'));
+    admin = scenario.admin;
+    env = await scenario.operatorEnvironment();
     // Reuse of a rotated refresh token revokes the whole family; access tokens live 6 s.
-    oidc = await startTestOidcServer({ accessTokenTtlSec: 6, graceWindowSec: 0 });
-    namespace = await createNamespace(admin, 'rotation');
-    await createSecret(admin, namespace, 'client', { client_secret: oidc.clients[0]?.clientSecret ?? '' });
-    operator = startOperator({
+    oidc = await scenario.startProvider({
+      accessTokenTtlSec: 6,
+      graceWindowSec: 0,
+      grantTypes: ['refresh_token', 'client_credentials'],
+    });
+    namespace = await scenario.clientNamespace('rotation', clientSecretOf(oidc));
+    operator = scenario.startOperator({
       env,
       identity: 'operator-a',
-      args: ['--secret-propagation', '2s', '--watch-namespace', namespace],
+      watchNamespace: namespace,
+      args: ['--secret-propagation', '2s'],
     });
   });
 
   afterAll(async () => {
-    await operator.kill();
-    await oidc.close();
+    await scenario.close();
   });
 
   it('reaches Ready and replaces the access token before every expiry, 10 rotations in a row', async () => {
-    await createSecret(admin, namespace, 'books-seed', {
-      refresh_token: await oidc.seedRefreshToken({ clientId: 'operator' }),
-    });
-    await createConnection(admin, connection(namespace, 'books', oidc.issuer));
+    await scenario.seededConnection(oidc, namespace, 'books');
 
     const watcher = new OutputTokenWatcher(admin, namespace, 'books-token', async (token) => {
       expect(await oidc.isAccessTokenActive(token), 'the provider accepts the access token').toBe(true);

@@ -13,7 +13,7 @@ import {
   type TestOidcServer,
   type TestOidcServerOptions,
   type TestOidcUser,
-} from '../harness/oidc-server.ts';
+} from '../harness/oidc/server.ts';
 
 const ALICE: TestOidcUser = {
   accountId: 'alice-sub',

@@ -7,7 +7,7 @@ import {
   startTestOidcServer,
   type TestOidcServer,
   type TestOidcServerOptions,
-} from '../harness/oidc-server.ts';
+} from '../harness/oidc/server.ts';
 
 const execFileAsync = promisify(execFile);
 

@@ -12,6 +12,7 @@ export interface OperatorConfig {
   leaseDurationMs: number;
   renewDeadlineMs: number;
   retryPeriodMs: number;
+  drainTimeoutMs: number;
   metricsAddress: string;
   logLevel: string;
   allowInsecureHttp: boolean;
@@ -21,6 +22,8 @@ export interface OperatorConfig {
   maxConcurrentPerHost: number;
   secretPropagationMs: number;
   requestTimeoutMs: number;
+  persistBudgetMs: number;
+  minRequestGapMs: number;
   maxResponseBytes: number;
   kubeconfig?: string;
   testFaults: string[];
@@ -58,6 +61,11 @@ export const FLAGS: Record<string, FlagSpec> = {
     help: 'How long the leader retries renewing before it gives up.',
   },
   'retry-period': { type: 'string', default: '2s', help: 'Interval between leader-election attempts.' },
+  'drain-timeout': {
+    type: 'string',
+    default: '20s',
+    help: 'On SIGTERM the leader starts no new reconcile and keeps its Lease while those in flight finish; after this long they are aborted. Must be shorter than the pod terminationGracePeriodSeconds.',
+  },
   'metrics-address': {
     type: 'string',
     default: ':8080',
@@ -83,12 +91,22 @@ export const FLAGS: Record<string, FlagSpec> = {
     default: '4',
     help: 'Concurrent token requests per token-endpoint host.',
   },
+  'min-request-gap': {
+    type: 'string',
+    default: '10s',
+    help: 'The shortest time between two token requests of one connection, whatever its spec or the provider says (the larger of this, the minInterval and a tenth of the token lifetime applies).',
+  },
   'secret-propagation': {
     type: 'string',
     default: '90s',
     help: 'How long a changed Secret takes to reach mounted volumes; the default refresh margin covers it.',
   },
   'request-timeout': { type: 'string', default: '30s', help: 'Total time cap of one token request.' },
+  'persist-budget': {
+    type: 'string',
+    default: '60s',
+    help: 'How long a replica that lost leadership keeps trying to store tokens a provider already issued (the API server may be unreachable for every replica). Another replica waits request-timeout + persist-budget + lease-duration before it judges a claim left behind.',
+  },
   'max-response-bytes': { type: 'string', default: '1048576', help: 'Size cap of a token response body.' },
   kubeconfig: { type: 'string', help: 'Kubeconfig file (default: KUBECONFIG, else in-cluster).' },
   help: { type: 'boolean', help: 'Print this help.' },
@@ -157,6 +175,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
       '--lease-duration must exceed --renew-deadline, which must exceed 1.2 × --retry-period',
     );
   }
+  const drainTimeoutMs = duration('drain-timeout');
+  if (!(drainTimeoutMs > 0)) throw new ConfigError('--drain-timeout must be greater than zero');
   const watchNamespace = get('watch-namespace');
   const kubeconfig = get('kubeconfig') ?? env.KUBECONFIG;
   return {
@@ -167,6 +187,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     leaseDurationMs,
     renewDeadlineMs,
     retryPeriodMs,
+    drainTimeoutMs,
     metricsAddress: get('metrics-address') ?? ':8080',
     logLevel: get('log-level') ?? 'info',
     allowInsecureHttp: bool('allow-insecure-http'),
@@ -179,6 +200,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     maxConcurrentPerHost: positiveInt('max-concurrent-per-host'),
     secretPropagationMs: duration('secret-propagation'),
     requestTimeoutMs: duration('request-timeout'),
+    persistBudgetMs: duration('persist-budget'),
+    minRequestGapMs: duration('min-request-gap'),
     maxResponseBytes: positiveInt('max-response-bytes'),
     ...(kubeconfig ? { kubeconfig } : {}),
     // Test-only fault hooks; nothing in the chart sets this.

@@ -9,11 +9,23 @@ import { Reconciler } from './controller/reconciler.ts';
 import { RecoveryLogin } from './controller/recovery.ts';
 import { StateStore } from './controller/state-store.ts';
 import { systemClock } from './kube/clock.ts';
-import { LeaderElector, LeaseLock } from './kube/leader-election.ts';
+import {
+  LeaderElector,
+  LeaderHealthzAdaptor,
+  LeadershipLostError,
+  LeaseLock,
+} from './kube/leader-election.ts';
 import { KubeEventRecorder } from './observability/events.ts';
 import { createLogger, errorFields, type Logger } from './observability/log.ts';
 import { OperatorMetrics } from './observability/metrics.ts';
 import { OAuthClient } from './oauth/index.ts';
+
+/**
+ * How long past leaseDuration a leader's lease may go unrenewed before /healthz fails. A working
+ * leader is never that late (it gives up after renewDeadline < leaseDuration), so only a stuck one
+ * is restarted; the margin absorbs event-loop stalls short of that.
+ */
+const HEALTHZ_LEASE_TOLERANCE_MS = 10_000;
 
 function loadKubeConfig(config: OperatorConfig): k8s.KubeConfig {
   const kc = new k8s.KubeConfig();
@@ -26,6 +38,7 @@ function serveHealth(
   config: OperatorConfig,
   metrics: OperatorMetrics,
   ready: () => boolean,
+  leaderHealth: LeaderHealthzAdaptor,
   log: Logger,
 ): Promise<Server> {
   const server = createServer((req, res) => {
@@ -44,8 +57,9 @@ function serveHealth(
       return;
     }
     if (path === '/healthz') {
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end('ok');
+      const problem = leaderHealth.check();
+      res.writeHead(problem ? 500 : 200, { 'content-type': 'text/plain' });
+      res.end(problem ? `leaderElection: ${problem.message}` : 'ok');
       return;
     }
     if (path === '/readyz') {
@@ -127,6 +141,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     },
   });
   const recovery = new RecoveryLogin({ oauth, clock });
+  // Assigned below; the reconciler asks it whether this replica still leads.
+  // eslint-disable-next-line prefer-const
+  let elector: LeaderElector | undefined;
   const reconciler = new Reconciler(
     {
       core,
@@ -141,16 +158,22 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       log,
       clock,
       getConnection: (namespace, name) => controller.getConnection(namespace, name),
+      isLeader: () => elector?.isLeader() ?? false,
     },
     {
       identity: config.identity,
       propagationMs: config.secretPropagationMs,
+      persistBudgetMs: config.persistBudgetMs,
+      minRequestGapMs: config.minRequestGapMs,
+      // A claim younger than this may belong to a request still in flight or being stored.
+      claimTimeoutMs: config.requestTimeoutMs + config.persistBudgetMs + config.leaseDurationMs,
       faults: { crashAfterTokenResponse: config.testFaults.includes('crash-after-token-response') },
     },
   );
   if (config.testFaults.length > 0) log.warn({ faults: config.testFaults }, 'TEST FAULT HOOKS ARE ENABLED');
 
-  const health = await serveHealth(config, metrics, () => controller.hasSynced(), log);
+  const leaderHealth = new LeaderHealthzAdaptor(HEALTHZ_LEASE_TOLERANCE_MS);
+  const health = await serveHealth(config, metrics, () => controller.hasSynced(), leaderHealth, log);
   await controller.start();
   log.info(
     { identity: config.identity, namespace: config.namespace },
@@ -159,39 +182,46 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
 
   const shutdown = new AbortController();
   let lostLeadership = false;
-  let leading = false;
-  const elector = new LeaderElector({
+  /** The leading work's abort signal; its reason tells a lost lease from a hand-over. */
+  let leadingSignal: AbortSignal | undefined;
+  elector = new LeaderElector({
     lock: new LeaseLock(kc, config.namespace, config.leaseName),
     identity: config.identity,
     leaseDurationMs: config.leaseDurationMs,
     renewDeadlineMs: config.renewDeadlineMs,
     retryPeriodMs: config.retryPeriodMs,
     clock,
+    // The lease is released only after the reconciles in flight returned (or were aborted at the
+    // drain deadline and returned), so the successor never acts on a chain whose answer is pending.
     releaseOnCancel: true,
+    drainTimeoutMs: config.drainTimeoutMs,
     log,
-    onStartedLeading: async (signal) => {
-      leading = true;
+    onStartedLeading: async (signal, drain) => {
+      leadingSignal = signal;
       metrics.leaderStatus.set({ name: config.leaseName }, 1);
       log.info({ identity: config.identity }, 'became leader; starting workers');
-      await controller.runWorkers(reconciler, signal);
+      await controller.runWorkers(reconciler, signal, drain);
     },
     onStoppedLeading: () => {
       metrics.leaderStatus.set({ name: config.leaseName }, 0);
-      if (leading && !shutdown.signal.aborted) {
+      if (leadingSignal?.reason instanceof LeadershipLostError) {
         lostLeadership = true;
         log.error({ identity: config.identity }, 'lost leadership; stopping');
       }
-      leading = false;
     },
     onNewLeader: (identity) => {
       log.info({ leader: identity }, 'leader observed');
     },
   });
+  leaderHealth.setLeaderElection(elector);
   metrics.leaderStatus.set({ name: config.leaseName }, 0);
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, () => {
-      log.info({ signal }, 'shutting down');
+      log.info(
+        { signal, drainTimeoutMs: config.drainTimeoutMs },
+        elector.isLeader() ? 'shutting down: handing leadership over' : 'shutting down',
+      );
       shutdown.abort();
     });
   }

@@ -127,27 +127,27 @@ export interface OAuthConnectionSpec {
    */
   extraParameters?: Record<string, string>;
   /**
-   * When to refresh. Durations are Go-style, for example 90s, 10m, 1h30m, 4320h.
+   * When to refresh. Durations are Go-style, for example 90s, 10m, 1h30m, 4320h. Each has a maximum, so that no refresh time the operator computes can overflow; larger values are rejected.
    */
   refresh?: {
     /**
-     * How long before the access token expires to refresh it. Default - a third of the token's lifetime, but never less than 90s (a mounted Secret reaches pods only after the kubelet sync period plus its cache delay), capped by the provider's minInterval.
+     * How long before the access token expires to refresh it. Default - a third of the token's lifetime, but never less than 90s (a mounted Secret reaches pods only after the kubelet sync period plus its cache delay), capped by the provider's minInterval. At most 24h (providers' access tokens live minutes to hours), and shorter than assumedLifetime when both are set, else every token would be due for refresh the moment it arrives.
      */
     before?: string;
     /**
-     * Provider floor between two successful refreshes (Exact Online - 570s). Defaults to the preset's floor.
+     * Provider floor between two successful refreshes (Exact Online - 570s). Defaults to the preset's floor. At most 24h: provider floors are minutes, and a longer one would hold back the refresh of any token that lives less.
      */
     minInterval?: string;
     /**
-     * Refresh at least this often even when the access token is not needed, so that an unused refresh token never expires (Concur - 6 months, Keycloak - session idle). Defaults to the preset's value.
+     * Refresh at least this often even when the access token is not needed, so that an unused refresh token never expires (Concur - 6 months, Keycloak - session idle). Defaults to the preset's value. At least 1m, so that it cannot become a refresh loop; not shorter than minInterval; at most 8760h (a year - the longest idle limit of a preset is Concur's 6 months).
      */
     keepAlive?: string;
     /**
-     * Access-token lifetime to assume when the provider omits expires_in. Default 1h.
+     * Access-token lifetime to assume when the provider omits expires_in. Default 1h. At most 8760h (a year), which keeps every expiry computed from it far from overflow; a provider whose tokens live longer should say so in expires_in.
      */
     assumedLifetime?: string;
     /**
-     * How long the provider keeps accepting the previous refresh token after a rotation (Okta 30s, Cognito up to 60s, Auth0 leeway). A refresh whose response was lost is retried with the same token only inside this window; 0s (default) means a lost response breaks the chain.
+     * How long the provider keeps accepting the previous refresh token after a rotation (Okta 30s, Cognito up to 60s, Auth0 leeway). A refresh whose response was lost is retried with the same token only inside this window; 0s (default) means a lost response breaks the chain. At most 1h: providers' windows are seconds to a minute, and a longer one would only retry a token the provider has long stopped accepting.
      */
     graceWindow?: string;
   };
@@ -387,6 +387,18 @@ export interface OAuthConnectionStatus {
    * Format: int64.
    */
   chainGeneration?: number;
+  /**
+   * The first 32 hex digits of the SHA-256 of the refresh token the chain holds now. With chainGeneration and rotations it lets the operator recognise a state Secret that vanished or went back in time. A fingerprint, never the token.
+   */
+  refreshTokenFingerprint?: string;
+  /**
+   * The first 32 hex digits of the SHA-256 of the seed refresh token this chain was started from, so that a seed already consumed is never imported again, even when the state Secret is lost. A fingerprint, never the token.
+   */
+  seedFingerprint?: string;
+  /**
+   * Identifies the versions (names and resourceVersions, never values) of the Secrets the connection referenced at the last outcome. A failing connection is retried before its backoff is over only when this or the spec changes.
+   */
+  inputsVersion?: string;
   /**
    * Last successful recovery login.
    * Format: date-time.

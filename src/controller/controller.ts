@@ -109,19 +109,45 @@ export class Controller {
     await Promise.all(all.map((informer) => informer.stop()));
   }
 
-  /** Runs workers until the signal aborts, then lets in-flight reconciles finish. */
-  async runWorkers(reconciler: Reconciler, signal: AbortSignal): Promise<void> {
+  /**
+   * Runs workers until `drain` aborts; then no key is handed out any more (queued keys are dropped:
+   * the next leader starts from the cluster anyway) and the returned promise resolves once every
+   * reconcile in flight has returned. `signal` is passed to each reconcile and aborts it: the work
+   * must stop now (leadership lost, or the drain deadline passed). An abort of `signal` is a drain
+   * too.
+   */
+  async runWorkers(reconciler: Reconciler, signal: AbortSignal, drain: AbortSignal = signal): Promise<void> {
+    const { log } = this.options;
     // Every known connection is looked at once when work starts (a new leader starts from the cluster).
     for (const connection of this.connections.list()) this.queue.add(keyOf(connection));
-    const onAbort = (): void => {
-      void this.queue.shutDownWithDrain();
+    const onDrain = (): void => {
+      if (this.queue.shuttingDown()) return;
+      const dropped = this.queue.len();
+      const inFlight = this.queue.inFlight();
+      log.info({ inFlight, dropped }, 'draining: no new reconciles start; waiting for those in flight');
+      // The workers' own loops end when get() reports the shutdown; this promise is not needed.
+      void this.queue.shutDownWithDrain({ dropQueued: true });
     };
+    const onAbort = (): void => {
+      onDrain();
+      const inFlight = this.queue.inFlight();
+      if (inFlight > 0) log.warn({ inFlight }, 'aborting the reconciles in flight');
+    };
+    drain.addEventListener('abort', onDrain, { once: true });
     signal.addEventListener('abort', onAbort, { once: true });
-    const workers = Array.from({ length: this.options.workers }, () => this.worker(reconciler));
-    await Promise.all(workers);
+    // Listeners added to an aborted signal never run.
+    if (signal.aborted || drain.aborted) onDrain();
+    try {
+      const workers = Array.from({ length: this.options.workers }, () => this.worker(reconciler, signal));
+      await Promise.all(workers);
+    } finally {
+      drain.removeEventListener('abort', onDrain);
+      signal.removeEventListener('abort', onAbort);
+    }
+    log.info('all reconciles returned; workers stopped');
   }
 
-  private async worker(reconciler: Reconciler): Promise<void> {
+  private async worker(reconciler: Reconciler, signal: AbortSignal): Promise<void> {
     const { metrics, log, clock } = this.options;
     for (;;) {
       const next = await this.queue.get();
@@ -129,7 +155,7 @@ export class Controller {
       const { key } = next;
       const started = clock.monotonic();
       try {
-        const result = await reconciler.reconcile(key);
+        const result = await reconciler.reconcile(key, signal);
         this.queue.forget(key);
         if (result.requeueAfterMs !== undefined) this.queue.addAfter(key, result.requeueAfterMs);
         metrics.reconcileTotal.inc({
@@ -138,13 +164,22 @@ export class Controller {
         });
         metrics.lastReconcileSuccess.set(clock.now() / 1000);
       } catch (err) {
-        log.warn({ key, ...errorFields(err) }, 'reconcile failed; retrying with backoff');
+        // While draining the retry is not queued (the queue is shut down): the next leader retries.
+        log.warn(
+          { key, ...errorFields(err) },
+          this.queue.shuttingDown()
+            ? 'reconcile failed while draining'
+            : 'reconcile failed; retrying with backoff',
+        );
         metrics.reconcileTotal.inc({ controller: CONTROLLER_NAME, result: 'error' });
         metrics.reconcileErrors.inc({ controller: CONTROLLER_NAME });
         this.queue.addRateLimited(key);
       } finally {
         metrics.reconcileTime.observe({ controller: CONTROLLER_NAME }, (clock.monotonic() - started) / 1000);
         this.queue.done(key);
+        if (this.queue.shuttingDown()) {
+          log.info({ key, inFlight: this.queue.inFlight() }, 'reconcile in flight returned while draining');
+        }
       }
     }
   }

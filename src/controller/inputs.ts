@@ -42,7 +42,12 @@ export interface ResolvedInputs {
   /** Where the endpoints come from; a geolocation the provider returned (Concur) changes them. */
   endpoints(geolocation: string | undefined): EndpointSettings;
   /** The seed refresh token, when the grant has one and the Secret exists. */
-  seed?: string;
+  seed?: VersionedSecretValue;
+  /**
+   * Identifies the versions of every Secret the connection references (names and resourceVersions,
+   * never values): a change is a person's answer to a failure and lifts its backoff.
+   */
+  version: string;
   username?: string;
   password?: string;
   login?: LoginCredentials;
@@ -57,33 +62,31 @@ function durationField(value: string | undefined, field: string): number | undef
   if (value === undefined) return undefined;
   try {
     return parseDuration(value);
-  } catch {
+  } catch (err) {
+    // parseDuration's message quotes the value (a spec field, not a secret) and says what is wrong.
     throw new ConfigurationError(
       'InvalidDuration',
-      `${field}: ${JSON.stringify(value)} is not a duration such as 90s or 1h`,
+      `${field}: ${err instanceof Error ? err.message : 'invalid duration'}`,
     );
   }
 }
 
-/** Reads one key of a Secret in the connection's namespace. */
-export async function readSecretKey(
-  core: k8s.CoreV1Api,
-  namespace: string,
-  ref: SecretKeyRef & { namespace?: unknown },
-  field: string,
-  defaultKey: string,
-): Promise<string> {
-  return (await readSecretKeyVersioned(core, namespace, ref, field, defaultKey)).value;
+export interface VersionedSecretValue {
+  value: string;
+  /** The Secret's name and resourceVersion: what identifies this version of the value. */
+  name: string;
+  resourceVersion: string;
+  annotations: Record<string, string>;
 }
 
-/** Like readSecretKey, with the Secret's resourceVersion. */
+/** Like readSecretKey, with the Secret's name, resourceVersion and annotations. */
 export async function readSecretKeyVersioned(
   core: k8s.CoreV1Api,
   namespace: string,
   ref: SecretKeyRef & { namespace?: unknown },
   field: string,
   defaultKey: string,
-): Promise<{ value: string; resourceVersion: string }> {
+): Promise<VersionedSecretValue> {
   if (ref.namespace !== undefined && ref.namespace !== namespace) {
     throw new ConfigurationError(
       'CrossNamespaceReference',
@@ -120,7 +123,12 @@ export async function readSecretKeyVersioned(
       `${field}: key ${key} of Secret ${namespace}/${ref.name} is empty`,
     );
   }
-  return { value, resourceVersion: secret.metadata?.resourceVersion ?? '' };
+  return {
+    value,
+    name: ref.name,
+    resourceVersion: secret.metadata?.resourceVersion ?? '',
+    annotations: secret.metadata?.annotations ?? {},
+  };
 }
 
 export async function resolveInputs(
@@ -163,11 +171,26 @@ export async function resolveInputs(
       DEFAULT_ASSUMED_LIFETIME_MS,
     graceWindowMs:
       durationField(spec.refresh?.graceWindow, 'spec.refresh.graceWindow') ?? preset.graceWindowMs,
+    version: '',
   };
   const before = durationField(spec.refresh?.before, 'spec.refresh.before');
   if (before !== undefined) inputs.timing.beforeMs = before;
   const keepAlive = durationField(spec.refresh?.keepAlive, 'spec.refresh.keepAlive') ?? preset.keepAliveMs;
   if (keepAlive !== undefined) inputs.timing.keepAliveMs = keepAlive;
+
+  // Every Secret read is recorded by name and resourceVersion: together they are the inputs' version.
+  const versions: string[] = [];
+  const read = async (
+    ref: SecretKeyRef,
+    field: string,
+    defaultKey: string,
+  ): Promise<VersionedSecretValue> => {
+    const value = await readSecretKeyVersioned(core, namespace, ref, field, defaultKey);
+    versions.push(`${field}=${value.name}@${value.resourceVersion}`);
+    return value;
+  };
+  const versionOf = (parts: readonly string[]): string =>
+    createHash('sha256').update(parts.join(',')).digest('hex').slice(0, 32);
 
   if (authMethod !== 'none') {
     if (!spec.clientSecretRef) {
@@ -176,23 +199,13 @@ export async function resolveInputs(
         `spec.clientSecretRef: required for client authentication ${authMethod}`,
       );
     }
-    inputs.client.clientSecret = await readSecretKey(
-      core,
-      namespace,
-      spec.clientSecretRef,
-      'spec.clientSecretRef',
-      'client_secret',
-    );
+    inputs.client.clientSecret = (
+      await read(spec.clientSecretRef, 'spec.clientSecretRef', 'client_secret')
+    ).value;
   }
   if (grantType === 'refreshToken' && spec.grant?.seedSecretRef) {
     try {
-      inputs.seed = await readSecretKey(
-        core,
-        namespace,
-        spec.grant.seedSecretRef,
-        'spec.grant.seedSecretRef',
-        'refresh_token',
-      );
+      inputs.seed = await read(spec.grant.seedSecretRef, 'spec.grant.seedSecretRef', 'refresh_token');
     } catch (err) {
       // Without a login to fall back on, a missing seed is a configuration error; with one, the
       // chain is bootstrapped by logging in instead.
@@ -207,45 +220,24 @@ export async function resolveInputs(
         'spec.grant.usernameRef: the password grant needs usernameRef and passwordRef',
       );
     }
-    inputs.username = await readSecretKey(core, namespace, usernameRef, 'spec.grant.usernameRef', 'username');
-    inputs.password = await readSecretKey(core, namespace, passwordRef, 'spec.grant.passwordRef', 'password');
+    inputs.username = (await read(usernameRef, 'spec.grant.usernameRef', 'username')).value;
+    inputs.password = (await read(passwordRef, 'spec.grant.passwordRef', 'password')).value;
   }
   const login = spec.recovery?.login;
   if (login) {
-    const username = await readSecretKeyVersioned(
-      core,
-      namespace,
-      login.usernameRef,
-      'spec.recovery.login.usernameRef',
-      'username',
-    );
-    const password = await readSecretKeyVersioned(
-      core,
-      namespace,
-      login.passwordRef,
-      'spec.recovery.login.passwordRef',
-      'password',
-    );
+    const before = versions.length;
+    const username = await read(login.usernameRef, 'spec.recovery.login.usernameRef', 'username');
+    const password = await read(login.passwordRef, 'spec.recovery.login.passwordRef', 'password');
     const totp = login.totpSecretRef
-      ? await readSecretKeyVersioned(
-          core,
-          namespace,
-          login.totpSecretRef,
-          'spec.recovery.login.totpSecretRef',
-          'totp',
-        )
+      ? await read(login.totpSecretRef, 'spec.recovery.login.totpSecretRef', 'totp')
       : undefined;
-    const version = [
-      `${login.usernameRef.name}@${username.resourceVersion}`,
-      `${login.passwordRef.name}@${password.resourceVersion}`,
-      ...(login.totpSecretRef && totp ? [`${login.totpSecretRef.name}@${totp.resourceVersion}`] : []),
-    ].join(',');
     inputs.login = {
       username: username.value,
       password: password.value,
       ...(totp ? { totpSecret: totp.value } : {}),
-      version: createHash('sha256').update(version).digest('hex').slice(0, 32),
+      version: versionOf(versions.slice(before)),
     };
   }
+  inputs.version = versionOf(versions);
   return inputs;
 }

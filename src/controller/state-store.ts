@@ -26,16 +26,17 @@ export interface Claim {
 export interface ChainState {
   connectionUID: string;
   refreshToken?: string;
-  /** The token the current one replaced, kept while a provider grace window may still honour it. */
-  previousRefreshToken?: string;
-  rotatedAtMs?: number;
   chainGeneration: number;
   rotations: number;
   /** Fingerprint of the seed last imported; a different seed is a manual re-seed. */
   seedFingerprint?: string;
   claim?: Claim;
   /** Set when the chain is known dead, so its consumed token is never presented again. */
-  broken?: { reason: string; atMs: number };
+  broken?: {
+    reason: string;
+    atMs: number;
+    /** Safe public detail (the provider's error, sanitised). */ detail?: string;
+  };
   accessToken?: string;
   tokenType?: string;
   accessTokenExpiresAtMs?: number;

@@ -10,6 +10,7 @@ export const CONDITION_READY = 'Ready';
 export const CONDITION_REFRESHING = 'Refreshing';
 export const CONDITION_DEGRADED = 'Degraded';
 export const CONDITION_CHAIN_BROKEN = 'ChainBroken';
+export const CONDITION_RECOVERING = 'Recovering';
 
 /** How often a connection that needs a person is looked at again (a re-seed, a fixed Secret). */
 export const TERMINAL_RECHECK_MS = 5 * 60_000;
@@ -56,6 +57,12 @@ export interface SuccessInput {
   rotations: number;
   chainGeneration: number;
   tokenEndpoint?: string;
+  /** Identity of the chain, so a state Secret that vanished or went back in time is recognised. */
+  refreshTokenFingerprint?: string;
+  seedFingerprint?: string;
+  inputsVersion: string;
+  /** A recovery login started this chain in this reconcile. */
+  recovered?: boolean;
 }
 
 export function onSuccess(input: SuccessInput): Decision {
@@ -68,7 +75,16 @@ export function onSuccess(input: SuccessInput): Decision {
     rotations: input.rotations,
     chainGeneration: input.chainGeneration,
     failedAttempts: 0,
+    inputsVersion: input.inputsVersion,
   };
+  delete status.refreshTokenFingerprint;
+  if (input.refreshTokenFingerprint !== undefined)
+    status.refreshTokenFingerprint = input.refreshTokenFingerprint;
+  if (input.seedFingerprint !== undefined) status.seedFingerprint = input.seedFingerprint;
+  if (input.recovered === true) {
+    status.lastRecoveryTime = iso(nowMs);
+    delete status.loginBlockedCredentials;
+  }
   if (input.refreshTokenExpiresAtMs !== undefined)
     status.refreshTokenExpiresAt = iso(input.refreshTokenExpiresAtMs);
   if (input.refreshed) status.lastRefreshTime = iso(nowMs);
@@ -98,6 +114,13 @@ export function onSuccess(input: SuccessInput): Decision {
       reason: 'ChainIntact',
       message: 'the refresh-token chain is intact',
     },
+    {
+      type: CONDITION_RECOVERING,
+      status: 'False',
+      reason: input.recovered === true ? 'Recovered' : 'NotNeeded',
+      message:
+        input.recovered === true ? 'a recovery login started a new chain' : 'no recovery login in progress',
+    },
   ]);
   const wasReady = previous.conditions?.find((c) => c.type === CONDITION_READY)?.status === 'True';
   return {
@@ -124,6 +147,7 @@ export interface FailureInput {
   accessTokenExpiresAtMs?: number;
   /** The provider's floor: when a too-early refresh may be tried again. */
   minIntervalRetryAtMs?: number;
+  inputsVersion: string;
 }
 
 export function onFailure(input: FailureInput): Decision {
@@ -136,6 +160,7 @@ export function onFailure(input: FailureInput): Decision {
     ...previous,
     observedGeneration: input.generation,
     failedAttempts,
+    inputsVersion: input.inputsVersion,
     ...(failure.kind === 'conflict' ? {} : { lastFailureTime: iso(nowMs) }),
   };
 
@@ -165,14 +190,20 @@ export function onFailure(input: FailureInput): Decision {
   status.nextRefreshTime = iso(nowMs + requeueAfterMs);
 
   const chainBroken = failure.kind === 'chain_broken';
-  const ready = tokenValid && !chainBroken && failure.kind !== 'configuration';
+  // Ready says whether the output Secret holds a valid token now: a broken chain whose last access
+  // token is still valid is Ready until that token expires, and is looked at again right then so
+  // that Ready turns False on time. A configuration error needs a person at once: not Ready.
+  const ready = tokenValid && failure.kind !== 'configuration';
+  if (chainBroken && tokenValid && input.accessTokenExpiresAtMs !== undefined) {
+    requeueAfterMs = Math.min(requeueAfterMs, delayUntil(input.accessTokenExpiresAtMs, nowMs));
+  }
   status.conditions = conditionsFor(status, input.generation, nowMs, [
     ready
       ? {
           type: CONDITION_READY,
           status: 'True',
           reason: 'TokenValid',
-          message: `access token valid until ${iso(input.accessTokenExpiresAtMs ?? nowMs)}; the last refresh failed: ${failure.message}`,
+          message: `access token valid until ${iso(input.accessTokenExpiresAtMs ?? nowMs)}; ${chainBroken ? 'the chain is broken' : 'the last refresh failed'}: ${failure.message}`,
         }
       : { type: CONDITION_READY, status: 'False', reason: failure.reason, message: failure.message },
     {
@@ -192,6 +223,16 @@ export function onFailure(input: FailureInput): Decision {
           },
         ]
       : []),
+    ...(previous.conditions?.some((c) => c.type === CONDITION_RECOVERING && c.status === 'True')
+      ? [
+          {
+            type: CONDITION_RECOVERING,
+            status: 'False' as const,
+            reason: failure.reason,
+            message: `the recovery login did not succeed: ${failure.message}`,
+          },
+        ]
+      : []),
   ]);
 
   const previousReason = previous.conditions?.find((c) => c.type === CONDITION_DEGRADED)?.reason;
@@ -204,6 +245,55 @@ export function onFailure(input: FailureInput): Decision {
     requeueAfterMs,
     ...(newTrouble && failure.kind !== 'conflict'
       ? { event: { type: 'Warning' as const, reason: failure.reason, message: failure.message } }
+      : {}),
+  };
+}
+
+export interface RecoveringInput {
+  previous: OAuthConnectionStatus;
+  generation: number | undefined;
+  nowMs: number;
+  /** Why a login is needed; a chain that broke (rather than one that never existed) is reported. */
+  why: Failure;
+  /** Login attempts of the last hour, before this one. */
+  attempts: readonly string[];
+  chainBroken: boolean;
+}
+
+/**
+ * The status written before a recovery login: the attempt is recorded before it is made (the
+ * hourly budget holds across crashes and leaders), and a broken chain shows as ChainBroken=True with
+ * Recovering=True, with a Warning Event, even when the login then succeeds in the same reconcile.
+ */
+export function onRecovering(input: RecoveringInput): {
+  status: OAuthConnectionStatus;
+  event?: Decision['event'];
+} {
+  const { previous, nowMs, why } = input;
+  const status: OAuthConnectionStatus = {
+    ...previous,
+    loginAttempts: [...input.attempts, iso(nowMs)],
+  };
+  status.conditions = conditionsFor(status, input.generation, nowMs, [
+    ...(input.chainBroken
+      ? [{ type: CONDITION_CHAIN_BROKEN, status: 'True' as const, reason: why.reason, message: why.message }]
+      : []),
+    {
+      type: CONDITION_RECOVERING,
+      status: 'True',
+      reason: 'LoginInProgress',
+      message: input.chainBroken
+        ? `logging in to start a new chain (${why.reason})`
+        : 'logging in to get a token',
+    },
+  ]);
+  const wasBroken = previous.conditions?.some(
+    (c) => c.type === CONDITION_CHAIN_BROKEN && c.status === 'True',
+  );
+  return {
+    status,
+    ...(input.chainBroken && wasBroken !== true
+      ? { event: { type: 'Warning' as const, reason: 'ChainBroken', message: why.message } }
       : {}),
   };
 }

@@ -13,8 +13,15 @@
 //
 // Like client-go this does not fence: a leader that stalls (a long GC pause, a frozen VM) may act
 // after its lease expired. Keeping renewDeadline well below leaseDuration limits that window.
+//
+// Cancelling run() hands over gracefully, which is client-go's ReleaseOnCancel contract ("all code
+// guarded by this lease has successfully completed prior to cancelling") built in: the leading work
+// is told to start nothing new, the lease is KEPT renewed while the work in flight settles, and only
+// once the work has returned is renewing stopped and the lease released. The work is aborted at a
+// drain deadline, or at once when leadership is really lost (renewal failed past renewDeadline), in
+// which case nothing is released and the successor waits the lease out.
 import * as k8s from '@kubernetes/client-node';
-import { sleep, type Clock } from './clock.ts';
+import { sleep, type Clock, type TimerHandle } from './clock.ts';
 
 /** client-go's JitterFactor: acquire retries wait retryPeriod plus up to 1.2 × retryPeriod. */
 export const JITTER_FACTOR = 1.2;
@@ -59,6 +66,22 @@ export class LeaderLockConflictError extends Error {
   }
 }
 
+/** The abort reason of the leading work when renewing failed past renewDeadline. */
+export class LeadershipLostError extends Error {
+  constructor(message = 'leader election lost') {
+    super(message);
+    this.name = 'LeadershipLostError';
+  }
+}
+
+/** The abort reason of the leading work when it outlived the drain deadline after a cancel. */
+export class DrainTimeoutError extends Error {
+  constructor(drainTimeoutMs: number) {
+    super(`leading work did not finish within the drain timeout of ${String(drainTimeoutMs)} ms`);
+    this.name = 'DrainTimeoutError';
+  }
+}
+
 type LogMethod = (fields: Record<string, unknown>, message: string) => void;
 
 /** The subset of a pino logger used here. */
@@ -97,10 +120,21 @@ export interface LeaderElectionConfig {
    */
   releaseOnCancel?: boolean;
   /**
-   * Called once leadership is acquired. The signal aborts when leadership ends for any reason; the
-   * work must stop then. May return a promise that settles when the work has stopped.
+   * How long, after run()'s signal aborted, the leading work may go on finishing what it started
+   * before its signal aborts it. The lease is renewed all the while. 0 (the default) aborts the work
+   * at once. Keep it below the time the process is given to stop (terminationGracePeriodSeconds).
    */
-  onStartedLeading(signal: AbortSignal): void | Promise<void>;
+  drainTimeoutMs?: number;
+  /**
+   * Called once leadership is acquired. May return a promise that settles when the work has stopped;
+   * renewing continues until then, and a release on cancel waits for it.
+   *
+   * - `drain` aborts when run()'s signal does (and whenever `signal` does): start no new work, let
+   *   the work in flight finish, then settle.
+   * - `signal` aborts when the work must stop NOW: leadership was lost (reason LeadershipLostError),
+   *   the drain deadline passed (DrainTimeoutError), or at once on cancel with drainTimeoutMs 0.
+   */
+  onStartedLeading(signal: AbortSignal, drain: AbortSignal): void | Promise<void>;
   /**
    * Called exactly once when run() finishes, whether leadership was lost, given up on cancel, or
    * never acquired (as client-go does). After a loss the process is expected to exit.
@@ -121,6 +155,7 @@ export class LeaderElector {
   private readonly retryPeriodMs: number;
   private readonly clock: Clock;
   private readonly releaseOnCancel: boolean;
+  private readonly drainTimeoutMs: number;
   /** Kept whole so callbacks are called as methods of the object that was passed in. */
   private readonly callbacks: LeaderElectionConfig;
   private readonly log: LeaderElectionLogger;
@@ -151,6 +186,8 @@ export class LeaderElector {
     if (!(renewDeadlineMs > 0)) throw new Error('renewDeadline must be greater than zero');
     if (!(retryPeriodMs > 0)) throw new Error('retryPeriod must be greater than zero');
     if (config.identity === '') throw new Error('identity must not be empty');
+    const drainTimeoutMs = config.drainTimeoutMs ?? 0;
+    if (!(drainTimeoutMs >= 0)) throw new Error('drainTimeout must not be negative');
 
     this.lock = config.lock;
     this.identity = config.identity;
@@ -159,6 +196,7 @@ export class LeaderElector {
     this.retryPeriodMs = retryPeriodMs;
     this.clock = config.clock;
     this.releaseOnCancel = config.releaseOnCancel ?? true;
+    this.drainTimeoutMs = drainTimeoutMs;
     this.callbacks = config;
     this.log = config.log ?? silentLogger;
     this.random = config.random ?? Math.random;
@@ -175,43 +213,111 @@ export class LeaderElector {
   }
 
   /**
+   * client-go's LeaderElector.Check, for a liveness probe: an error when this candidate believes it
+   * leads but has not renewed the lease for longer than leaseDuration + maxTolerableExpiredLeaseMs.
+   * A working elector gives leadership up after renewDeadline (< leaseDuration), so this catches
+   * only a leader that is stuck and should be restarted. Followers are always healthy.
+   */
+  check(maxTolerableExpiredLeaseMs: number): Error | undefined {
+    if (!this.isLeader()) return undefined;
+    const sinceRenewal = this.clock.monotonic() - this.observedTime;
+    if (sinceRenewal > this.leaseDurationMs + maxTolerableExpiredLeaseMs) {
+      return new Error(
+        `failed to renew leadership on lease ${this.lock.describe()} for ${String(Math.round(sinceRenewal))} ms`,
+      );
+    }
+    return undefined;
+  }
+
+  /**
    * Campaigns until the lease is acquired, leads until the lease is lost or signal aborts, then calls
-   * onStoppedLeading and resolves. It rejects only when the elector is already running.
+   * onStoppedLeading and resolves. When signal aborts while leading, the lease stays renewed until
+   * the leading work has returned (see drainTimeoutMs) and is then released. It rejects only when
+   * the elector is already running.
    */
   async run(signal: AbortSignal): Promise<void> {
     if (this.running) throw new Error('LeaderElector.run is already running');
     this.running = true;
     try {
       if (!(await this.acquire(signal))) return;
-      const leadership = new AbortController();
-      const stopOnCancel = (): void => {
-        leadership.abort(signal.reason);
-      };
-      signal.addEventListener('abort', stopOnCancel, { once: true });
-      // The listener misses an abort that happened while the last acquire attempt was in flight.
-      if (signal.aborted) stopOnCancel();
-      this.leading = true;
-      let work: Promise<void> | undefined;
-      try {
-        if (!signal.aborted) work = this.startLeading(leadership.signal);
-        await this.renew(leadership.signal);
-      } finally {
-        this.leading = false;
-        signal.removeEventListener('abort', stopOnCancel);
-        leadership.abort(signal.aborted ? signal.reason : new Error('leader election lost'));
-      }
-      // Unlike client-go, a lease is released only when the caller cancels, never after a failed
-      // renewal: a successor then waits out the lease, giving our aborted work time to stop.
-      if (signal.aborted && this.releaseOnCancel) {
-        await work;
-        await this.renewalAttempt;
-        await this.release();
-      }
+      await this.lead(signal);
     } finally {
       this.running = false;
       this.notify('onStoppedLeading', () => {
         this.callbacks.onStoppedLeading();
       });
+    }
+  }
+
+  private async lead(signal: AbortSignal): Promise<void> {
+    const lease = this.lock.describe();
+    // Three stages, each implied by the next: drain (start nothing new), abort (stop now), and
+    // stopRenewing, which on a cancel follows the work's return rather than the cancel itself.
+    const drain = new AbortController();
+    const abort = new AbortController();
+    const stopRenewing = new AbortController();
+    abort.signal.addEventListener(
+      'abort',
+      () => {
+        drain.abort(abort.signal.reason);
+      },
+      { once: true },
+    );
+    let work: Promise<void> | undefined;
+    let deadline: TimerHandle | undefined;
+    const onCancel = (): void => {
+      drain.abort(signal.reason);
+      if (!work) {
+        abort.abort(signal.reason);
+        stopRenewing.abort(signal.reason);
+        return;
+      }
+      this.log.info(
+        { lease, identity: this.identity, drainTimeoutMs: this.drainTimeoutMs },
+        'draining: starting no new work; renewing the lease until the work in flight returns',
+      );
+      if (this.drainTimeoutMs > 0) {
+        deadline = this.clock.setTimeout(() => {
+          this.log.warn(
+            { lease, identity: this.identity, drainTimeoutMs: this.drainTimeoutMs },
+            'drain timeout passed: aborting the work in flight',
+          );
+          abort.abort(new DrainTimeoutError(this.drainTimeoutMs));
+        }, this.drainTimeoutMs);
+      } else {
+        abort.abort(signal.reason);
+      }
+      // startLeading's promise never rejects.
+      void work.then(() => {
+        this.log.info({ lease, identity: this.identity }, 'the work in flight returned; releasing the lease');
+        stopRenewing.abort(signal.reason);
+      });
+    };
+    this.leading = true;
+    let outcome: 'stopped' | 'lost' = 'stopped';
+    try {
+      // An abort while the last acquire attempt was in flight means no work is started at all.
+      if (!signal.aborted) work = this.startLeading(abort.signal, drain.signal);
+      signal.addEventListener('abort', onCancel, { once: true });
+      if (signal.aborted) onCancel();
+      outcome = await this.renew(stopRenewing.signal);
+    } finally {
+      this.leading = false;
+      signal.removeEventListener('abort', onCancel);
+      if (deadline !== undefined) this.clock.clearTimeout(deadline);
+      abort.abort(outcome === 'lost' ? new LeadershipLostError() : signal.reason);
+    }
+    // Unlike client-go, a lease is released only when the caller cancels, never after a failed
+    // renewal: a successor then waits out the lease, giving our aborted work time to stop. The
+    // aborted work is still awaited: it may be storing what a provider already answered (the chain
+    // handle keeps trying within its persist budget), and returning now would let the process exit
+    // under it.
+    if (outcome === 'lost') await work;
+    if (outcome === 'stopped' && this.releaseOnCancel) {
+      // Already settled on this path; awaited again so that no future caller can release early.
+      await work;
+      await this.renewalAttempt;
+      await this.release();
     }
   }
 
@@ -237,22 +343,22 @@ export class LeaderElector {
    * wait.Until(renewal cycle, retryPeriod): each cycle retries every retryPeriod until a renewal
    * succeeds or renewDeadline has passed since the cycle began, which ends leadership.
    */
-  private async renew(stop: AbortSignal): Promise<void> {
+  private async renew(stop: AbortSignal): Promise<'stopped' | 'lost'> {
     const lease = this.lock.describe();
     for (;;) {
-      if (stop.aborted) return;
+      if (stop.aborted) return 'stopped';
       const outcome = await this.renewWithinDeadline(stop);
       this.maybeReportTransition();
-      if (outcome === 'stopped') return;
+      if (outcome === 'stopped') return 'stopped';
       if (outcome === 'deadline') {
         this.log.warn(
           { lease, identity: this.identity },
           'failed to renew lease within renewDeadline, stopping',
         );
-        return;
+        return 'lost';
       }
       this.log.debug({ lease }, 'successfully renewed lease');
-      if (!(await this.pause(this.retryPeriodMs, stop))) return;
+      if (!(await this.pause(this.retryPeriodMs, stop))) return 'stopped';
     }
   }
 
@@ -441,10 +547,10 @@ export class LeaderElector {
   }
 
   /** Starts the leading work; returns a promise that settles when that work has stopped, if it says. */
-  private startLeading(signal: AbortSignal): Promise<void> | undefined {
+  private startLeading(signal: AbortSignal, drain: AbortSignal): Promise<void> | undefined {
     let work: unknown;
     this.notify('onStartedLeading', () => {
-      work = this.callbacks.onStartedLeading(signal);
+      work = this.callbacks.onStartedLeading(signal, drain);
     });
     if (!(work instanceof Promise)) return undefined;
     return work.then(
@@ -481,6 +587,30 @@ export class LeaderElector {
     } catch {
       return false;
     }
+  }
+}
+
+/**
+ * client-go's HealthzAdaptor: a liveness check that can be created (and served) before the elector
+ * exists. It reports healthy until setLeaderElection() is called, and then whatever the elector's
+ * check(timeoutMs) says: unhealthy only for a leader whose lease went unrenewed for longer than
+ * leaseDuration + timeoutMs, so that the kubelet restarts a leader that is stuck.
+ */
+export class LeaderHealthzAdaptor {
+  private readonly timeoutMs: number;
+  private elector: LeaderElector | undefined;
+
+  constructor(timeoutMs: number) {
+    this.timeoutMs = timeoutMs;
+  }
+
+  setLeaderElection(elector: LeaderElector): void {
+    this.elector = elector;
+  }
+
+  /** undefined when healthy, else why not. */
+  check(): Error | undefined {
+    return this.elector?.check(this.timeoutMs);
   }
 }
 

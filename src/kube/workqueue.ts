@@ -44,6 +44,15 @@ export interface WorkQueueMetrics {
 
 export type GetResult = { key: string; shutdown: false } | { shutdown: true };
 
+export interface ShutDownOptions {
+  /**
+   * Also drop the keys that are queued and not yet handed out, and the re-adds of keys in flight, so
+   * that get() reports shutdown at once. Without it, as in client-go, get() still hands queued keys
+   * out after shutdown; a leader handing over its lease wants no key to start any more.
+   */
+  dropQueued?: boolean;
+}
+
 export interface WorkQueueOptions {
   clock: Clock;
   /** Defaults to defaultControllerRateLimiter(clock). */
@@ -119,7 +128,8 @@ export class WorkQueue {
 
   /**
    * Waits until a key is available and hands it to the caller, who must call done(key) when finished.
-   * After shutdown, keys still queued are handed out; once none are left it resolves {shutdown: true}.
+   * After shutdown, keys still queued are handed out (unless shutdown dropped them); once none are
+   * left it resolves {shutdown: true}.
    */
   get(): Promise<GetResult> {
     if (this.queueLength() > 0) return Promise.resolve({ key: this.takeNext(), shutdown: false });
@@ -150,11 +160,16 @@ export class WorkQueue {
     return this.queueLength();
   }
 
+  /** Keys handed to workers and not yet done. */
+  inFlight(): number {
+    return this.processing.size;
+  }
+
   /** Stops accepting keys and makes waiting workers return; in-flight work is not waited for. */
-  shutDown(): void {
+  shutDown(options: ShutDownOptions = {}): void {
     // Like client-go, this also ends a pending shutDownWithDrain(), forcing a prompt shutdown.
     this.drain = false;
-    this.shutdown();
+    this.shutdown(options);
     this.resolveDrainWaiters();
   }
 
@@ -162,9 +177,9 @@ export class WorkQueue {
    * Stops accepting keys and resolves once no key is being processed. Workers must keep calling
    * done() for the keys they hold, or this never resolves; shutDown() may be called to stop waiting.
    */
-  shutDownWithDrain(): Promise<void> {
+  shutDownWithDrain(options: ShutDownOptions = {}): Promise<void> {
     this.drain = true;
-    this.shutdown();
+    this.shutdown(options);
     if (this.processing.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
@@ -259,8 +274,16 @@ export class WorkQueue {
     return key;
   }
 
-  private shutdown(): void {
+  private shutdown(options: ShutDownOptions): void {
     this.shuttingDownFlag = true;
+    if (options.dropQueued) {
+      // With the dirty marks gone, done() re-queues nothing either; add() is ignored from now on.
+      this.queue = [];
+      this.queueHead = 0;
+      this.dirty.clear();
+      this.addedAt.clear();
+      this.metrics?.depth(this.name, 0);
+    }
     // Getters only wait while the queue is empty, so every one of them is told to stop.
     for (const getter of this.getters.splice(0)) getter({ shutdown: true });
     // Delayed keys would be ignored by add() anyway; dropping them releases the timer at once.

@@ -65,6 +65,12 @@ export class OperatorMetrics {
     labelNames: ['namespace', 'name'],
     registers: [this.registry],
   });
+  readonly tokensLost = new Counter({
+    name: `${PREFIX}tokens_lost_total`,
+    help: 'Token answers the provider gave that could not be stored before this replica stopped being the writer.',
+    labelNames: ['namespace', 'name'],
+    registers: [this.registry],
+  });
   readonly tokenEndpointRequests = new Counter({
     name: `${PREFIX}token_endpoint_requests_total`,
     help: 'Requests to token endpoints by host and HTTP status (or error).',
@@ -184,6 +190,7 @@ export class OperatorMetrics {
       this.refreshes,
       this.recoveryLogins,
       this.chainBroken,
+      this.tokensLost,
     ];
     for (const metric of perConnection) {
       const { values } = await metric.get();

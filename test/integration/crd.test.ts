@@ -45,6 +45,9 @@ function mutated(base: Obj, path: string, value: unknown): Obj {
 const exact = fixture('refresh-token-exact-online.yaml');
 const clientCredentials = fixture('client-credentials-generic.yaml');
 const folio = fixture('password-folio.yaml');
+const keycloak = fixture('refresh-token-keycloak-direct.yaml');
+// Every spec.refresh duration at its maximum.
+const bounds = fixture('refresh-token-generic-bounds.yaml');
 
 // Each invalid connection and the text the API server's answer must contain: the offending field.
 const invalid: { name: string; body: Obj; field: string }[] = [
@@ -129,6 +132,64 @@ const invalid: { name: string; body: Obj; field: string }[] = [
     name: 'seed with the client credentials grant',
     body: mutated(clientCredentials, 'spec.grant.seedSecretRef', { name: 'seed' }),
     field: 'spec.grant.seedSecretRef',
+  },
+  // No hot loops: a refresh due as soon as the token arrives, or a keep-alive that never rests.
+  {
+    name: 'before not shorter than assumedLifetime',
+    body: mutated(bounds, 'spec.refresh.assumedLifetime', '24h'),
+    field: 'spec.refresh.before',
+  },
+  {
+    name: 'keepAlive of 0s',
+    body: mutated(keycloak, 'spec.refresh.keepAlive', '0s'),
+    field: 'spec.refresh.keepAlive',
+  },
+  {
+    name: 'keepAlive under a minute',
+    body: mutated(keycloak, 'spec.refresh.keepAlive', '30s'),
+    field: 'spec.refresh.keepAlive',
+  },
+  // Each duration just above its maximum (the bounds fixture holds them at it).
+  {
+    name: 'before above 24h',
+    body: mutated(bounds, 'spec.refresh.before', '24h1ms'),
+    field: 'spec.refresh.before',
+  },
+  {
+    name: 'minInterval above 24h',
+    body: mutated(bounds, 'spec.refresh.minInterval', '86401s'),
+    field: 'spec.refresh.minInterval',
+  },
+  {
+    name: 'keepAlive above 8760h',
+    body: mutated(bounds, 'spec.refresh.keepAlive', '525601m'),
+    field: 'spec.refresh.keepAlive',
+  },
+  {
+    name: 'assumedLifetime above 8760h',
+    body: mutated(bounds, 'spec.refresh.assumedLifetime', '8760h1ms'),
+    field: 'spec.refresh.assumedLifetime',
+  },
+  {
+    name: 'graceWindow above 1h',
+    body: mutated(bounds, 'spec.refresh.graceWindow', '2h'),
+    field: 'spec.refresh.graceWindow',
+  },
+  // Beyond what duration() can hold: a rule that failed at run time would name only spec.refresh.
+  {
+    name: 'assumedLifetime beyond Go durations',
+    body: mutated(keycloak, 'spec.refresh.assumedLifetime', '3000000000h'),
+    field: 'spec.refresh.assumedLifetime',
+  },
+  {
+    name: 'before beyond Go durations, next to an assumedLifetime',
+    body: mutated(bounds, 'spec.refresh.before', '99999999999999999999h'),
+    field: 'spec.refresh.before',
+  },
+  {
+    name: 'keepAlive beyond Go durations, next to a minInterval',
+    body: mutated(exact, 'spec.refresh.keepAlive', '3000000000h'),
+    field: 'spec.refresh.keepAlive',
   },
 ];
 

@@ -329,6 +329,7 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
         allowPrivateNetworks: false,
         allowedHosts: [],
         metricsAddress: ':8080',
+        drainTimeoutMs: 20_000,
       },
     ],
     [
@@ -369,8 +370,41 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
       { operator: { requestTimeout: '10s', maxResponseBytes: 65536 } },
       { requestTimeoutMs: 10_000, maxResponseBytes: 65536 },
     ],
+    [
+      'a drain timeout within a longer grace period',
+      { operator: { drainTimeout: '1m30s' }, terminationGracePeriodSeconds: 120 },
+      { drainTimeoutMs: 90_000 },
+    ],
+    [
+      'a fractional drain timeout just below the grace period',
+      { operator: { drainTimeout: '29.5s' } },
+      { drainTimeoutMs: 29_500 },
+    ],
   ])('passes the operator valid flags: %s', (_name, caseValues, expected) => {
     expect(configOf(render(caseValues))).toEqual(expect.objectContaining(expected));
+  });
+
+  it('gives a stopping pod 30 s, more than the 20 s drain timeout', () => {
+    const manifests = render();
+    expect(only(manifests, 'Deployment').spec?.template.spec?.terminationGracePeriodSeconds).toBe(30);
+    expect(configOf(manifests).drainTimeoutMs).toBeLessThan(30_000);
+  });
+
+  // The leader releases its Lease only after the drain, so the kubelet must not kill it first.
+  it.each<[string, object, RegExp]>([
+    ['a drain timeout equal to the grace period', { operator: { drainTimeout: '30s' } }, /shorter than/],
+    ['a drain timeout beyond the grace period', { operator: { drainTimeout: '1m' } }, /shorter than/],
+    [
+      'a grace period lowered below the drain timeout',
+      { terminationGracePeriodSeconds: 15 },
+      /shorter than terminationGracePeriodSeconds/,
+    ],
+    ['a zero drain timeout', { operator: { drainTimeout: '0s' } }, /greater than zero/],
+    ['a drain timeout without a unit', { operator: { drainTimeout: '20' } }, /not a duration/],
+  ])('refuses to render %s', (_name, caseValues, message) => {
+    const result = runHelm(['template', RELEASE, chartDir, '--namespace', NAMESPACE], caseValues);
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toMatch(message);
   });
 
   describe('RBAC', () => {
@@ -388,6 +422,24 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
       const role = only(manifests, 'Role');
       expect(role.metadata?.namespace).toBe(NAMESPACE);
       expect(role.rules).toEqual(rbacRules.namespaceRules);
+    });
+
+    // patch: the seed hand-off annotates an imported seed Secret as consumed (consumed-by).
+    it('grants on Secrets exactly get, list, watch, create, update, patch and delete, in the ClusterRole only', () => {
+      const onSecrets = (rules: V1PolicyRule[] | undefined): string[] =>
+        (rules ?? [])
+          .filter((rule) => rule.apiGroups?.includes('') && rule.resources?.includes('secrets'))
+          .flatMap((rule) => rule.verbs);
+      expect(onSecrets(only(manifests, 'ClusterRole').rules).sort()).toEqual([
+        'create',
+        'delete',
+        'get',
+        'list',
+        'patch',
+        'update',
+        'watch',
+      ]);
+      expect(onSecrets(only(manifests, 'Role').rules)).toEqual([]);
     });
 
     it('uses no wildcard verb, resource or API group in any Role or ClusterRole', () => {

@@ -24,9 +24,29 @@ describe('parseConfig', () => {
     { args: ['--lease-duration', '5s', '--renew-deadline', '10s'], message: /--lease-duration/ },
     { args: ['--request-timeout', 'soon'], message: /--request-timeout/ },
     { args: ['--no-such-flag'], message: /no-such-flag/ },
+    { args: ['--drain-timeout', '0s'], message: /--drain-timeout must be greater than zero/ },
+    { args: ['--drain-timeout', '-5s'], message: /--drain-timeout/ },
+    { args: ['--drain-timeout', '20'], message: /--drain-timeout/ },
   ])('rejects $args', ({ args, message }) => {
     expect(() => parseConfig(args, {})).toThrow(ConfigError);
     expect(() => parseConfig(args, {})).toThrow(message);
+  });
+
+  it.each([
+    { name: 'the default', args: [], env: {}, drainTimeoutMs: 20_000 },
+    { name: 'the flag', args: ['--drain-timeout', '45s'], env: {}, drainTimeoutMs: 45_000 },
+    { name: 'OTO_DRAIN_TIMEOUT', args: [], env: { OTO_DRAIN_TIMEOUT: '1m' }, drainTimeoutMs: 60_000 },
+    {
+      name: 'the flag over OTO_DRAIN_TIMEOUT',
+      args: ['--drain-timeout=500ms'],
+      env: { OTO_DRAIN_TIMEOUT: '1m' },
+      drainTimeoutMs: 500,
+    },
+  ])('takes the drain timeout from $name', ({ args, env, drainTimeoutMs }) => {
+    const config = parseConfig(args, env);
+    if (config === 'help') throw new Error('unexpected help');
+    expect(config.drainTimeoutMs).toBe(drainTimeoutMs);
+    expect(helpText()).toContain('[OTO_DRAIN_TIMEOUT]');
   });
 
   it('documents every flag with its environment variable', () => {
@@ -43,12 +63,25 @@ describe('durations', () => {
     ['1.5h', 5_400_000],
     ['250ms', 250],
     ['4320h', 4320 * 3_600_000],
+    // The maximum, ten 365-day years, in two spellings.
+    ['87600h', 315_360_000_000],
+    ['87599h59m59s1000ms', 315_360_000_000],
   ])('%s = %d ms', (text, ms) => {
     expect(parseDuration(text)).toBe(ms);
   });
   it('rejects what the CRD pattern rejects', () => {
     expect(() => parseDuration('10 minutes')).toThrow(/invalid duration/);
     expect(() => parseDuration('')).toThrow();
+  });
+  // Above the maximum a refresh time could be past what a Date holds; no such value gets through.
+  it.each([
+    { name: 'one millisecond too long', text: '87600h1ms' },
+    { name: 'parts that each fit but not their sum', text: '50000h50000h' },
+    { name: 'beyond Go durations (the CRD example)', text: '3000000000h' },
+    { name: 'in milliseconds', text: '315360000001ms' },
+    { name: 'digits that Number() makes Infinity', text: `${'9'.repeat(400)}h` },
+  ])('rejects a duration above 10 years: $name', ({ text }) => {
+    expect(() => parseDuration(text)).toThrow(/invalid duration .*longer than the maximum, 87600h/);
   });
   it('formats back', () => {
     expect(formatDuration(5_400_000)).toBe('1h30m');

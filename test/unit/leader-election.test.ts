@@ -1,8 +1,12 @@
 import { describe, expect, it } from 'vitest';
+import type { TimerHandle } from '../../src/kube/clock.ts';
 import {
+  DrainTimeoutError,
   JITTER_FACTOR,
   LeaderElector,
+  LeaderHealthzAdaptor,
   LeaderLockConflictError,
+  LeadershipLostError,
   type LeaderElectionConfig,
   type LeaderElectionLogger,
   type LeaderLock,
@@ -214,6 +218,7 @@ describe('LeaderElector configuration', () => {
       error: 'leaseDuration must be greater than zero',
     },
     { identity: '', error: 'identity must not be empty' },
+    { drainTimeoutMs: -1, error: 'drainTimeout must not be negative' },
   ])('rejects $error', ({ error, ...overrides }) => {
     expect(() => new LeaderElector({ ...valid, ...overrides })).toThrow(error);
   });
@@ -683,5 +688,318 @@ describe('LeaderElector', () => {
     a.controller.abort();
     await a.run;
     expect(a.stoppedCount).toBe(1);
+  });
+});
+
+/**
+ * Leading work shaped like the controller's workers: items start until the drain signal aborts, and
+ * the work returns once it is draining and no item is in flight. Items may be made to return when
+ * the work's signal aborts, after a moment of winding down.
+ */
+class FakeWork {
+  readonly events: string[] = [];
+  signal: AbortSignal | undefined;
+  drain: AbortSignal | undefined;
+  private readonly inFlight = new Set<string>();
+  private returned: (() => void) | undefined;
+  private readonly clock: FakeClock;
+  private readonly store: MemoryLeaseStore;
+
+  constructor(clock: FakeClock, store: MemoryLeaseStore) {
+    this.clock = clock;
+    this.store = store;
+  }
+
+  readonly onStartedLeading = (signal: AbortSignal, drain: AbortSignal): Promise<void> => {
+    this.signal = signal;
+    this.drain = drain;
+    signal.addEventListener('abort', () => {
+      this.events.push(`aborted (${reasonName(signal.reason)})`);
+    });
+    drain.addEventListener('abort', () => {
+      this.events.push('draining');
+      this.returnIfIdle();
+    });
+    return new Promise((resolve) => {
+      this.returned = resolve;
+    });
+  };
+
+  /** Starts an item unless the work is draining; false when it was refused. */
+  start(item: string, options: { returnsAfterAbortMs?: number } = {}): boolean {
+    if (!this.drain || this.drain.aborted) {
+      this.events.push(`${item} refused`);
+      return false;
+    }
+    this.inFlight.add(item);
+    this.events.push(`${item} started`);
+    const { returnsAfterAbortMs } = options;
+    if (returnsAfterAbortMs !== undefined) {
+      this.signal?.addEventListener('abort', () => {
+        this.clock.setTimeout(() => {
+          this.finish(item);
+        }, returnsAfterAbortMs);
+      });
+    }
+    return true;
+  }
+
+  finish(item: string): void {
+    if (!this.inFlight.delete(item)) return;
+    this.events.push(`${item} returned (lease holder "${this.holder()}")`);
+    this.returnIfIdle();
+  }
+
+  private holder(): string {
+    return this.store.record?.holderIdentity ?? '';
+  }
+
+  private returnIfIdle(): void {
+    if (this.drain?.aborted && this.inFlight.size === 0) this.returned?.();
+  }
+}
+
+function reasonName(reason: unknown): string {
+  return reason instanceof Error ? reason.name : String(reason);
+}
+
+/** Renewals by `identity` written after the wall-clock time `sinceWallMs`. */
+function renewalsSince(store: MemoryLeaseStore, identity: string, sinceWallMs: number): number[] {
+  return store.writes
+    .filter((w) => w.holderIdentity === identity && (w.renewTime ?? 0) > sinceWallMs)
+    .map((w) => w.renewTime ?? 0);
+}
+
+/** Candidate 'a' leading a FakeWork on a fresh clock and store. */
+function startWorkingCandidate(drainTimeoutMs: number): {
+  clock: FakeClock;
+  store: MemoryLeaseStore;
+  work: FakeWork;
+  a: Candidate;
+} {
+  const clock = new FakeClock();
+  const store = new MemoryLeaseStore();
+  const work = new FakeWork(clock, store);
+  const a = startCandidate('a', store, clock, { drainTimeoutMs, onStartedLeading: work.onStartedLeading });
+  return { clock, store, work, a };
+}
+
+describe('LeaderElector hand-over on cancel', () => {
+  const DRAIN_TIMEOUT = 20_000;
+
+  it('keeps renewing while work is in flight, starts nothing new, and releases only after the work returned', async () => {
+    // A drain timeout longer than the test, so that only the work's return ends the drain.
+    const { clock, store, work, a } = startWorkingCandidate(10 * LEASE_DURATION);
+    await clock.advance(0);
+    const b = startCandidate('b', store, clock);
+    await clock.advance(RETRY_PERIOD);
+    expect(work.start('refresh')).toBe(true);
+
+    a.controller.abort();
+    const cancelledAt = clock.now();
+    expect(work.drain?.aborted).toBe(true);
+    expect(work.signal?.aborted).toBe(false);
+    expect(work.start('late')).toBe(false);
+
+    // Several lease durations: the lease would long have expired without renewals.
+    await advanceCheckingExclusivity(clock, [a, b], 3 * LEASE_DURATION);
+    expect(a.elector.isLeader()).toBe(true);
+    expect(b.startedAt).toEqual([]);
+    expect(store.record?.holderIdentity).toBe('a');
+    expect(store.record?.renewTime).toBeGreaterThanOrEqual(clock.now() - RETRY_PERIOD);
+    expect(renewalsSince(store, 'a', cancelledAt).length).toBeGreaterThanOrEqual(
+      (3 * LEASE_DURATION) / RETRY_PERIOD - 1,
+    );
+    expect(work.signal?.aborted).toBe(false);
+    expect(a.finished()).toBe(false);
+
+    work.finish('refresh');
+    await clock.advance(0);
+    await a.run;
+    expect(work.events).toEqual([
+      'refresh started',
+      'draining',
+      'late refused',
+      'refresh returned (lease holder "a")',
+      'aborted (AbortError)',
+    ]);
+    expect(a.events).toEqual(['stopped (lease holder "")']);
+    expect(store.record).toMatchObject({ holderIdentity: '', leaseDurationSeconds: 1 });
+    expect(a.stoppedCount).toBe(1);
+
+    // Released: the follower takes over at its next attempt.
+    await advanceCheckingExclusivity(clock, [a, b], RETRY_PERIOD * (1 + JITTER_FACTOR));
+    expect(b.elector.isLeader()).toBe(true);
+
+    b.controller.abort();
+    await b.run;
+  });
+
+  it.each([
+    { name: 'at once with drainTimeoutMs 0', drainTimeoutMs: 0 },
+    { name: 'at the drain deadline', drainTimeoutMs: DRAIN_TIMEOUT },
+  ])(
+    "aborts the work's signal $name and releases once the aborted work returned",
+    async ({ drainTimeoutMs }) => {
+      const { clock, store, work, a } = startWorkingCandidate(drainTimeoutMs);
+      await clock.advance(RETRY_PERIOD);
+      // An item that ignores the drain and winds down only when aborted.
+      work.start('slow', { returnsAfterAbortMs: 500 });
+
+      a.controller.abort();
+      const cancelledAt = clock.monotonic();
+      if (drainTimeoutMs > 0) {
+        await clock.advance(drainTimeoutMs - 1);
+        expect(work.signal?.aborted).toBe(false);
+        expect(store.record?.holderIdentity).toBe('a');
+        expect(store.record?.renewTime).toBeGreaterThanOrEqual(clock.now() - RETRY_PERIOD);
+      }
+      await clock.advance(drainTimeoutMs - (clock.monotonic() - cancelledAt));
+      expect(work.signal?.aborted).toBe(true);
+      expect(work.signal?.reason).toBeInstanceOf(drainTimeoutMs > 0 ? DrainTimeoutError : Error);
+      // Still held while the aborted item winds down.
+      expect(store.record?.holderIdentity).toBe('a');
+      expect(a.finished()).toBe(false);
+
+      await clock.advance(500);
+      await a.run;
+      expect(work.events.slice(-2)).toEqual([
+        `aborted (${drainTimeoutMs > 0 ? 'DrainTimeoutError' : 'AbortError'})`,
+        'slow returned (lease holder "a")',
+      ]);
+      expect(a.events).toEqual(['stopped (lease holder "")']);
+      expect(store.record?.holderIdentity).toBe('');
+    },
+  );
+
+  it.each([
+    { name: 'while leading', cancelFirst: false },
+    { name: 'while draining after a cancel', cancelFirst: true },
+  ])(
+    'aborts the work at once and releases nothing when leadership is lost $name',
+    async ({ cancelFirst }) => {
+      const { clock, store, work, a } = startWorkingCandidate(10 * LEASE_DURATION);
+      await clock.advance(RETRY_PERIOD);
+      work.start('refresh');
+      if (cancelFirst) a.controller.abort();
+      const lastRenewal = store.record?.renewTime;
+      a.lock.failing = true;
+
+      await clock.advance(RETRY_PERIOD + RENEW_DEADLINE);
+      expect(work.signal?.aborted).toBe(true);
+      expect(work.signal?.reason).toBeInstanceOf(LeadershipLostError);
+      expect(work.drain?.aborted).toBe(true);
+      // The run waits for the aborted work to return (it may still be storing a provider's answer),
+      // then ends without a release.
+      expect(a.finished()).toBe(false);
+      work.finish('refresh');
+      await a.run;
+      expect(a.elector.isLeader()).toBe(false);
+      expect(a.events).toEqual(['stopped (lease holder "a")']);
+      expect(store.record).toMatchObject({ holderIdentity: 'a', renewTime: lastRenewal });
+      expect(a.lock.attemptedUpdates.filter((record) => record.holderIdentity !== 'a')).toEqual([]);
+    },
+  );
+
+  it('releases at once on cancel when the work returns as soon as it drains', async () => {
+    const { clock, store, work, a } = startWorkingCandidate(DRAIN_TIMEOUT);
+    await clock.advance(RETRY_PERIOD);
+    a.controller.abort();
+    await clock.advance(0);
+    await a.run;
+    expect(work.events).toEqual(['draining', 'aborted (AbortError)']);
+    expect(store.record?.holderIdentity).toBe('');
+    // The drain deadline went with the run.
+    expect(clock.pendingTimers()).toBe(0);
+  });
+});
+
+/** A clock whose timers never fire while frozen: a leader stuck so that its renew loop never runs. */
+class FreezableClock extends FakeClock {
+  frozen = false;
+
+  override setTimeout(callback: () => void, delayMs: number): TimerHandle {
+    return super.setTimeout(() => {
+      if (!this.frozen) callback();
+    }, delayMs);
+  }
+}
+
+describe('LeaderHealthzAdaptor', () => {
+  const TOLERANCE = 5_000;
+
+  it.each([
+    {
+      name: 'no elector is set yet',
+      subject: 'none',
+      frozen: false,
+      failing: false,
+      afterMs: 0,
+      healthy: true,
+    },
+    {
+      name: 'a follower watching a frozen leader',
+      subject: 'b',
+      frozen: true,
+      failing: false,
+      afterMs: 10 * LEASE_DURATION,
+      healthy: true,
+    },
+    {
+      name: 'a leader that keeps renewing',
+      subject: 'a',
+      frozen: false,
+      failing: false,
+      afterMs: 10 * LEASE_DURATION,
+      healthy: true,
+    },
+    {
+      name: 'a frozen leader up to leaseDuration + timeout',
+      subject: 'a',
+      frozen: true,
+      failing: false,
+      afterMs: LEASE_DURATION + TOLERANCE,
+      healthy: true,
+    },
+    {
+      name: 'a frozen leader past leaseDuration + timeout',
+      subject: 'a',
+      frozen: true,
+      failing: false,
+      afterMs: LEASE_DURATION + TOLERANCE + 1,
+      healthy: false,
+    },
+    {
+      name: 'a leader that gave up after failed renewals (it exits instead)',
+      subject: 'a',
+      frozen: false,
+      failing: true,
+      afterMs: 10 * LEASE_DURATION,
+      healthy: true,
+    },
+  ])('reports $name as healthy: $healthy', async ({ subject, frozen, failing, afterMs, healthy }) => {
+    const clock = new FreezableClock();
+    const store = new MemoryLeaseStore();
+    const a = startCandidate('a', store, clock);
+    const b = startCandidate('b', store, clock);
+    // a acquires and renews once at time 0 without a timer; freezing now stops every later renewal.
+    await clock.advance(0);
+    expect(a.elector.isLeader()).toBe(true);
+    clock.frozen = frozen;
+    a.lock.failing = failing;
+    await clock.advance(afterMs);
+
+    const adaptor = new LeaderHealthzAdaptor(TOLERANCE);
+    if (subject !== 'none') adaptor.setLeaderElection((subject === 'a' ? a : b).elector);
+    const problem = adaptor.check();
+    if (healthy) expect(problem).toBeUndefined();
+    else expect(problem?.message).toMatch(/failed to renew leadership on lease test\/lease/);
+
+    clock.frozen = false;
+    a.lock.failing = false;
+    a.controller.abort();
+    b.controller.abort();
+    await clock.advance(RETRY_PERIOD * (1 + JITTER_FACTOR));
+    await Promise.all([a.run, b.run]);
   });
 });

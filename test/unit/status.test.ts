@@ -23,6 +23,7 @@ function success(previous: OAuthConnectionStatus, nowMs = T0) {
     refreshed: true,
     rotations: 5,
     chainGeneration: 1,
+    inputsVersion: 'v1',
   });
 }
 
@@ -109,9 +110,17 @@ describe('onFailure', () => {
       requeue: (ms) => ms >= 60_000,
     },
     {
-      name: 'chain broken: ChainBroken and a terminal recheck',
+      name: 'chain broken while the token is valid: Ready until it expires, looked at again right then',
       failure: { kind: 'chain_broken', reason: 'RefreshTokenReused', message: 'm' },
       tokenValid: true,
+      ready: 'True',
+      chainBroken: 'True',
+      requeue: (ms) => ms === 60_000,
+    },
+    {
+      name: 'chain broken with an expired token: not Ready, a terminal recheck',
+      failure: { kind: 'chain_broken', reason: 'RefreshTokenReused', message: 'm' },
+      tokenValid: false,
       ready: 'False',
       chainBroken: 'True',
       requeue: (ms) => ms === TERMINAL_RECHECK_MS,
@@ -132,6 +141,7 @@ describe('onFailure', () => {
       failure,
       accessTokenExpiresAtMs: tokenValid ? T0 + 60_000 : T0 - 1,
       minIntervalRetryAtMs: T0 + 570_000,
+      inputsVersion: 'v1',
     });
     expect(ready(decision.status)?.status).toBe(expectedReady);
     if (chainBroken)
@@ -143,8 +153,14 @@ describe('onFailure', () => {
 
   it('counts consecutive failures for the backoff and emits one Event per new reason', () => {
     const failure: Failure = { kind: 'transient', reason: 'ProviderUnavailable', message: 'm' };
-    const first = onFailure({ previous: {}, generation: 1, nowMs: T0, failure });
-    const second = onFailure({ previous: first.status, generation: 1, nowMs: T0 + 2000, failure });
+    const first = onFailure({ previous: {}, generation: 1, nowMs: T0, failure, inputsVersion: 'v1' });
+    const second = onFailure({
+      previous: first.status,
+      generation: 1,
+      nowMs: T0 + 2000,
+      failure,
+      inputsVersion: 'v1',
+    });
     expect(second.status.failedAttempts).toBe(2);
     expect(second.requeueAfterMs).toBe(4_000);
     expect(second.event).toBeUndefined();
@@ -156,6 +172,7 @@ describe('onFailure', () => {
       generation: 1,
       nowMs: T0,
       failure: { kind: 'conflict', reason: 'StateConflict', message: 'm' },
+      inputsVersion: 'v1',
     });
     expect(decision.status.failedAttempts).toBe(2);
     expect(decision.event).toBeUndefined();

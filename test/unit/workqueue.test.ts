@@ -167,6 +167,55 @@ describe('WorkQueue shutdown', () => {
     await expect(queue.shutDownWithDrain()).resolves.toBeUndefined();
   });
 
+  it.each([
+    { method: 'shutDown', drain: false },
+    { method: 'shutDownWithDrain', drain: true },
+  ])(
+    '$method with dropQueued hands out no queued key and does not re-queue keys re-added in flight',
+    async ({ drain }) => {
+      const { clock, queue } = newQueue();
+      queue.add('ns/in-flight');
+      queue.add('ns/queued');
+      queue.addAfter('ns/delayed', 100);
+      expect(await getKey(queue)).toBe('ns/in-flight');
+      // Re-added while in flight: without dropQueued done() would queue it again.
+      queue.add('ns/in-flight');
+      expect(queue.inFlight()).toBe(1);
+
+      let drained = false;
+      if (drain) {
+        void queue.shutDownWithDrain({ dropQueued: true }).then(() => (drained = true));
+      } else {
+        queue.shutDown({ dropQueued: true });
+      }
+      expect(queue.len()).toBe(0);
+      expect(await queue.get()).toEqual({ shutdown: true });
+      queue.add('ns/new');
+      queue.done('ns/in-flight');
+      await clock.advance(200);
+      expect(queue.len()).toBe(0);
+      expect(queue.inFlight()).toBe(0);
+      expect(await queue.get()).toEqual({ shutdown: true });
+      expect(drained).toBe(drain);
+    },
+  );
+
+  it('reports a depth of 0 to the metrics when queued keys are dropped', () => {
+    const depths: number[] = [];
+    const metrics: WorkQueueMetrics = {
+      add: () => undefined,
+      get: () => undefined,
+      done: () => undefined,
+      depth: (_name, depth) => depths.push(depth),
+      retry: () => undefined,
+    };
+    const queue = new WorkQueue({ clock: new FakeClock(), name: 'q', metrics });
+    queue.add('ns/a');
+    queue.add('ns/b');
+    queue.shutDown({ dropQueued: true });
+    expect(depths).toEqual([1, 2, 0]);
+  });
+
   it('shutDown ends a pending shutDownWithDrain without waiting for in-flight keys', async () => {
     const { queue } = newQueue();
     queue.add('ns/a');

@@ -78,3 +78,36 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- $total }}
 {{- end }}
+
+{{/* A Go duration as the operator parses it (90s, 1h30m, 1.5m, 250ms) in seconds, possibly fractional. */}}
+{{- define "oauth-token-operator.goDurationSeconds" -}}
+{{- $text := toString . }}
+{{- if not (regexMatch "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$" $text) }}
+{{- fail (printf "not a duration such as 20s or 1m30s: %q" $text) }}
+{{- end }}
+{{- $total := 0.0 }}
+{{- range $part := regexFindAll "[0-9]+(\\.[0-9]+)?(ms|s|m|h)" $text -1 }}
+{{- $n := regexFind "^[0-9]+(\\.[0-9]+)?" $part | float64 }}
+{{- $unit := regexFind "(ms|s|m|h)$" $part }}
+{{- $mult := get (dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0) $unit }}
+{{- $total = addf $total (mulf $n $mult) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/*
+operator.drainTimeout, refused unless it is shorter than terminationGracePeriodSeconds: the leader
+keeps its Lease while reconciles in flight finish, and releases it only afterwards. A kubelet that
+kills the pod first leaves the Lease held until it expires, and an aborted refresh in doubt.
+*/}}
+{{- define "oauth-token-operator.drainTimeout" -}}
+{{- $drain := include "oauth-token-operator.goDurationSeconds" .Values.operator.drainTimeout | float64 }}
+{{- $grace := .Values.terminationGracePeriodSeconds | float64 }}
+{{- if le $drain 0.0 }}
+{{- fail (printf "operator.drainTimeout (%s) must be greater than zero" (toString .Values.operator.drainTimeout)) }}
+{{- end }}
+{{- if ge $drain $grace }}
+{{- fail (printf "operator.drainTimeout (%s) must be shorter than terminationGracePeriodSeconds (%v s), with room to release the Lease afterwards" (toString .Values.operator.drainTimeout) .Values.terminationGracePeriodSeconds) }}
+{{- end }}
+{{- .Values.operator.drainTimeout }}
+{{- end }}

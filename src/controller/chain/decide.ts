@@ -1,0 +1,305 @@
+// The chain engine's rules, as one pure function: given everything a reconcile gathered about a
+// connection's refresh-token chain, what to do next. No I/O, no clock (the caller passes nowMs).
+// The reconciler executes the action and, for the steps that change what is known (a seed
+// imported, an in-doubt request settled, a chain marked broken), asks again.
+//
+// The safety argument of the operator lives here (docs/architecture.md, "The safety argument"):
+// - A refresh token is presented only by the writer that holds a fresh claim on it, never while
+//   another replica's claim may still be in flight, and never again once it may have been consumed,
+//   unless the provider's grace window or its own introspection says it is still good.
+// - A seed is presented only by the connection it was handed to (the consumed-by mark on the seed
+//   Secret), and a state Secret that vanished or went back in time is recognised from status and
+//   never presented.
+// - A failing connection is not retried before its backoff is over, whatever event woke it; only a
+//   spec change or a changed input Secret lifts the backoff.
+// - No spec or provider answer can make token requests come faster than minRequestGap allows.
+import type { LoginFlow, OAuthConnectionStatus } from '../../api/v1alpha1.ts';
+import type { IntrospectionVerdict } from '../../oauth/index.ts';
+import { loginGate } from '../recovery.ts';
+import { nextRefreshAt, type RefreshTiming } from '../schedule.ts';
+import type { ChainState } from '../state-store.ts';
+import { fingerprint } from '../state-store.ts';
+import type { Failure } from '../status.ts';
+
+/** Timer tolerance: a backoff that ends within this is treated as over. */
+const BACKOFF_TOLERANCE_MS = 1_000;
+
+export interface SeedView {
+  /** Fingerprint of the seed Secret's current refresh token. */
+  fingerprint: string;
+  /** The consumed-by mark on the seed Secret: which connection imported which value. */
+  consumedBy?: { uid: string; fingerprint: string };
+}
+
+export interface ChainTiming extends RefreshTiming {
+  /** The absolute floor between two token requests of one connection (operator flag, default 10 s). */
+  minRequestGapMs: number;
+  /** How long the provider still accepts a token presented again after a lost answer. */
+  graceWindowMs: number;
+  /**
+   * How long another replica's claim is treated as in flight: request timeout + persist budget +
+   * lease duration. A younger claim held by someone else is waited for, not judged.
+   */
+  claimTimeoutMs: number;
+}
+
+export interface ChainInput {
+  connectionUID: string;
+  /** metadata.generation of the connection. */
+  generation: number | undefined;
+  /** This replica's identity (the Lease holder name). */
+  identity: string;
+  grant: 'refreshToken' | 'clientCredentials' | 'password';
+  /** spec.recovery.login, with the version of its credentials. */
+  login?: { flow: LoginFlow; maxAttemptsPerHour?: number; credentialsVersion: string };
+  seed?: SeedView;
+  /** The state Secret's content; undefined when there is none (or it belongs to a deleted namesake). */
+  state: ChainState | undefined;
+  /** The status as read live at the start of the reconcile (plus what this reconcile wrote). */
+  status: OAuthConnectionStatus;
+  /** Identifies the referenced Secrets' versions; a change lifts a backoff. */
+  inputsVersion: string;
+  timing: ChainTiming;
+  /** The provider's verdict on the presented token of an in-doubt claim, once asked. */
+  introspection?: IntrospectionVerdict;
+}
+
+export type Action =
+  /** Start a new chain from the seed Secret (a first import, or the user re-seeded). */
+  | { kind: 'import-seed' }
+  /** Mark the seed Secret consumed by this connection before its token is ever presented. */
+  | { kind: 'mark-seed-consumed' }
+  /** The access token is good: make the output Secret match the state; look again at dueAtMs. */
+  | { kind: 'publish'; dueAtMs: number }
+  /** Claim, request, persist, publish. `retry` when a previous claim is presented again. */
+  | { kind: 'refresh'; retry?: 'grace' | 'introspection' }
+  /** Ask the provider (RFC 7662) whether the in-doubt token is still active, then decide again. */
+  | { kind: 'settle' }
+  /** Another replica's claim may still be in flight: do nothing until untilMs. */
+  | { kind: 'wait-for-claim'; untilMs: number; holder: string }
+  /** The chain is dead: record it so its token is never presented again, then decide again. */
+  | { kind: 'mark-broken'; reason: string; detail: string }
+  /** Start a new chain (or, in implicit mode, get the next access token) by logging in. */
+  | { kind: 'recover'; attempts: string[]; why: Failure }
+  /** Nothing can be done now: record the failure in status. */
+  | { kind: 'fail'; failure: Failure }
+  /** A failing connection's backoff is not over: no request, no status change, look again later. */
+  | { kind: 'back-off'; untilMs: number };
+
+/** The smallest gap between two token requests of one connection, whatever the spec or the provider says. */
+export function minRequestGap(
+  timing: Pick<ChainTiming, 'minIntervalMs' | 'minRequestGapMs'>,
+  lifetimeMs: number,
+): number {
+  return Math.max(timing.minIntervalMs, timing.minRequestGapMs, lifetimeMs / 10);
+}
+
+/** Spreads connections' refreshes deterministically, so a restart does not reshuffle them. */
+export function stableJitter(seed: string, rotations: number): number {
+  let hash = 2166136261;
+  for (const ch of `${seed}/${rotations}`) hash = Math.imul(hash ^ ch.charCodeAt(0), 16777619);
+  return ((hash >>> 0) % 10_000) / 10_000;
+}
+
+/** When the chain's access token is due for refresh. */
+export function dueAt(
+  input: Pick<ChainInput, 'connectionUID' | 'timing'>,
+  state: ChainState,
+  nowMs: number,
+): number {
+  const issuedAtMs = state.issuedAtMs ?? nowMs;
+  const expiresAtMs = state.accessTokenExpiresAtMs ?? nowMs;
+  const lifetime = Math.max(0, expiresAtMs - issuedAtMs);
+  return nextRefreshAt({
+    ...input.timing,
+    minIntervalMs: minRequestGap(input.timing, lifetime),
+    nowMs,
+    issuedAtMs,
+    expiresAtMs,
+    jitter: stableJitter(input.connectionUID, state.rotations),
+  });
+}
+
+function failure(
+  kind: Failure['kind'],
+  reason: string,
+  message: string,
+  extra: Partial<Failure> = {},
+): Action {
+  return { kind: 'fail', failure: { kind, reason, message, ...extra } };
+}
+
+export function brokenMessage(state: ChainState | undefined, reason: string, detail?: string): string {
+  const base = `refresh-token chain ${state?.chainGeneration ?? 0} is broken (${reason})`;
+  return `${base}${detail ? `: ${detail}` : ''}; re-seed it by changing the seed Secret, or configure spec.recovery.login`;
+}
+
+/** The state Secret is behind what status says the chain had reached: deleted, or restored from an old copy. */
+export function stateLost(state: ChainState | undefined, status: OAuthConnectionStatus): boolean {
+  const generation = status.chainGeneration ?? 0;
+  const known = status.refreshTokenFingerprint;
+  if (generation < 1 || known === undefined || known === '') return false;
+  if (state === undefined) return true;
+  if (state.chainGeneration !== generation) return state.chainGeneration < generation;
+  const rotations = status.rotations ?? 0;
+  if (state.rotations !== rotations) return state.rotations < rotations;
+  return state.refreshToken === undefined || fingerprint(state.refreshToken) !== known;
+}
+
+/** Until when a failing connection must not send another request; undefined when it may. */
+function backoffUntil(input: ChainInput, nowMs: number): number | undefined {
+  const { status } = input;
+  if ((status.failedAttempts ?? 0) === 0 || status.nextRefreshTime === undefined) return undefined;
+  // A new spec or changed input Secrets are a person's answer to the failure: try at once.
+  if (status.observedGeneration !== input.generation) return undefined;
+  if (status.inputsVersion !== undefined && status.inputsVersion !== input.inputsVersion) return undefined;
+  const until = Date.parse(status.nextRefreshTime);
+  return Number.isFinite(until) && nowMs + BACKOFF_TOLERANCE_MS < until ? until : undefined;
+}
+
+/** A request-making action, unless a backoff holds it back. */
+function gated(input: ChainInput, nowMs: number, action: Action): Action {
+  const until = backoffUntil(input, nowMs);
+  return until === undefined ? action : { kind: 'back-off', untilMs: until };
+}
+
+/** A recovery login, unless the backoff or the login budget holds it back. */
+function recover(input: ChainInput, nowMs: number, why: Failure): Action {
+  const login = input.login;
+  if (login === undefined) return { kind: 'fail', failure: why };
+  const gate = loginGate(input.status, login.maxAttemptsPerHour, login.credentialsVersion, nowMs);
+  if (!gate.allowed) {
+    return failure(
+      'chain_broken',
+      gate.reason ?? 'LoginNotAllowed',
+      gate.message ?? 'no recovery login allowed now',
+      {
+        ...(gate.retryAtMs !== undefined ? { recheckAtMs: gate.retryAtMs } : {}),
+      },
+    );
+  }
+  return gated(input, nowMs, { kind: 'recover', attempts: gate.attempts, why });
+}
+
+function tokenGood(input: ChainInput, state: ChainState, nowMs: number): number | undefined {
+  if (state.accessToken === undefined || state.accessTokenExpiresAtMs === undefined) return undefined;
+  if (state.issuedAtMs === undefined || nowMs >= state.accessTokenExpiresAtMs) return undefined;
+  const due = dueAt(input, state, nowMs);
+  return nowMs < due ? due : undefined;
+}
+
+/**
+ * The seed rules: import a new one, mark it consumed before its token is presented, refuse one that
+ * another connection consumed. A seed is known (not new) when this chain's state or status recorded
+ * importing it, or its consumed-by mark names this connection: status and the mark survive a lost
+ * state Secret, so a lost state never turns an old seed into a new one.
+ */
+function seedAction(input: ChainInput, state: ChainState | undefined): Action | undefined {
+  const seed = input.seed;
+  if (input.grant !== 'refreshToken' || seed === undefined) return undefined;
+  const mark = seed.consumedBy?.fingerprint === seed.fingerprint ? seed.consumedBy : undefined;
+  const holdsSeed = state?.refreshToken !== undefined && fingerprint(state.refreshToken) === seed.fingerprint;
+  if (mark !== undefined && mark.uid !== input.connectionUID) {
+    // Another connection imported this very token. Presenting it too would be a reuse that kills
+    // both chains. A chain of ours that has moved on from it (rotated, or started by a login) simply
+    // ignores the stale seed; one that still holds the seed lost the race and stops.
+    if (state?.refreshToken !== undefined && !holdsSeed) return undefined;
+    return failure(
+      'configuration',
+      'SeedConsumed',
+      'spec.grant.seedSecretRef: this refresh token was already imported by another OAuthConnection; give each connection its own seed',
+    );
+  }
+  const known =
+    mark !== undefined ||
+    state?.seedFingerprint === seed.fingerprint ||
+    input.status.seedFingerprint === seed.fingerprint;
+  if (!known) return { kind: 'import-seed' };
+  if (holdsSeed && mark === undefined) return { kind: 'mark-seed-consumed' };
+  return undefined;
+}
+
+/** Settles a claim left by an earlier attempt: present the same token again, wait, or give the chain up. */
+function claimAction(input: ChainInput, state: ChainState, nowMs: number): Action | undefined {
+  const claim = state.claim;
+  if (claim === undefined) return undefined;
+  const age = nowMs - claim.startedAtMs;
+  const presentsToken = input.grant === 'refreshToken' && claim.presented !== undefined;
+  // Inside the provider's grace window the token may be presented again whoever holds the claim:
+  // the provider accepts it, and a holder still in flight loses its persist to our newer claim.
+  if (presentsToken && age <= input.timing.graceWindowMs) {
+    return gated(input, nowMs, { kind: 'refresh', retry: 'grace' });
+  }
+  if (claim.holder !== input.identity && age < input.timing.claimTimeoutMs) {
+    return {
+      kind: 'wait-for-claim',
+      untilMs: claim.startedAtMs + input.timing.claimTimeoutMs,
+      holder: claim.holder,
+    };
+  }
+  // Nothing was presented (a grant that consumes nothing, or a login): the claim is simply void.
+  if (!presentsToken) return undefined;
+  if (input.introspection === undefined) return gated(input, nowMs, { kind: 'settle' });
+  if (input.introspection === 'active')
+    return gated(input, nowMs, { kind: 'refresh', retry: 'introspection' });
+  return {
+    kind: 'mark-broken',
+    reason: 'RefreshResponseLost',
+    detail:
+      input.introspection === 'inactive'
+        ? 'the answer to a refresh was lost and the provider reports the presented token as used'
+        : 'the answer to a refresh was lost outside the provider grace window, and the provider cannot say whether the token was used',
+  };
+}
+
+export function decide(input: ChainInput, nowMs: number): Action {
+  const state = input.state?.connectionUID === input.connectionUID ? input.state : undefined;
+  const loginFlow = input.login?.flow;
+
+  const seed = seedAction(input, state);
+  if (seed !== undefined) return seed;
+
+  if (input.grant === 'refreshToken' && loginFlow !== 'implicit' && stateLost(state, input.status)) {
+    return recover(input, nowMs, {
+      kind: 'chain_broken',
+      reason: 'StateLost',
+      message:
+        'the state Secret holding the refresh token is missing or older than the chain status records (deleted, or restored from a backup); its token is not presented: re-seed by changing the seed Secret, or configure spec.recovery.login',
+    });
+  }
+
+  if (state !== undefined) {
+    const claimed = claimAction(input, state, nowMs);
+    if (claimed !== undefined) return claimed;
+    if (state.broken !== undefined) {
+      return recover(input, nowMs, {
+        kind: 'chain_broken',
+        reason: state.broken.reason,
+        message: brokenMessage(state, state.broken.reason),
+      });
+    }
+  }
+
+  if (input.grant === 'refreshToken' && loginFlow === 'implicit') {
+    const due = state !== undefined ? tokenGood(input, state, nowMs) : undefined;
+    if (due !== undefined) return { kind: 'publish', dueAtMs: due };
+    return recover(input, nowMs, {
+      kind: 'chain_broken',
+      reason: 'LoginRequired',
+      message: 'implicit mode: the access token is due and only a login gets the next one',
+    });
+  }
+
+  if (input.grant === 'refreshToken' && state?.refreshToken === undefined) {
+    return recover(input, nowMs, {
+      kind: 'chain_broken',
+      reason: 'NoRefreshToken',
+      message:
+        'there is no refresh token to start from: set spec.grant.seedSecretRef or configure spec.recovery.login',
+    });
+  }
+
+  const due = state !== undefined ? tokenGood(input, state, nowMs) : undefined;
+  if (due !== undefined) return { kind: 'publish', dueAtMs: due };
+  return gated(input, nowMs, { kind: 'refresh' });
+}

@@ -18,6 +18,7 @@ import { canary, findLeaks } from '../harness/leaks.ts';
 import { DEFAULT_REDIRECT_URI, type TestOidcServer } from '../harness/oidc/server.ts';
 import type { OperatorProcess } from '../harness/operator.ts';
 import { clientSecretOf, Scenario } from '../harness/scenario.ts';
+import { StatusRecorder } from '../harness/status-watch.ts';
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 function base32(bytes: Uint8Array): string {
@@ -164,6 +165,7 @@ describe('recovery login with TOTP against oidc-provider', () => {
         condition(await getConnectionStatus(admin, namespace, 'broken'), 'Ready')?.status === 'True',
       30_000,
     );
+    const statuses = await StatusRecorder.start(admin, namespace, 'broken');
     await oidc.revokeAllGrants();
     const recovered = await waitFor(
       'a new chain that rotates',
@@ -179,9 +181,30 @@ describe('recovery login with TOTP against oidc-provider', () => {
     );
     expect(condition(recovered, 'ChainBroken')?.status).toBe('False');
     const events = await admin.makeApiClient(k8s.CoreV1Api).listNamespacedEvent({ namespace });
-    expect(events.items.filter((e) => e.involvedObject.name === 'broken').map((e) => e.reason)).toContain(
-      'RecoveryLoginSucceeded',
-    );
+    const reasons = events.items.filter((e) => e.involvedObject.name === 'broken');
+    expect(reasons.map((e) => e.reason)).toContain('RecoveryLoginSucceeded');
+    // The break was visible while it lasted, with a Warning, even though a login mended it.
+    expect(reasons.filter((e) => e.type === 'Warning').map((e) => e.reason)).toContain('ChainBroken');
+    statuses.stop();
+    const brokenAt = statuses.with('ChainBroken', 'True');
+    expect(brokenAt.length, 'a status with ChainBroken=True was written').toBeGreaterThan(0);
+    expect(brokenAt.some((o) => condition(o.status, 'Recovering')?.status === 'True')).toBe(true);
+    const mendedAt = statuses.with('ChainBroken', 'False').filter((o) => o.at > (brokenAt[0]?.at ?? 0));
+    expect(mendedAt.length, 'ChainBroken=False after the break').toBeGreaterThan(0);
+    // Ready says whether the output Secret holds a token that has not expired, in every status
+    // written: True only before the expiry it names, False only once that expiry has passed. The
+    // tolerance covers a login in flight when the old token expires (status is written around it).
+    const TOLERANCE_MS = 2 * TOTP_PERIOD_SEC * 1000;
+    for (const o of statuses.observed) {
+      const ready = condition(o.status, 'Ready')?.status;
+      const expiresAt = Date.parse(o.status.accessTokenExpiresAt ?? '');
+      if (ready === 'True')
+        expect(expiresAt, `Ready=True at ${o.at} with a token that expired`).toBeGreaterThan(
+          o.at - TOLERANCE_MS,
+        );
+      if (ready === 'False')
+        expect(expiresAt, `Ready=False at ${o.at} with a valid token`).toBeLessThan(o.at + TOLERANCE_MS);
+    }
   });
 
   it('stops after exactly one attempt with a wrong password: Ready=False LoginFailed', async () => {

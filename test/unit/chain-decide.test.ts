@@ -9,6 +9,7 @@ import {
   stateLost,
   type Action,
   type ChainInput,
+  type ChainTiming,
 } from '../../src/controller/chain/decide.ts';
 import {
   afterFailure,
@@ -59,6 +60,18 @@ function recorded(state: ChainState, overrides: OAuthConnectionStatus = {}): OAu
   };
 }
 
+/** The timing of a generic connection; tests change what they are about. */
+function timing(overrides: Partial<ChainTiming> = {}): ChainTiming {
+  return {
+    minIntervalMs: 0,
+    propagationMs: 90_000,
+    graceWindowMs: 0,
+    claimTimeoutMs: 105_000,
+    minRequestGapMs: 10_000,
+    ...overrides,
+  };
+}
+
 function input(overrides: Partial<ChainInput> = {}): ChainInput {
   const state = 'state' in overrides ? overrides.state : chain();
   return {
@@ -69,13 +82,7 @@ function input(overrides: Partial<ChainInput> = {}): ChainInput {
     seed: { fingerprint: fingerprint(SEED), consumedBy: { uid: UID, fingerprint: fingerprint(SEED) } },
     status: state !== undefined ? recorded(state) : {},
     inputsVersion: 'inputs-1',
-    timing: {
-      minIntervalMs: 0,
-      propagationMs: 90_000,
-      graceWindowMs: 0,
-      claimTimeoutMs: 105_000,
-      minRequestGapMs: 10_000,
-    },
+    timing: timing(),
     ...overrides,
     state,
   };
@@ -257,13 +264,7 @@ const rows: Row[] = [
     name: 'a claim inside the grace window presents the same token again',
     input: input({
       state: chain({ claim: claim(ME, 5_000) }),
-      timing: {
-        minIntervalMs: 0,
-        propagationMs: 90_000,
-        graceWindowMs: 30_000,
-        claimTimeoutMs: 105_000,
-        minRequestGapMs: 10_000,
-      },
+      timing: timing({ graceWindowMs: 30_000 }),
     }),
     expect: { kind: 'refresh', retry: 'grace' },
   },
@@ -271,13 +272,7 @@ const rows: Row[] = [
     name: 'a claim outside the grace window is settled, not retried',
     input: input({
       state: chain({ claim: claim(ME, 40_000) }),
-      timing: {
-        minIntervalMs: 0,
-        propagationMs: 90_000,
-        graceWindowMs: 30_000,
-        claimTimeoutMs: 105_000,
-        minRequestGapMs: 10_000,
-      },
+      timing: timing({ graceWindowMs: 30_000 }),
     }),
     expect: { kind: 'settle' },
   },
@@ -323,13 +318,7 @@ const rows: Row[] = [
     name: 'a claim of another replica inside the grace window presents the same token again at once',
     input: input({
       state: chain({ claim: claim('replica-b', 5_000) }),
-      timing: {
-        minIntervalMs: 0,
-        propagationMs: 90_000,
-        graceWindowMs: 30_000,
-        claimTimeoutMs: 105_000,
-        minRequestGapMs: 10_000,
-      },
+      timing: timing({ graceWindowMs: 30_000 }),
     }),
     expect: { kind: 'refresh', retry: 'grace' },
   },
@@ -454,13 +443,7 @@ const rows: Row[] = [
     name: 'the provider floor holds a refresh back (too early)',
     input: input({
       state: chain({ issuedAtMs: NOW - 100_000, accessTokenExpiresAtMs: NOW + 10_000 }),
-      timing: {
-        minIntervalMs: 570_000,
-        propagationMs: 90_000,
-        graceWindowMs: 0,
-        claimTimeoutMs: 105_000,
-        minRequestGapMs: 10_000,
-      },
+      timing: timing({ minIntervalMs: 570_000 }),
     }),
     expect: { kind: 'publish', dueAtMs: NOW - 100_000 + 570_000 },
   },
@@ -468,14 +451,7 @@ const rows: Row[] = [
     name: 'hot loop: before ≥ lifetime still waits the minimum gap',
     input: input({
       state: chain({ issuedAtMs: NOW - 5_000, accessTokenExpiresAtMs: NOW + 55_000 }),
-      timing: {
-        beforeMs: 3_600_000,
-        minIntervalMs: 0,
-        propagationMs: 90_000,
-        graceWindowMs: 0,
-        claimTimeoutMs: 105_000,
-        minRequestGapMs: 10_000,
-      },
+      timing: timing({ beforeMs: 3_600_000 }),
     }),
     expect: { kind: 'publish', dueAtMs: NOW - 5_000 + 10_000 },
   },
@@ -483,14 +459,7 @@ const rows: Row[] = [
     name: 'hot loop: keepAlive 0 still waits the minimum gap',
     input: input({
       state: chain({ issuedAtMs: NOW - 5_000, accessTokenExpiresAtMs: NOW + 3_595_000 }),
-      timing: {
-        keepAliveMs: 0,
-        minIntervalMs: 0,
-        propagationMs: 90_000,
-        graceWindowMs: 0,
-        claimTimeoutMs: 105_000,
-        minRequestGapMs: 10_000,
-      },
+      timing: timing({ keepAliveMs: 0 }),
     }),
     expect: { kind: 'publish', dueAtMs: NOW - 5_000 + 360_000 },
   },
@@ -648,15 +617,7 @@ describe('minRequestGap and dueAt', () => {
 
   it('is never earlier than the gap after issue, whatever before and keepAlive say', () => {
     const state = chain({ issuedAtMs: NOW, accessTokenExpiresAtMs: NOW });
-    const timing = {
-      beforeMs: 1e9,
-      keepAliveMs: 0,
-      minIntervalMs: 0,
-      propagationMs: 0,
-      graceWindowMs: 0,
-      claimTimeoutMs: 0,
-      minRequestGapMs: 10_000,
-    };
-    expect(dueAt({ connectionUID: UID, timing }, state, NOW)).toBe(NOW + 10_000);
+    const spinning = timing({ beforeMs: 1e9, keepAliveMs: 0, propagationMs: 0 });
+    expect(dueAt({ connectionUID: UID, timing: spinning }, state, NOW)).toBe(NOW + 10_000);
   });
 });

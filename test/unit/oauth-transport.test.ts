@@ -87,6 +87,19 @@ const client: ClientConfig = {
   authMethod: 'client_secret_post',
 };
 
+/** A code-flow login of alice that starts at `authorizationEndpoint`. */
+function codeLogin(oauth: OAuthClient, authorizationEndpoint: string) {
+  return oauth.login({
+    authorizationEndpoint,
+    clientID: 'client-1',
+    redirectURI: 'http://app.test/cb',
+    flow: 'code',
+    username: 'alice',
+    password: 'pw',
+    form: { usernameField: 'username', passwordField: 'password' },
+  });
+}
+
 describe('every outbound call goes through the one transport', () => {
   let idp: TestServer;
   let base: string;
@@ -142,17 +155,7 @@ describe('every outbound call goes through the one transport', () => {
     await oauth.requestTokens(client, endpoints, { type: 'client_credentials' });
     await oauth.revoke(client, endpoints, 'rt-1');
     expect(await oauth.introspect(client, endpoints, 'rt-1')).toBe('active');
-    const login = await rejection(
-      oauth.login({
-        authorizationEndpoint: endpoints.authorizationEndpoint ?? '',
-        clientID: 'client-1',
-        redirectURI: 'http://app.test/cb',
-        flow: 'code',
-        username: 'alice',
-        password: 'pw',
-        form: { usernameField: 'username', passwordField: 'password' },
-      }),
-    );
+    const login = await rejection(codeLogin(oauth, endpoints.authorizationEndpoint ?? ''));
     // The provider's error redirect ends the walk; what matters here is the route it took.
     expect(login).toBeInstanceOf(TokenError);
     expect(seen.map((s) => s.purpose)).toEqual([
@@ -210,16 +213,7 @@ describe('the policy and the size cap apply to a login page exactly as to a toke
     idp.requests.length = 0;
   });
 
-  const loginAt = (oauth: OAuthClient, path: string) =>
-    oauth.login({
-      authorizationEndpoint: `${base}${path}`,
-      clientID: 'client-1',
-      redirectURI: 'http://app.test/cb',
-      flow: 'code',
-      username: 'alice',
-      password: 'pw',
-      form: { usernameField: 'username', passwordField: 'password' },
-    });
+  const loginAt = (oauth: OAuthClient, path: string) => codeLogin(oauth, `${base}${path}`);
 
   it('a body over the cap is abandoned, for a token answer and for a login page', async () => {
     const oauth = new OAuthClient({ clock: systemClock, transport: options() });

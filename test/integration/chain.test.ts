@@ -202,4 +202,44 @@ describe('chain engine: lost state, shared seeds, backoff, hot loops', () => {
     console.log(`hot-loop spec: 4 token requests took ${elapsed} ms with a 5 s minimum gap`);
     expect(elapsed).toBeGreaterThanOrEqual(3 * 5_000);
   });
+
+  it('a provider answering expires_in 0 does not make the scheduler spin: the lifetime is ignored and reported', async () => {
+    // Its own provider, so that the answers it fakes reach this connection only.
+    const zero = await scenario.startProvider({ accessTokenTtlSec: TOKEN_TTL_SEC });
+    const ns = await scenario.clientNamespace('zero', clientSecretOf(zero));
+    scenario.startOperator({
+      env: await scenario.operatorEnvironment(),
+      identity: 'zero',
+      watchNamespace: ns,
+    });
+    // The provider "answers" every refresh with a token that expires at once (and no new refresh token).
+    zero.faults.next(
+      {
+        kind: 'oauthError',
+        status: 200,
+        body: { access_token: 'at-zero', token_type: 'Bearer', expires_in: 0 },
+      },
+      50,
+    );
+    await scenario.seededConnection(zero, ns, 'zero', { refresh: { assumedLifetime: '1h' } });
+    const ready = await waitFor(
+      'zero: Ready',
+      async () => {
+        const s = await getConnectionStatus(admin, ns, 'zero');
+        return condition(s, 'Ready')?.status === 'True' ? s : undefined;
+      },
+      30_000,
+    );
+    // Planned with the assumed lifetime: the next refresh is most of an hour away, not at once.
+    expect(Date.parse(ready.nextRefreshTime ?? '') - Date.now()).toBeGreaterThan(30 * 60_000);
+    await waitFor(
+      'a Warning Event ExpiresInIgnored',
+      async () =>
+        (await core.listNamespacedEvent({ namespace: ns })).items.some(
+          (e) => e.reason === 'ExpiresInIgnored',
+        ),
+      15_000,
+    );
+    expect(zero.faults.log().length, 'token requests').toBe(1);
+  });
 });

@@ -24,6 +24,7 @@ export interface OperatorConfig {
   requestTimeoutMs: number;
   persistBudgetMs: number;
   minRequestGapMs: number;
+  requireSecretLabel?: string;
   maxResponseBytes: number;
   kubeconfig?: string;
   testFaults: string[];
@@ -95,6 +96,10 @@ export const FLAGS: Record<string, FlagSpec> = {
     type: 'string',
     default: '10s',
     help: 'The shortest time between two token requests of one connection, whatever its spec or the provider says (the larger of this, the minInterval and a tenth of the token lifetime applies).',
+  },
+  'require-secret-label': {
+    type: 'string',
+    help: 'A label key every Secret a connection references must carry with the value "true" (for clusters where those who write connections may not read every Secret of their namespace). Unset: no opt-in required.',
   },
   'secret-propagation': {
     type: 'string',
@@ -202,6 +207,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     requestTimeoutMs: duration('request-timeout'),
     persistBudgetMs: duration('persist-budget'),
     minRequestGapMs: duration('min-request-gap'),
+    ...(get('require-secret-label') ? { requireSecretLabel: get('require-secret-label') } : {}),
     maxResponseBytes: positiveInt('max-response-bytes'),
     ...(kubeconfig ? { kubeconfig } : {}),
     // Test-only fault hooks; nothing in the chart sets this.

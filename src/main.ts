@@ -165,6 +165,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       propagationMs: config.secretPropagationMs,
       persistBudgetMs: config.persistBudgetMs,
       minRequestGapMs: config.minRequestGapMs,
+      ...(config.requireSecretLabel !== undefined ? { requireSecretLabel: config.requireSecretLabel } : {}),
       // A claim younger than this may belong to a request still in flight or being stored.
       claimTimeoutMs: config.requestTimeoutMs + config.persistBudgetMs + config.leaseDurationMs,
       faults: { crashAfterTokenResponse: config.testFaults.includes('crash-after-token-response') },

@@ -1,6 +1,8 @@
 // Everything a reconcile needs from the user's side, resolved and checked before any outbound
-// request: Secret references (read by GET, only in the connection's own namespace), the preset, the
-// timing. A problem here is a configuration failure whose message names the offending field.
+// request: Secret references (read by GET, only in the connection's own namespace, never of a type
+// that holds a cluster or registry credential, and only with the opt-in label when the operator
+// requires one), the preset, the timing. A problem here is a configuration failure whose message
+// names the offending field.
 import * as k8s from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
 import type { OAuthConnection, SecretKeyRef } from '../api/v1alpha1.ts';
@@ -57,6 +59,8 @@ export interface ResolvedInputs {
 }
 
 const DEFAULT_ASSUMED_LIFETIME_MS = 3_600_000;
+/** Refusals of readSecretKeyVersioned that are the operator's policy, not a missing value. */
+const POLICY_REFUSALS: ReadonlySet<string> = new Set(['SecretTypeNotAllowed', 'SecretNotOptedIn']);
 
 function durationField(value: string | undefined, field: string): number | undefined {
   if (value === undefined) return undefined;
@@ -71,6 +75,30 @@ function durationField(value: string | undefined, field: string): number | undef
   }
 }
 
+/** The operator's policy for the Secrets connections reference. */
+export interface SecretReadOptions {
+  /**
+   * A label key every referenced Secret must carry with the value "true" (an operator flag, for
+   * clusters where the people who write connections may not read every Secret of their namespace:
+   * only Secrets someone labelled are then read). Unset: no label is required.
+   */
+  requireSecretLabel?: string;
+}
+
+/**
+ * Secret types the operator never reads, whatever a connection says. Each holds a credential for
+ * the cluster or a registry, not for an OAuth provider, and every value the operator reads is sent
+ * to a URL the connection names: a clientSecretRef to the namespace's service-account token with
+ * a tokenURL on the tenant's own host would POST that token there (a confused deputy).
+ */
+export const REFUSED_SECRET_TYPES: ReadonlySet<string> = new Set([
+  'kubernetes.io/service-account-token',
+  'bootstrap.kubernetes.io/token',
+  'kubernetes.io/tls',
+  'kubernetes.io/dockerconfigjson',
+  'kubernetes.io/dockercfg',
+]);
+
 export interface VersionedSecretValue {
   value: string;
   /** The Secret's name and resourceVersion: what identifies this version of the value. */
@@ -79,13 +107,19 @@ export interface VersionedSecretValue {
   annotations: Record<string, string>;
 }
 
-/** Like readSecretKey, with the Secret's name, resourceVersion and annotations. */
+/**
+ * Reads one key of a referenced Secret, with the Secret's name, resourceVersion and annotations.
+ * Refuses (ConfigurationError) a reference out of the namespace, a Secret of a type in
+ * REFUSED_SECRET_TYPES (SecretTypeNotAllowed) and, when options.requireSecretLabel is set, a Secret
+ * without that label set to "true" (SecretNotOptedIn), before any of its data is looked at.
+ */
 export async function readSecretKeyVersioned(
   core: k8s.CoreV1Api,
   namespace: string,
   ref: SecretKeyRef & { namespace?: unknown },
   field: string,
   defaultKey: string,
+  options: SecretReadOptions = {},
 ): Promise<VersionedSecretValue> {
   if (ref.namespace !== undefined && ref.namespace !== namespace) {
     throw new ConfigurationError(
@@ -109,7 +143,23 @@ export async function readSecretKeyVersioned(
     }
     throw err;
   }
-  const raw = secret.data?.[key];
+  const type = secret.type ?? 'Opaque';
+  if (REFUSED_SECRET_TYPES.has(type)) {
+    throw new ConfigurationError(
+      'SecretTypeNotAllowed',
+      `${field}: Secret ${namespace}/${ref.name} is of type ${type}, which the operator never reads (it holds a cluster or registry credential, not an OAuth one)`,
+    );
+  }
+  const label = options.requireSecretLabel;
+  if (label !== undefined && label !== '' && secret.metadata?.labels?.[label] !== 'true') {
+    throw new ConfigurationError(
+      'SecretNotOptedIn',
+      `${field}: Secret ${namespace}/${ref.name} lacks the label ${label}=true that this operator requires on every Secret a connection references`,
+    );
+  }
+  // Own keys only: `secret.data` is a plain object, and a key such as `constructor` that the Secret
+  // lacks must not resolve to what Object.prototype has under that name.
+  const raw = secret.data !== undefined && Object.hasOwn(secret.data, key) ? secret.data[key] : undefined;
   if (raw === undefined) {
     throw new ConfigurationError(
       'SecretKeyMissing',
@@ -135,6 +185,7 @@ export async function resolveInputs(
   core: k8s.CoreV1Api,
   connection: OAuthConnection,
   propagationMs: number,
+  options: SecretReadOptions = {},
 ): Promise<ResolvedInputs> {
   const { spec } = connection;
   const { namespace } = connection.metadata;
@@ -185,7 +236,7 @@ export async function resolveInputs(
     field: string,
     defaultKey: string,
   ): Promise<VersionedSecretValue> => {
-    const value = await readSecretKeyVersioned(core, namespace, ref, field, defaultKey);
+    const value = await readSecretKeyVersioned(core, namespace, ref, field, defaultKey, options);
     versions.push(`${field}=${value.name}@${value.resourceVersion}`);
     return value;
   };
@@ -208,8 +259,11 @@ export async function resolveInputs(
       inputs.seed = await read(spec.grant.seedSecretRef, 'spec.grant.seedSecretRef', 'refresh_token');
     } catch (err) {
       // Without a login to fall back on, a missing seed is a configuration error; with one, the
-      // chain is bootstrapped by logging in instead.
-      if (!(err instanceof ConfigurationError) || !spec.recovery?.login) throw err;
+      // chain is bootstrapped by logging in instead. A Secret the policy refuses is reported all
+      // the same: its owner should learn why it is ignored.
+      if (!(err instanceof ConfigurationError) || !spec.recovery?.login || POLICY_REFUSALS.has(err.reason)) {
+        throw err;
+      }
     }
   }
   if (grantType === 'password') {

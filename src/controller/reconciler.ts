@@ -18,7 +18,7 @@ import { ChainHandle } from './chain/handle.ts';
 import { failureOf } from './failures.ts';
 import type { HostLimiter } from './host-limiter.ts';
 import { ConfigurationError, resolveInputs, type ResolvedInputs } from './inputs.ts';
-import { OutputSecretNotOwnedError, type OutputSecretWriter } from './output-secret.ts';
+import { OutputError, type OutputSecretWriter } from './output-secret.ts';
 import type { RecoveryLogin } from './recovery.ts';
 import { StateConflictError, type StateStore } from './state-store.ts';
 import { onFailure, type Failure } from './status.ts';
@@ -48,6 +48,8 @@ export interface ReconcilerOptions {
   persistBudgetMs?: number;
   /** The absolute floor between two token requests of one connection. Default 10 s. */
   minRequestGapMs?: number;
+  /** A label (set to "true") every referenced Secret must carry; unset: no opt-in required. */
+  requireSecretLabel?: string;
   faults?: TestFaults;
 }
 
@@ -124,7 +126,12 @@ export class Reconciler {
     const log = this.deps.log.child({ namespace, name });
     let inputs: ResolvedInputs;
     try {
-      inputs = await resolveInputs(this.deps.core, connection, this.options.propagationMs);
+      inputs = await resolveInputs(
+        this.deps.core,
+        connection,
+        this.options.propagationMs,
+        this.inputOptions(),
+      );
     } catch (err) {
       if (!(err instanceof ConfigurationError)) throw err;
       const failure: Failure = { kind: 'configuration', reason: err.reason, message: err.message };
@@ -160,13 +167,20 @@ export class Reconciler {
         log.info('state Secret changed under us: another writer is active; backing off');
         return engine.fail({ kind: 'conflict', reason: 'StateConflict', message: err.message });
       }
-      if (err instanceof OutputSecretNotOwnedError) {
-        return engine.fail({ kind: 'configuration', reason: 'OutputSecretNotOwned', message: err.message });
+      // The output Secret is someone else's, or spec.output asks for keys or sizes it may not have.
+      if (err instanceof OutputError) {
+        return engine.fail({ kind: 'configuration', reason: err.reason, message: err.message });
       }
       // Endpoint resolution (discovery, the endpoint policy) failed before any request was sent.
       if (isTokenError(err)) return engine.fail(failureOf(err));
       throw err;
     }
+  }
+
+  private inputOptions(): { requireSecretLabel?: string } {
+    return this.options.requireSecretLabel !== undefined
+      ? { requireSecretLabel: this.options.requireSecretLabel }
+      : {};
   }
 
   /** A failure found before the chain could be looked at (inputs): status only. */
@@ -245,7 +259,12 @@ export class Reconciler {
     try {
       const stored = await this.deps.state.read(connection);
       if (!stored?.state.refreshToken || stored.state.connectionUID !== uid) return;
-      const inputs = await resolveInputs(this.deps.core, connection, this.options.propagationMs);
+      const inputs = await resolveInputs(
+        this.deps.core,
+        connection,
+        this.options.propagationMs,
+        this.inputOptions(),
+      );
       const endpoints = await this.deps.oauth.resolveEndpoints(inputs.endpoints(stored.state.geolocation));
       await this.deps.oauth.revoke(inputs.client, endpoints, stored.state.refreshToken);
       this.deps.events.record(

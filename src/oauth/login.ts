@@ -16,18 +16,24 @@
 // - A rejected TOTP code is retried at most once, with the NEXT code (the supplier waits for the
 //   next time step; see TotpGenerator), then WrongTotp.
 // - Every request goes through the Transport (endpoint policy, pinned address, time and size caps),
-//   and the number of pages and of consecutive redirects is bounded.
+//   and the number of pages (at most DEFAULT_MAX_PAGES) and of consecutive redirects is bounded; so
+//   are each page's size and nesting and the form selectors' grammar (login-form.ts).
 // - Nothing is logged. Errors are TokenErrors (login-errors.ts) whose messages may name a host,
 //   never a path, a query, page text, the username, the password, a TOTP code or an authorization code.
 import { calculatePKCECodeChallenge, randomPKCECodeVerifier, randomState } from 'openid-client';
 import { sanitizeDescription, sanitizeErrorCode } from './errors.ts';
 import { configurationError } from './exchange.ts';
 import { loginError } from './login-errors.ts';
-import { analysePage, fillForm, type FormProfile, type HtmlForm } from './login-form.ts';
+import { analysePage, checkFormProfile, fillForm, type FormProfile, type HtmlForm } from './login-form.ts';
 import { isHtml, LoginHttp, type LoginAnswer, type LoginRequest } from './login-http.ts';
 import { canonicalTokenType } from './model.ts';
 import type { Transport } from './transport.ts';
 
+/**
+ * HTML pages one login reads: the default, and the most a caller may ask for. Every page costs a
+ * parse on the shared event loop and a request to a host the tenant chose; a real login shows two
+ * to four (username, password, one or two TOTP pages).
+ */
 export const DEFAULT_MAX_PAGES = 10;
 /** Consecutive redirects without a page in between (browsers allow 20). */
 export const MAX_CONSECUTIVE_REDIRECTS = 20;
@@ -47,7 +53,7 @@ export interface LoginParams {
    */
   totp?: () => Promise<string>;
   form: FormProfile;
-  /** HTML pages read before giving up. Default 10. */
+  /** HTML pages read before giving up: 1 to DEFAULT_MAX_PAGES (10, the default); clamped to that. */
   maxPages?: number;
   /** Further authorization request parameters; the ones the driver sets itself are ignored. */
   extraAuthParams?: Readonly<Record<string, string>>;
@@ -101,6 +107,12 @@ function redirectBase(value: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The caller's page budget within 1 … DEFAULT_MAX_PAGES; anything unusable (NaN) is the default. */
+export function pageBudget(maxPages: number | undefined): number {
+  if (maxPages === undefined || Number.isNaN(maxPages)) return DEFAULT_MAX_PAGES;
+  return Math.min(DEFAULT_MAX_PAGES, Math.max(1, Math.floor(maxPages)));
 }
 
 function toSeconds(value: string | null): number | undefined {
@@ -212,7 +224,8 @@ function providerPageError(answer: LoginAnswer): Error {
  * implicit flow, the access token. Throws TokenError: WrongCredentials, WrongTotp,
  * LoginFormUnexpected, ProviderError (login-errors.ts); the endpoint policy's insecure_endpoint /
  * DNSFailure for a refused or unresolvable hop; 'configuration' MissingCredential, MissingClientID,
- * InvalidRedirectURI, MissingAuthorizationEndpoint for unusable parameters (nothing sent).
+ * InvalidRedirectURI, MissingAuthorizationEndpoint, InvalidSelector for unusable parameters (nothing
+ * sent).
  */
 export async function performLogin(transport: Transport, params: LoginParams): Promise<LoginResult> {
   if (params.username === '' || params.password === '') {
@@ -224,6 +237,7 @@ export async function performLogin(transport: Transport, params: LoginParams): P
   if (redirect === undefined) {
     throw configurationError('InvalidRedirectURI', 'recovery login: redirectURI is not an absolute URL');
   }
+  checkFormProfile(params.form);
 
   const state = randomState();
   const codeVerifier = randomPKCECodeVerifier();
@@ -253,7 +267,7 @@ export async function performLogin(transport: Transport, params: LoginParams): P
   }
 
   const http = new LoginHttp(transport, params.signal);
-  const maxPages = params.maxPages ?? DEFAULT_MAX_PAGES;
+  const maxPages = pageBudget(params.maxPages);
   const maxOtpSubmissions = params.retryWrongTotp === false ? 1 : 2;
   const walk: WalkState = {
     pages: 0,

@@ -34,7 +34,7 @@ export interface TotpParameters {
   algorithm: TotpAlgorithm;
   /** 6 or 8. */
   digits: number;
-  /** Time step in seconds (1 … 3600). */
+  /** Time step in seconds (1 … 300; see MAX_PERIOD_SEC). */
   periodSec: number;
 }
 
@@ -50,7 +50,13 @@ export const RFC6238_DEFAULTS: Readonly<TotpParameters> = { algorithm: 'SHA1', d
 /** 80-bit keys (16 base32 characters) are common in the field although RFC 4226 asks for 128. */
 export const MIN_KEY_BYTES = 10;
 export const MAX_KEY_BYTES = 64;
-const MAX_PERIOD_SEC = 3600;
+/**
+ * The longest time step accepted. A login that needs a fresh code (the previous one was handed out,
+ * or was rejected and is retried with the next) waits for the next step, holding a reconcile worker
+ * for up to one period: five minutes is already long, the hour the URI format allows would stall a
+ * worker for an hour. Authenticators and providers use 30 s, rarely 60 s.
+ */
+export const MAX_PERIOD_SEC = 300;
 const MAX_SECRET_TEXT = 4096;
 
 const GUARDRAILS = createGuardrails({ MIN_SECRET_BYTES: MIN_KEY_BYTES, MAX_SECRET_BYTES: MAX_KEY_BYTES });

@@ -19,6 +19,17 @@ describe('parseConfig', () => {
     expect(config.allowInsecureHttp).toBe(false);
   });
 
+  it('has chain-engine defaults, and the Secret opt-in label only when set', () => {
+    const defaults = parseConfig([], {});
+    if (defaults === 'help') throw new Error('unexpected help');
+    expect([defaults.persistBudgetMs, defaults.minRequestGapMs]).toEqual([60_000, 10_000]);
+    expect(defaults.requireSecretLabel).toBeUndefined();
+    const set = parseConfig(['--min-request-gap', '1s'], { OTO_REQUIRE_SECRET_LABEL: 'example.com/oauth' });
+    if (set === 'help') throw new Error('unexpected help');
+    expect(set.minRequestGapMs).toBe(1_000);
+    expect(set.requireSecretLabel).toBe('example.com/oauth');
+  });
+
   it.each([
     { args: ['--workers', '0'], message: /--workers/ },
     { args: ['--lease-duration', '5s', '--renew-deadline', '10s'], message: /--lease-duration/ },

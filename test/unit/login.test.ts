@@ -14,6 +14,7 @@ import {
   type LoginResult,
   type TransportOptions,
 } from '../../src/oauth/index.ts';
+import { DEFAULT_MAX_PAGES, pageBudget } from '../../src/oauth/login.ts';
 import { formProfileFor } from '../../src/providers/configure.ts';
 import { presetDefaults } from '../../src/providers/presets.ts';
 import { FakeClock } from '../harness/fake-clock.ts';
@@ -343,12 +344,20 @@ describe('login: failures', () => {
     expect(srv.loginForms).toHaveLength(0);
   });
 
-  it('an invalid selector is LoginFormUnexpected', async () => {
+  it.each([
+    ['loginFormSelector', 'form#[', /not a valid CSS selector/],
+    ['loginFormSelector', '*:has(*:has(x))', /universal selector/],
+    ['loginFormSelector', 'form:has(input[name=password])', /pseudo-classes \(:has\)/],
+    ['otpFormSelector', 'form#kc-otp-login-form, form', /selector lists/],
+    ['otpFormSelector', 'h1 ~ form', /combinators/],
+  ])('%s %s is InvalidSelector, refused before anything is sent', async (field, selector, problem) => {
     const srv = await server();
-    const form = { ...KEYCLOAK_FORM, loginFormSelector: 'form#[' };
+    const form = { ...KEYCLOAK_FORM, [field]: selector };
     const err = await failure(login(params(srv, new TotpGenerator(), { form })), srv);
-    expect(err.reason).toBe('LoginFormUnexpected');
-    expect(err.message).toMatch(/not a valid CSS selector/);
+    expect(err).toMatchObject({ code: 'configuration', reason: 'InvalidSelector' });
+    expect(err.message).toContain(field);
+    expect(err.message).toMatch(problem);
+    expect(srv.requests).toHaveLength(0);
   });
 
   it('a non-HTML page, a redirect loop, too many pages and an oversized page are LoginFormUnexpected', async () => {
@@ -356,6 +365,9 @@ describe('login: failures', () => {
       [{ nonHtml: true }, {}, {}, /content type application\/json/],
       [{ redirectLoop: true }, {}, {}, /too many redirects/],
       [{}, { maxPages: 1 }, {}, /after 1 pages/],
+      // Below 1 is 1: a budget never turns the bound off.
+      [{}, { maxPages: 0 }, {}, /after 1 pages/],
+      [{}, { maxPages: -Infinity }, {}, /after 1 pages/],
       [{}, {}, { maxResponseBytes: 200 }, /size limit/],
     ];
     for (const [options, extra, transport, message] of cases) {
@@ -409,6 +421,33 @@ describe('login: failures', () => {
     expect(err.message).toMatch(/did not answer in time/);
     // The request did arrive: it is the answer that never came.
     expect(silent.urls).toHaveLength(1);
+  });
+});
+
+describe('login: the page budget', () => {
+  it.each([
+    [undefined, DEFAULT_MAX_PAGES],
+    [Number.NaN, DEFAULT_MAX_PAGES],
+    [0, 1],
+    [-3, 1],
+    [1, 1],
+    [2.7, 2],
+    [4, 4],
+    [DEFAULT_MAX_PAGES, DEFAULT_MAX_PAGES],
+    // A caller can lower the bound, never raise it.
+    [DEFAULT_MAX_PAGES + 1, DEFAULT_MAX_PAGES],
+    [1e9, DEFAULT_MAX_PAGES],
+    [Number.POSITIVE_INFINITY, DEFAULT_MAX_PAGES],
+  ])('maxPages %s reads at most %i pages', (maxPages, expected) => {
+    expect(DEFAULT_MAX_PAGES).toBe(10);
+    expect(pageBudget(maxPages)).toBe(expected);
+  });
+
+  it('a budget above the default still logs in (the default bounds it)', async () => {
+    const { clock, generator, now } = fakeTime();
+    const srv = await server({ now });
+    const result = await drive(clock, login(params(srv, generator, { maxPages: 1e9 })));
+    expect(result.flow).toBe('code');
   });
 });
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { TokenError } from '../../src/oauth/errors.ts';
 import {
+  MAX_PERIOD_SEC,
   parseTotpSecret,
   timeStepAt,
   totpCodeAt,
@@ -115,9 +116,10 @@ describe('parseTotpSecret', () => {
     expect(Buffer.from(secret.key).toString()).toBe('12345678901234567890');
   });
 
-  it('reads algorithm=sha-256, an upper-case type and a one-hour period', () => {
-    const uri = `otpauth://TOTP/x?secret=${SECRET_B32}&algorithm=sha-256&period=3600`;
-    expect(parseTotpSecret(uri)).toMatchObject({ algorithm: 'SHA256', periodSec: 3600 });
+  it('reads algorithm=sha-256, an upper-case type and the longest period, five minutes', () => {
+    const uri = `otpauth://TOTP/x?secret=${SECRET_B32}&algorithm=sha-256&period=300`;
+    expect(parseTotpSecret(uri)).toMatchObject({ algorithm: 'SHA256', periodSec: 300 });
+    expect(MAX_PERIOD_SEC).toBe(300);
   });
 
   it('takes the profile, then RFC defaults, where the URI is silent', () => {
@@ -154,7 +156,9 @@ describe('parseTotpSecret', () => {
     ['7 digits', `otpauth://totp/x?secret=${canary}&digits=7`],
     ['a zero period', `otpauth://totp/x?secret=${canary}&period=0`],
     ['a period that is not a number', `otpauth://totp/x?secret=${canary}&period=30s`],
-    ['a period over an hour', `otpauth://totp/x?secret=${canary}&period=3601`],
+    // A login waiting for the next step would hold a worker for up to a period (MAX_PERIOD_SEC).
+    ['a period over five minutes', `otpauth://totp/x?secret=${canary}&period=301`],
+    ['a one-hour period', `otpauth://totp/x?secret=${canary}&period=3600`],
     ['an unparseable URI', 'otpauth://[totp/x'],
   ])('rejects %s as InvalidTotpSecret without quoting it', (_what, input) => {
     let caught: unknown;
@@ -176,6 +180,19 @@ describe('parseTotpSecret', () => {
   it('rejects parameters outside what it supports', () => {
     expect(() => totpSecretFromKey(SEEDS.SHA1, { digits: 7 })).toThrow(/digits must be 6 or 8/);
     expect(() => totpSecretFromKey(SEEDS.SHA1, { periodSec: 0 })).toThrow(TokenError);
+  });
+
+  it.each([
+    { periodSec: 1, accepted: true },
+    { periodSec: 30, accepted: true },
+    { periodSec: 300, accepted: true },
+    { periodSec: 301, accepted: false },
+    { periodSec: 3600, accepted: false },
+    { periodSec: 30.5, accepted: false },
+  ])('a period of $periodSec s from the profile is accepted: $accepted', ({ periodSec, accepted }) => {
+    const parse = () => parseTotpSecret(SECRET_B32, { periodSec });
+    if (accepted) expect(parse().periodSec).toBe(periodSec);
+    else expect(parse).toThrow(/period must be a whole number of seconds from 1 to 300/);
   });
 });
 

@@ -52,6 +52,8 @@ export interface ResolvedInputs {
   version: string;
   username?: string;
   password?: string;
+  /** Identifies the password grant's credentials Secrets' versions: a rejected password blocks until it changes. */
+  passwordVersion?: string;
   login?: LoginCredentials;
   timing: RefreshTiming;
   assumedLifetimeMs: number;
@@ -274,8 +276,10 @@ export async function resolveInputs(
         'spec.grant.usernameRef: the password grant needs usernameRef and passwordRef',
       );
     }
+    const before = versions.length;
     inputs.username = (await read(usernameRef, 'spec.grant.usernameRef', 'username')).value;
     inputs.password = (await read(passwordRef, 'spec.grant.passwordRef', 'password')).value;
+    inputs.passwordVersion = versionOf(versions.slice(before));
   }
   const login = spec.recovery?.login;
   if (login) {

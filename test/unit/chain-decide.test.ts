@@ -403,6 +403,42 @@ const rows: Row[] = [
     }),
     expect: { kind: 'recover' },
   },
+  // The password grant never tries a rejected password again.
+  {
+    name: 'a password grant whose password was rejected makes no further attempt',
+    input: input({
+      grant: 'password',
+      seed: undefined,
+      passwordVersion: 'pw-1',
+      state: due,
+      status: { ...recorded(due), loginBlockedCredentials: 'pw-1' },
+    }),
+    expect: { kind: 'fail' },
+    reason: 'LoginFailed',
+  },
+  {
+    name: 'a rejected password inside its backoff: nothing, not even a status write',
+    input: input({
+      grant: 'password',
+      seed: undefined,
+      passwordVersion: 'pw-1',
+      state: due,
+      status: failing(NOW + 10 * MIN, { loginBlockedCredentials: 'pw-1' }),
+    }),
+    expect: { kind: 'back-off' },
+  },
+  {
+    name: 'changed credentials Secrets lift the block at once',
+    input: input({
+      grant: 'password',
+      seed: undefined,
+      passwordVersion: 'pw-2',
+      inputsVersion: 'inputs-2',
+      state: due,
+      status: failing(NOW + 10 * MIN, { loginBlockedCredentials: 'pw-1' }),
+    }),
+    expect: { kind: 'refresh' },
+  },
   // Schedule, backoff, hot loops.
   {
     name: 'a good token not yet due is published, nothing requested',

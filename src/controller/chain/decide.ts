@@ -50,6 +50,8 @@ export interface ChainInput {
   /** This replica's identity (the Lease holder name). */
   identity: string;
   grant: 'refreshToken' | 'clientCredentials' | 'password';
+  /** The password grant's credentials version, when the grant is password. */
+  passwordVersion?: string;
   /** spec.recovery.login, with the version of its credentials. */
   login?: { flow: LoginFlow; maxAttemptsPerHour?: number; credentialsVersion: string };
   seed?: SeedView;
@@ -301,5 +303,26 @@ export function decide(input: ChainInput, nowMs: number): Action {
 
   const due = state !== undefined ? tokenGood(input, state, nowMs) : undefined;
   if (due !== undefined) return { kind: 'publish', dueAtMs: due };
+  const blocked = passwordBlocked(input, nowMs);
+  if (blocked !== undefined) return blocked;
   return gated(input, nowMs, { kind: 'refresh' });
+}
+
+/**
+ * The password grant after the provider rejected the password: no further attempt with the same
+ * credentials until their Secrets change (a new version lifts it), so the operator never locks the
+ * account. Only the backoff's end rewrites the status; events in between send nothing.
+ */
+function passwordBlocked(input: ChainInput, nowMs: number): Action | undefined {
+  if (input.grant !== 'password' || input.passwordVersion === undefined) return undefined;
+  if (input.status.loginBlockedCredentials !== input.passwordVersion) return undefined;
+  return gated(
+    input,
+    nowMs,
+    failure(
+      'configuration',
+      'LoginFailed',
+      'spec.grant.passwordRef: the provider rejected the username or password; no further attempt until the credentials Secret changes',
+    ),
+  );
 }

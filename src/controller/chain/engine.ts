@@ -101,6 +101,7 @@ export class ChainEngine {
           }
         : {}),
       ...(inputs.seed !== undefined ? { seed: seedView(inputs.seed) } : {}),
+      ...(inputs.passwordVersion !== undefined ? { passwordVersion: inputs.passwordVersion } : {}),
       state: this.ctx.handle.state,
       status: this.ctx.status.current,
       inputsVersion: inputs.version,
@@ -254,7 +255,9 @@ export class ChainEngine {
         metrics.chainBroken.inc(this.labels);
         return 'again';
       }
-      return this.fail(failureOf(err));
+      // A rejected password is not tried again with the same credentials (decide.ts, passwordBlocked).
+      const rejectedPassword = grant.type === 'password' && err.reason === 'InvalidCredentials';
+      return this.fail(failureOf(err), rejectedPassword ? inputs.passwordVersion : undefined);
     }
 
     if (this.ctx.crashAfterTokenResponse === true) {

@@ -1,0 +1,359 @@
+// A standalone simulator of FOLIO's login and refresh (mod-login in front of mod-authtoken, behind
+// Okapi), for tests of a FOLIO protocol adapter. Not OAuth 2.0: a password login and cookie-borne
+// tokens.
+//
+// What it reproduces, from the sources of https://github.com/folio-org/mod-login (LoginAPI,
+// TokenCookieParser, CookieSameSiteConfig) and https://github.com/folio-org/mod-authtoken
+// (RefreshTokenStore, TokenExpiration, FilterApi):
+// - POST /authn/login-with-expiry {"username","password"} with X-Okapi-Tenant → 201, the tokens only
+//   in Set-Cookie: folioAccessToken (Path=/) and folioRefreshToken (Path=/authn), both Secure,
+//   HTTPOnly and SameSite (mod-login's LOGIN_COOKIE_SAMESITE: Lax unless configured, option
+//   sameSite), Max-Age from the tenant's lifetimes (TOKEN_EXPIRATION_SECONDS, defaults 600 and
+//   604800); body {"accessTokenExpiration","refreshTokenExpiration"} as ISO instants. Wrong
+//   credentials: 422 with code wrong.username.or.wrong.password.or.account.blocked.
+// - POST /authn/refresh with Cookie: folioRefreshToken=… → 201, same shape. No Cookie header, no
+//   refresh cookie, or a duplicated one (either cookie): 400 token.parse.failure. Any refusal by
+//   mod-authtoken (expired, unknown, already used) becomes 422 token.refresh.unprocessable.
+// - Strict single use: a refresh token is marked revoked when redeemed; presenting it again revokes
+//   every refresh token of that user ("Token leaked … All tokens for user are now revoked."). Access
+//   tokens are self-contained JWTs and live on until they expire. An expired refresh token is
+//   refused without revoking anything.
+// - An API call (GET /users) authenticated by the x-okapi-token header or the folioAccessToken
+//   cookie, with x-okapi-tenant: 400 "Token missing, access requires permission: …" without a
+//   token, 401 "Invalid token" for a bad or expired one.
+// - pathPrefix stands for an Okapi URL with a path (e.g. /okapi): routes and cookie paths move under it.
+//
+// Lifetimes are compressed by timeScale and judged on an injectable clock.
+import { randomBytes, randomUUID } from 'node:crypto';
+import {
+  cookiesOf,
+  FaultInjector,
+  jsonReply,
+  randomToken,
+  signedJwt,
+  simTime,
+  startSimServer,
+  textReply,
+  wholeSeconds,
+  type FaultControls,
+  type Reply,
+  type SimRequest,
+  type SimTimeOptions,
+} from './sim-server.ts';
+
+const ACCESS_COOKIE = 'folioAccessToken';
+const REFRESH_COOKIE = 'folioRefreshToken';
+const DEFAULT_ACCESS_SECONDS = 600;
+const DEFAULT_REFRESH_SECONDS = 604_800;
+
+export interface FolioTenantOptions {
+  /** Access-token lifetime in provider seconds. Default 600. */
+  accessTokenSeconds?: number;
+  /** Refresh-token lifetime in provider seconds. Default 604800 (7 days). */
+  refreshTokenSeconds?: number;
+}
+
+export interface FolioUserOptions {
+  username: string;
+  password: string;
+  /** Default: the first tenant. */
+  tenant?: string;
+}
+
+export interface FolioSimulatorOptions extends SimTimeOptions {
+  /** Tenants by id. Default { diku: {} }. */
+  tenants?: Record<string, FolioTenantOptions>;
+  /** Default one user, diku_admin / admin, in the first tenant. */
+  users?: FolioUserOptions[];
+  /** The cookies' SameSite attribute. Default 'Lax', mod-login's default (LOGIN_COOKIE_SAMESITE). */
+  sameSite?: 'Strict' | 'Lax' | 'None';
+  /** Path of the Okapi URL, e.g. '/okapi'. Default '' (Okapi at the root). */
+  pathPrefix?: string;
+}
+
+export interface FolioStats {
+  logins: number;
+  failedLogins: number;
+  /** Successful refreshes. */
+  refreshes: number;
+  /** Refreshes answered 422. */
+  refusedRefreshes: number;
+  /** Refreshes answered 400 token.parse.failure. */
+  parseFailures: number;
+  /** Second uses of a refresh token (each revokes all of the user's refresh tokens). */
+  reuses: number;
+  /** Revocations of all refresh tokens of a user (by reuse or by revokeAll). */
+  revocations: number;
+  apiCalls: number;
+}
+
+export type FolioRefreshTokenState = 'valid' | 'used' | 'revoked' | 'expired' | 'unknown';
+
+export interface FolioSimulator {
+  /** http://127.0.0.1:port */
+  readonly origin: string;
+  /** The Okapi URL: origin plus pathPrefix. */
+  readonly okapiUrl: string;
+  readonly loginEndpoint: string;
+  readonly refreshEndpoint: string;
+  readonly usersEndpoint: string;
+  readonly faults: FaultControls;
+  stats(): FolioStats;
+  /** Refresh tokens of a user that a refresh would accept now. */
+  validRefreshTokens(username: string): string[];
+  refreshTokenState(refreshToken: string): FolioRefreshTokenState;
+  /** Revokes every refresh token of a user; returns how many were still usable. */
+  revokeAll(username: string): number;
+  close(): Promise<void>;
+}
+
+interface User {
+  id: string;
+  username: string;
+  password: string;
+  tenant: string;
+}
+
+interface RefreshRecord {
+  user: User;
+  expiresAtSec: number;
+  /** mod-authtoken's is_revoked, with why. */
+  revoked: 'used' | 'revoked' | undefined;
+}
+
+interface AccessRecord {
+  user: User;
+  expiresAtSec: number;
+}
+
+/** mod-login's error body (RMB's Errors). */
+function folioErrors(status: number, message: string, code: string): Reply {
+  return jsonReply(status, { errors: [{ message, type: 'error', code, parameters: [] }] });
+}
+
+/** An instant as Java's Instant.toString writes whole seconds. */
+function isoSeconds(epochSec: number): string {
+  return new Date(epochSec * 1000).toISOString().replace('.000Z', 'Z');
+}
+
+/** A JWE-shaped opaque string (compact serialization, direct encryption): FOLIO refresh tokens are JWEs. */
+function jweShaped(): string {
+  const header = Buffer.from(JSON.stringify({ alg: 'dir', enc: 'A256GCM' })).toString('base64url');
+  return `${header}..${randomToken(12)}.${randomToken(96)}.${randomToken(16)}`;
+}
+
+export async function startFolioSimulator(options: FolioSimulatorOptions = {}): Promise<FolioSimulator> {
+  const time = simTime(options);
+  const faults = new FaultInjector();
+  const tenants = options.tenants ?? { diku: {} };
+  const firstTenant = Object.keys(tenants)[0];
+  if (firstTenant === undefined) throw new Error('at least one tenant');
+  const users: User[] = (options.users ?? [{ username: 'diku_admin', password: 'admin' }]).map((u) => ({
+    id: randomUUID(),
+    username: u.username,
+    password: u.password,
+    tenant: u.tenant ?? firstTenant,
+  }));
+  const prefix = (options.pathPrefix ?? '').replace(/\/+$/, '');
+  const paths = {
+    login: `${prefix}/authn/login-with-expiry`,
+    refresh: `${prefix}/authn/refresh`,
+    users: `${prefix}/users`,
+  };
+  const signingKey = randomBytes(32);
+  const stats: FolioStats = {
+    logins: 0,
+    failedLogins: 0,
+    refreshes: 0,
+    refusedRefreshes: 0,
+    parseFailures: 0,
+    reuses: 0,
+    revocations: 0,
+    apiCalls: 0,
+  };
+  const refreshTokens = new Map<string, RefreshRecord>();
+  const accessTokens = new Map<string, AccessRecord>();
+  const nowSec = (): number => Math.floor(time.now() / 1000);
+
+  const lifetimes = (tenant: string): { access: number; refresh: number } => {
+    const config = tenants[tenant] ?? {};
+    return {
+      access: wholeSeconds(time.scaled((config.accessTokenSeconds ?? DEFAULT_ACCESS_SECONDS) * 1000)),
+      refresh: wholeSeconds(time.scaled((config.refreshTokenSeconds ?? DEFAULT_REFRESH_SECONDS) * 1000)),
+    };
+  };
+
+  /** Set-Cookie as Vert.x/Netty encode it (Max-Age, Expires, Path, Secure, HTTPOnly, SameSite). */
+  const cookie = (name: string, value: string, expiresAtSec: number, path: string): string => {
+    const maxAge = expiresAtSec - nowSec();
+    const expires = new Date(time.now() + maxAge * 1000).toUTCString();
+    const sameSite = options.sameSite ?? 'Lax';
+    return `${name}=${value}; Max-Age=${maxAge}; Expires=${expires}; Path=${path}; Secure; HTTPOnly; SameSite=${sameSite}`;
+  };
+
+  /** mod-authtoken's returnTokens, wrapped by mod-login's tokenResponse. */
+  const tokenResponse = (user: User): Reply => {
+    const life = lifetimes(user.tenant);
+    const now = nowSec();
+    const accessExp = now + life.access;
+    const refreshExp = now + life.refresh;
+    const accessToken = signedJwt(
+      { sub: user.username, user_id: user.id, type: 'access', tenant: user.tenant, iat: now, exp: accessExp },
+      signingKey,
+    );
+    const refreshToken = jweShaped();
+    accessTokens.set(accessToken, { user, expiresAtSec: accessExp });
+    refreshTokens.set(refreshToken, { user, expiresAtSec: refreshExp, revoked: undefined });
+    const reply = jsonReply(201, {
+      accessTokenExpiration: isoSeconds(accessExp),
+      refreshTokenExpiration: isoSeconds(refreshExp),
+    });
+    return {
+      ...reply,
+      headers: {
+        ...reply.headers,
+        'set-cookie': [
+          cookie(ACCESS_COOKIE, accessToken, accessExp, `${prefix}/`),
+          cookie(REFRESH_COOKIE, refreshToken, refreshExp, `${prefix}/authn`),
+        ],
+      },
+    };
+  };
+
+  const revokeAll = (user: User): number => {
+    stats.revocations++;
+    let live = 0;
+    for (const record of refreshTokens.values()) {
+      if (record.user !== user || record.revoked !== undefined) continue;
+      if (record.expiresAtSec > nowSec()) live++;
+      record.revoked = 'revoked';
+    }
+    return live;
+  };
+
+  const login = (req: SimRequest, tenant: string): Reply => {
+    let body: unknown;
+    try {
+      body = JSON.parse(req.body);
+    } catch {
+      return textReply(400, 'Json content error');
+    }
+    const credentials = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
+    const { username, password } = credentials;
+    if (typeof username !== 'string') return textReply(400, 'You must provide a username or userId');
+    if (typeof password !== 'string') return textReply(400, 'You must provide a password');
+    const user = users.find((u) => u.username === username && u.tenant === tenant);
+    if (user?.password !== password) {
+      stats.failedLogins++;
+      return folioErrors(
+        422,
+        'Wrong username or wrong password or account blocked',
+        'wrong.username.or.wrong.password.or.account.blocked',
+      );
+    }
+    stats.logins++;
+    return tokenResponse(user);
+  };
+
+  const refresh = (req: SimRequest): Reply => {
+    // mod-login's TokenCookieParser: exactly one refresh cookie, at most one access cookie.
+    const cookies = cookiesOf(req);
+    const count = (name: string): number => cookies.filter(([n]) => n === name).length;
+    const presented = cookies.find(([n]) => n === REFRESH_COOKIE)?.[1];
+    if (presented === undefined || count(REFRESH_COOKIE) > 1 || count(ACCESS_COOKIE) > 1) {
+      stats.parseFailures++;
+      return folioErrors(400, 'Bad request', 'token.parse.failure');
+    }
+    const refused = (): Reply => {
+      stats.refusedRefreshes++;
+      return folioErrors(
+        422,
+        'Authorization server unable to process token refresh request',
+        'token.refresh.unprocessable',
+      );
+    };
+    const record = refreshTokens.get(presented);
+    // RefreshTokenStore.checkTokenNotRevoked: expiry first (nothing revoked), then the atomic
+    // "mark revoked unless already revoked"; a token already revoked means a leak.
+    if (record === undefined || record.expiresAtSec <= nowSec()) return refused();
+    if (record.revoked !== undefined) {
+      stats.reuses++;
+      revokeAll(record.user);
+      return refused();
+    }
+    record.revoked = 'used';
+    stats.refreshes++;
+    return tokenResponse(record.user);
+  };
+
+  const listUsers = (req: SimRequest, tenant: string): Reply => {
+    const header = req.headers['x-okapi-token'];
+    const token =
+      typeof header === 'string' ? header : cookiesOf(req).find(([n]) => n === ACCESS_COOKIE)?.[1];
+    if (token === undefined)
+      return textReply(400, 'Token missing, access requires permission: users.collection.get');
+    const access = accessTokens.get(token);
+    if (access === undefined || access.expiresAtSec <= nowSec() || access.user.tenant !== tenant) {
+      return textReply(401, 'Invalid token');
+    }
+    stats.apiCalls++;
+    const limit = Number(req.url.searchParams.get('limit') ?? '10');
+    const inTenant = users.filter((u) => u.tenant === tenant);
+    const page = inTenant.slice(0, Number.isInteger(limit) && limit >= 0 ? limit : 10);
+    return jsonReply(200, {
+      users: page.map((u) => ({ username: u.username, id: u.id, active: true })),
+      totalRecords: inTenant.length,
+      resultInfo: { totalRecords: inTenant.length, facets: [], diagnostics: [] },
+    });
+  };
+
+  const handle = (req: SimRequest): Reply => {
+    const path = req.url.pathname;
+    const route =
+      req.method === 'POST' && path === paths.login
+        ? login
+        : req.method === 'POST' && path === paths.refresh
+          ? refresh
+          : req.method === 'GET' && path === paths.users
+            ? listUsers
+            : undefined;
+    if (route === undefined) return textReply(404, `No suitable module found for path ${path}`);
+    // Okapi routes by tenant: without the header the request is the super tenant's, which has none
+    // of these modules.
+    const tenant = req.headers['x-okapi-tenant'];
+    if (typeof tenant !== 'string' || tenant === '') {
+      return textReply(404, `No suitable module found for path ${path} for tenant supertenant`);
+    }
+    if (!(tenant in tenants)) return textReply(400, `No such Tenant ${tenant}`);
+    return route(req, tenant);
+  };
+
+  const server = await startSimServer(handle, faults);
+  const okapiUrl = `${server.origin}${prefix}`;
+  const userNamed = (username: string): User | undefined => users.find((u) => u.username === username);
+  const stateOf = (record: RefreshRecord | undefined): FolioRefreshTokenState => {
+    if (record === undefined) return 'unknown';
+    if (record.revoked !== undefined) return record.revoked;
+    return record.expiresAtSec <= nowSec() ? 'expired' : 'valid';
+  };
+
+  return {
+    origin: server.origin,
+    okapiUrl,
+    loginEndpoint: `${server.origin}${paths.login}`,
+    refreshEndpoint: `${server.origin}${paths.refresh}`,
+    usersEndpoint: `${server.origin}${paths.users}`,
+    faults,
+    stats: () => ({ ...stats }),
+    validRefreshTokens: (username) =>
+      [...refreshTokens]
+        .filter(([, r]) => r.user.username === username && stateOf(r) === 'valid')
+        .map(([token]) => token),
+    refreshTokenState: (token) => stateOf(refreshTokens.get(token)),
+    revokeAll(username) {
+      const user = userNamed(username);
+      return user === undefined ? 0 : revokeAll(user);
+    },
+    close: () => server.close(),
+  };
+}

@@ -1,0 +1,259 @@
+// The FOLIO simulator (test/simulators/folio.ts) driven over HTTP with plain fetch, on a fake clock
+// with time compressed 100-fold: the 600 s access token lives 6 s, the 7-day refresh token 6,048 s.
+import { describe, expect, it } from 'vitest';
+import { startFolioSimulator, type FolioSimulator, type FolioSimulatorOptions } from '../simulators/folio.ts';
+import { simulatorFixture } from '../simulators/sim-fixture.ts';
+
+const SCALE = 0.01;
+const TENANT = 'diku';
+const ALICE = { username: 'alice', password: 'alice-pw' };
+const BOB = { username: 'bob', password: 'bob-pw' };
+
+const fx = simulatorFixture(startFolioSimulator, Date.parse('2026-01-01T00:00:00Z'), SCALE);
+const simulator = (options?: FolioSimulatorOptions): Promise<FolioSimulator> =>
+  fx.start({ users: [ALICE, BOB], ...options });
+
+interface Answer {
+  status: number;
+  setCookies: string[];
+  text: string;
+}
+
+async function call(url: string, init: RequestInit): Promise<Answer> {
+  const res = await fetch(url, init);
+  return { status: res.status, setCookies: res.headers.getSetCookie(), text: await res.text() };
+}
+
+function loginAs(
+  sim: FolioSimulator,
+  credentials: Record<string, unknown>,
+  tenant: string | null = TENANT,
+): Promise<Answer> {
+  return call(sim.loginEndpoint, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      ...(tenant === null ? {} : { 'x-okapi-tenant': tenant }),
+    },
+    body: JSON.stringify(credentials),
+  });
+}
+
+function refreshWith(sim: FolioSimulator, cookieHeader: string | undefined): Promise<Answer> {
+  return call(sim.refreshEndpoint, {
+    method: 'POST',
+    headers: { 'x-okapi-tenant': TENANT, ...(cookieHeader === undefined ? {} : { cookie: cookieHeader }) },
+  });
+}
+
+/** The value of a cookie set by an answer. */
+function cookieValue(answer: Answer, name: string): string {
+  const set = answer.setCookies.find((c) => c.startsWith(`${name}=`)) ?? '';
+  return set.slice(name.length + 1).split(';')[0] ?? '';
+}
+
+async function session(sim: FolioSimulator, who = ALICE): Promise<{ access: string; refresh: string }> {
+  const answer = await loginAs(sim, who);
+  expect(answer.status).toBe(201);
+  return {
+    access: cookieValue(answer, 'folioAccessToken'),
+    refresh: cookieValue(answer, 'folioRefreshToken'),
+  };
+}
+
+function errorCode(answer: Answer): unknown {
+  return (JSON.parse(answer.text) as { errors: { code: string }[] }).errors[0]?.code;
+}
+
+async function listUsers(sim: FolioSimulator, headers: Record<string, string>): Promise<number> {
+  return (await call(`${sim.usersEndpoint}?limit=1`, { headers })).status;
+}
+
+describe('FOLIO simulator: login', () => {
+  it.each([
+    { timeScale: 1, sameSite: undefined, access: 600, refresh: 604_800, attr: 'Lax' },
+    { timeScale: SCALE, sameSite: 'Strict' as const, access: 6, refresh: 6048, attr: 'Strict' },
+  ])(
+    'answers 201 with the tokens only in cookies (scale $timeScale, SameSite=$attr)',
+    async ({ timeScale, sameSite, access, refresh, attr }) => {
+      const sim = await simulator({ timeScale, sameSite });
+      const answer = await loginAs(sim, ALICE);
+      expect(answer.status).toBe(201);
+      const start = fx.clock.now();
+      expect(JSON.parse(answer.text)).toEqual({
+        accessTokenExpiration: new Date(start + access * 1000).toISOString().replace('.000Z', 'Z'),
+        refreshTokenExpiration: new Date(start + refresh * 1000).toISOString().replace('.000Z', 'Z'),
+      });
+      const at = cookieValue(answer, 'folioAccessToken');
+      const rt = cookieValue(answer, 'folioRefreshToken');
+      expect(answer.setCookies).toEqual([
+        `folioAccessToken=${at}; Max-Age=${access}; Expires=${new Date(start + access * 1000).toUTCString()}; Path=/; Secure; HTTPOnly; SameSite=${attr}`,
+        `folioRefreshToken=${rt}; Max-Age=${refresh}; Expires=${new Date(start + refresh * 1000).toUTCString()}; Path=/authn; Secure; HTTPOnly; SameSite=${attr}`,
+      ]);
+      expect(answer.text).not.toContain(at);
+    },
+  );
+
+  it("takes the lifetimes from the user's tenant", async () => {
+    const sim = await simulator({
+      tenants: { diku: {}, short: { accessTokenSeconds: 300, refreshTokenSeconds: 3600 } },
+      users: [{ ...ALICE, tenant: 'short' }],
+    });
+    const answer = await loginAs(sim, ALICE, 'short');
+    expect(answer.setCookies.map((c) => /Max-Age=(\d+)/.exec(c)?.[1])).toEqual(['3', '36']);
+  });
+
+  it.each([
+    { name: 'a wrong password', body: { ...ALICE, password: 'nope' }, status: 422 },
+    { name: 'an unknown user', body: { username: 'carol', password: 'x' }, status: 422 },
+    { name: 'no password', body: { username: ALICE.username }, status: 400 },
+    { name: 'no username', body: { password: ALICE.password }, status: 400 },
+  ])('answers $name with $status', async ({ body, status }) => {
+    const sim = await simulator();
+    const answer = await loginAs(sim, body);
+    expect(answer.status).toBe(status);
+    expect(answer.setCookies).toEqual([]);
+    if (status === 422) expect(errorCode(answer)).toBe('wrong.username.or.wrong.password.or.account.blocked');
+  });
+
+  it('routes nothing without a known tenant', async () => {
+    const sim = await simulator();
+    expect((await loginAs(sim, ALICE, null)).status).toBe(404);
+    expect((await loginAs(sim, ALICE, 'other')).status).toBe(400);
+  });
+
+  it('moves routes and cookie paths under pathPrefix', async () => {
+    const sim = await simulator({ pathPrefix: '/okapi' });
+    expect(sim.loginEndpoint).toBe(`${sim.origin}/okapi/authn/login-with-expiry`);
+    const answer = await loginAs(sim, ALICE);
+    expect(answer.setCookies.map((c) => /Path=([^;]+)/.exec(c)?.[1])).toEqual(['/okapi/', '/okapi/authn']);
+    const rootLogin = await call(`${sim.origin}/authn/login-with-expiry`, {
+      method: 'POST',
+      headers: { 'x-okapi-tenant': TENANT },
+      body: JSON.stringify(ALICE),
+    });
+    expect(rootLogin.status).toBe(404);
+  });
+});
+
+describe('FOLIO simulator: refresh', () => {
+  it('answers 201 with new cookies and uses the presented token up', async () => {
+    const sim = await simulator();
+    const first = await session(sim);
+    const answer = await refreshWith(
+      sim,
+      `folioAccessToken=${first.access}; folioRefreshToken=${first.refresh}`,
+    );
+    expect(answer.status).toBe(201);
+    expect(Object.keys(JSON.parse(answer.text) as object)).toEqual([
+      'accessTokenExpiration',
+      'refreshTokenExpiration',
+    ]);
+    const next = cookieValue(answer, 'folioRefreshToken');
+    expect(next).not.toBe(first.refresh);
+    expect(sim.refreshTokenState(first.refresh)).toBe('used');
+    expect(sim.validRefreshTokens(ALICE.username)).toEqual([next]);
+  });
+
+  it.each([
+    { name: 'no Cookie header', cookie: undefined },
+    { name: 'an empty Cookie header', cookie: '' },
+    { name: 'only the access cookie', cookie: 'folioAccessToken=a' },
+    { name: 'a duplicated refresh cookie', cookie: 'folioRefreshToken=%RT%; folioRefreshToken=%RT%' },
+    {
+      name: 'a duplicated access cookie',
+      cookie: 'folioAccessToken=a; folioRefreshToken=%RT%; folioAccessToken=a',
+    },
+  ])('answers $name with 400 token.parse.failure, consuming nothing', async ({ cookie }) => {
+    const sim = await simulator();
+    const { refresh } = await session(sim);
+    const answer = await refreshWith(sim, cookie?.replaceAll('%RT%', refresh));
+    expect(answer.status).toBe(400);
+    expect(errorCode(answer)).toBe('token.parse.failure');
+    expect(sim.refreshTokenState(refresh)).toBe('valid');
+    expect(sim.stats().parseFailures).toBe(1);
+  });
+
+  it("revokes every refresh token of the user on a second use, and no one else's", async () => {
+    const sim = await simulator();
+    const first = await session(sim);
+    const other = await session(sim);
+    const bob = await session(sim, BOB);
+    const rotated = await refreshWith(sim, `folioRefreshToken=${first.refresh}`);
+    const successor = cookieValue(rotated, 'folioRefreshToken');
+    const reuse = await refreshWith(sim, `folioRefreshToken=${first.refresh}`);
+    expect(reuse.status).toBe(422);
+    expect(errorCode(reuse)).toBe('token.refresh.unprocessable');
+    expect(sim.refreshTokenState(successor)).toBe('revoked');
+    expect(sim.refreshTokenState(other.refresh)).toBe('revoked');
+    expect(sim.validRefreshTokens(ALICE.username)).toEqual([]);
+    expect((await refreshWith(sim, `folioRefreshToken=${successor}`)).status).toBe(422);
+    expect(sim.validRefreshTokens(BOB.username)).toEqual([bob.refresh]);
+    // Access tokens are JWTs: mod-authtoken does not revoke them.
+    const access = cookieValue(rotated, 'folioAccessToken');
+    expect(await listUsers(sim, { 'x-okapi-tenant': TENANT, 'x-okapi-token': access })).toBe(200);
+    expect(sim.stats()).toMatchObject({ reuses: 2, revocations: 2, refreshes: 1, refusedRefreshes: 2 });
+  });
+
+  it('refuses an expired refresh token without revoking the others', async () => {
+    const sim = await simulator();
+    const old = await session(sim);
+    await fx.clock.advance(6048 * 1000 - 1000);
+    const fresh = await session(sim);
+    await fx.clock.advance(1000);
+    expect(sim.refreshTokenState(old.refresh)).toBe('expired');
+    expect((await refreshWith(sim, `folioRefreshToken=${old.refresh}`)).status).toBe(422);
+    expect(sim.validRefreshTokens(ALICE.username)).toEqual([fresh.refresh]);
+    expect(sim.stats()).toMatchObject({ reuses: 0, revocations: 0 });
+  });
+
+  it('turns a retry after a lost answer into a revocation (the answer was dropped after processing)', async () => {
+    const sim = await simulator();
+    const { refresh } = await session(sim);
+    sim.faults.dropNext(1, '/authn/refresh');
+    await expect(refreshWith(sim, `folioRefreshToken=${refresh}`)).rejects.toThrow();
+    expect((await refreshWith(sim, `folioRefreshToken=${refresh}`)).status).toBe(422);
+    expect(sim.validRefreshTokens(ALICE.username)).toEqual([]);
+  });
+
+  it('answers an injected 5xx without consuming the token', async () => {
+    const sim = await simulator();
+    const { refresh } = await session(sim);
+    sim.faults.failNext(1, 504, '/authn/refresh');
+    expect((await refreshWith(sim, `folioRefreshToken=${refresh}`)).status).toBe(504);
+    expect((await refreshWith(sim, `folioRefreshToken=${refresh}`)).status).toBe(201);
+  });
+});
+
+describe('FOLIO simulator: API', () => {
+  it.each([
+    { name: 'the x-okapi-token header', headers: (at: string) => ({ 'x-okapi-token': at }), status: 200 },
+    {
+      name: 'the folioAccessToken cookie',
+      headers: (at: string) => ({ cookie: `folioAccessToken=${at}` }),
+      status: 200,
+    },
+    { name: 'no token', headers: () => ({}), status: 400 },
+    { name: 'a token it never issued', headers: () => ({ 'x-okapi-token': 'e30.e30.x' }), status: 401 },
+  ])('answers a call with $name: $status', async ({ headers, status }) => {
+    const sim = await simulator();
+    const { access } = await session(sim);
+    expect(await listUsers(sim, { 'x-okapi-tenant': TENANT, ...headers(access) })).toBe(status);
+  });
+
+  it('refuses an expired access token and one of another tenant', async () => {
+    const sim = await simulator({
+      tenants: { diku: {}, other: {} },
+      users: [ALICE, { ...BOB, tenant: 'other' }],
+    });
+    const { access } = await session(sim);
+    expect(await listUsers(sim, { 'x-okapi-tenant': 'other', 'x-okapi-token': access })).toBe(401);
+    const page = await call(`${sim.usersEndpoint}?limit=1`, {
+      headers: { 'x-okapi-tenant': TENANT, 'x-okapi-token': access },
+    });
+    expect(JSON.parse(page.text)).toMatchObject({ users: [{ username: ALICE.username }], totalRecords: 1 });
+    await fx.clock.advance(6000);
+    expect(await listUsers(sim, { 'x-okapi-tenant': TENANT, 'x-okapi-token': access })).toBe(401);
+    expect(sim.stats()).toMatchObject({ logins: 1, apiCalls: 1 });
+  });
+});

@@ -89,13 +89,23 @@ export function onSuccess(input: SuccessInput): Decision {
     status.refreshTokenExpiresAt = iso(input.refreshTokenExpiresAtMs);
   if (input.refreshed) status.lastRefreshTime = iso(nowMs);
   if (input.tokenEndpoint !== undefined) status.tokenEndpoint = input.tokenEndpoint;
+  // Ready says whether the output Secret holds a valid token now: a token stored too late to be
+  // valid (after a long API outage, say) is published, but not called Ready.
+  const valid = input.accessTokenExpiresAtMs > nowMs;
   status.conditions = conditionsFor(status, input.generation, nowMs, [
-    {
-      type: CONDITION_READY,
-      status: 'True',
-      reason: 'TokenValid',
-      message: `access token valid until ${iso(input.accessTokenExpiresAtMs)}`,
-    },
+    !valid
+      ? {
+          type: CONDITION_READY,
+          status: 'False',
+          reason: 'TokenExpired',
+          message: `the access token expired at ${iso(input.accessTokenExpiresAtMs)}; the next refresh is at ${iso(input.nextRefreshAtMs)}`,
+        }
+      : {
+          type: CONDITION_READY,
+          status: 'True',
+          reason: 'TokenValid',
+          message: `access token valid until ${iso(input.accessTokenExpiresAtMs)}`,
+        },
     {
       type: CONDITION_REFRESHING,
       status: 'False',
@@ -126,7 +136,7 @@ export function onSuccess(input: SuccessInput): Decision {
   return {
     status,
     requeueAfterMs: delayUntil(input.nextRefreshAtMs, nowMs),
-    ...(!wasReady
+    ...(!wasReady && valid
       ? {
           event: {
             type: 'Normal' as const,

@@ -484,6 +484,14 @@ const rows: Row[] = [
     expect: { kind: 'publish', dueAtMs: NOW - 100_000 + 570_000 },
   },
   {
+    name: 'hot loop: a token already expired when stored waits out the gap before the next request',
+    input: input({
+      state: chain({ issuedAtMs: NOW - 2_000, accessTokenExpiresAtMs: NOW - 1_000 }),
+      status: recorded(chain()),
+    }),
+    expect: { kind: 'back-off', untilMs: NOW - 2_000 + 10_000 },
+  },
+  {
     name: 'hot loop: before ≥ lifetime still waits the minimum gap',
     input: input({
       state: chain({ issuedAtMs: NOW - 5_000, accessTokenExpiresAtMs: NOW + 55_000 }),
@@ -566,6 +574,17 @@ describe('next-state builders', () => {
     });
     expect(state.claim).toBeUndefined();
     expect('previousRefreshToken' in state).toBe(false);
+  });
+
+  it('a slow answer: expiry counted from when the request left, the floor from when the answer came', () => {
+    const { state } = afterTokens(chain(), tokens, {
+      nowMs: NOW,
+      sentAtMs: NOW - 12_000,
+      assumedLifetimeMs: 3_600_000,
+      keepsRefreshToken: true,
+      presented: RT,
+    });
+    expect(state).toMatchObject({ issuedAtMs: NOW, accessTokenExpiresAtMs: NOW - 12_000 + 600_000 });
   });
 
   it('an unchanged refresh token is kept and not counted as a rotation', () => {

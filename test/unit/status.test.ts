@@ -27,6 +27,24 @@ function success(previous: OAuthConnectionStatus, nowMs = T0) {
   });
 }
 
+describe('onSuccess', () => {
+  it('does not call a token Ready that expired before it could be published', () => {
+    const decision = onSuccess({
+      previous: {},
+      generation: 1,
+      nowMs: T0,
+      accessTokenExpiresAtMs: T0 - 1,
+      nextRefreshAtMs: T0 + 10_000,
+      refreshed: true,
+      rotations: 1,
+      chainGeneration: 1,
+      inputsVersion: 'v1',
+    });
+    expect(ready(decision.status)).toMatchObject({ status: 'False', reason: 'TokenExpired' });
+    expect(decision.event).toBeUndefined();
+  });
+});
+
 describe('setCondition', () => {
   it('keeps lastTransitionTime when the status did not change', () => {
     const first = setCondition(

@@ -103,6 +103,13 @@ export function stableJitter(seed: string, rotations: number): number {
   return ((hash >>> 0) % 10_000) / 10_000;
 }
 
+/** The earliest time another token request may be sent, after the last successful one. */
+function requestFloor(input: ChainInput, state: ChainState): number | undefined {
+  if (state.issuedAtMs === undefined) return undefined;
+  const lifetime = Math.max(0, (state.accessTokenExpiresAtMs ?? state.issuedAtMs) - state.issuedAtMs);
+  return state.issuedAtMs + minRequestGap(input.timing, lifetime);
+}
+
 /** When the chain's access token is due for refresh. */
 export function dueAt(
   input: Pick<ChainInput, 'connectionUID' | 'timing'>,
@@ -303,6 +310,10 @@ export function decide(input: ChainInput, nowMs: number): Action {
 
   const due = state !== undefined ? tokenGood(input, state, nowMs) : undefined;
   if (due !== undefined) return { kind: 'publish', dueAtMs: due };
+  // Never two requests closer than the gap, even when the last token is already expired (a provider
+  // answering tokens that live less than the gap, or an answer stored long after it came).
+  const floor = state !== undefined ? requestFloor(input, state) : undefined;
+  if (floor !== undefined && nowMs < floor) return { kind: 'back-off', untilMs: floor };
   const blocked = passwordBlocked(input, nowMs);
   if (blocked !== undefined) return blocked;
   return gated(input, nowMs, { kind: 'refresh' });

@@ -266,6 +266,7 @@ export class ChainEngine {
     }
     const { state: next, lifetimeIgnored } = afterTokens(claimed, tokens, {
       nowMs: clock.now(),
+      sentAtMs: claim.startedAtMs,
       assumedLifetimeMs: inputs.assumedLifetimeMs,
       keepsRefreshToken: grant.type === 'refresh_token',
       ...(presented !== undefined ? { presented } : {}),

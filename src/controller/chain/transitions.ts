@@ -80,13 +80,26 @@ export function plannedLifetime(
   return { lifetimeMs: stated, ignored: false };
 }
 
-/** After a successful token request (refresh, client credentials, password grant). */
+/**
+ * After a successful token request (refresh, client credentials, password grant). The provider
+ * counts expires_in from when it issued the token, which is somewhere between `sentAtMs` (the request
+ * left) and `nowMs` (the answer arrived): the expiry is counted from the earlier, so a slow answer
+ * never makes the output Secret claim a token valid that the provider already expired; the floor for
+ * the next request is counted from the later, so a slow answer never makes it come too early.
+ */
 export function afterTokens(
   state: ChainState,
   tokens: TokenSet,
-  options: { nowMs: number; assumedLifetimeMs: number; keepsRefreshToken: boolean; presented?: string },
+  options: {
+    nowMs: number;
+    sentAtMs?: number;
+    assumedLifetimeMs: number;
+    keepsRefreshToken: boolean;
+    presented?: string;
+  },
 ): { state: ChainState; lifetimeIgnored: boolean } {
   const { nowMs } = options;
+  const sentAtMs = Math.min(options.sentAtMs ?? nowMs, nowMs);
   const { lifetimeMs, ignored } = plannedLifetime(tokens.expiresInSec, options.assumedLifetimeMs);
   const rotated = tokens.refreshToken !== undefined && tokens.refreshToken !== options.presented;
   const next: ChainState = {
@@ -94,7 +107,7 @@ export function afterTokens(
     accessToken: tokens.accessToken,
     tokenType: tokens.tokenType,
     issuedAtMs: nowMs,
-    accessTokenExpiresAtMs: nowMs + lifetimeMs,
+    accessTokenExpiresAtMs: sentAtMs + lifetimeMs,
     rotations: state.rotations + (rotated && options.keepsRefreshToken ? 1 : 0),
   };
   delete next.claim;

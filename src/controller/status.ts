@@ -183,9 +183,17 @@ export function onFailure(input: FailureInput): Decision {
     case 'conflict':
       requeueAfterMs = backoffDelay('in_doubt', failedAttempts, failure.retryAfterMs);
       break;
-    case 'too_early':
-      requeueAfterMs = delayUntil(failure.notBeforeMs ?? input.minIntervalRetryAtMs ?? nowMs + 60_000, nowMs);
+    case 'too_early': {
+      // The provider's floor when it is still ahead. When it has passed, the floor we planned with
+      // is below the provider's (a spec minInterval too low): asking again at once would only add to
+      // the provider's error count (Exact blocks a key after 10 an hour), so back off exponentially.
+      const allowedAtMs = failure.notBeforeMs ?? input.minIntervalRetryAtMs;
+      requeueAfterMs =
+        allowedAtMs !== undefined && allowedAtMs > nowMs
+          ? delayUntil(allowedAtMs, nowMs)
+          : backoffDelay('transient', failedAttempts, failure.retryAfterMs);
       break;
+    }
     case 'relocate':
       requeueAfterMs = backoffDelay('in_doubt', 1);
       break;

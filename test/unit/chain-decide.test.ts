@@ -492,6 +492,11 @@ const rows: Row[] = [
     expect: { kind: 'back-off', untilMs: NOW - 2_000 + 10_000 },
   },
   {
+    name: 'hot loop: a failure answered at once does not shorten the gap to the next request',
+    input: input({ state: due, status: failing(NOW - 1, { lastFailureTime: iso(NOW - 2_000) }) }),
+    expect: { kind: 'back-off', untilMs: NOW - 2_000 + 60_000 },
+  },
+  {
     name: 'hot loop: before ≥ lifetime still waits the minimum gap',
     input: input({
       state: chain({ issuedAtMs: NOW - 5_000, accessTokenExpiresAtMs: NOW + 55_000 }),

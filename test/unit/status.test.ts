@@ -97,6 +97,8 @@ describe('onFailure', () => {
     tokenValid: boolean;
     ready: 'True' | 'False';
     chainBroken?: 'True';
+    /** The planned provider floor has already passed. */
+    pastFloor?: boolean;
     requeue: (ms: number) => boolean;
   }[] = [
     {
@@ -144,6 +146,14 @@ describe('onFailure', () => {
       requeue: (ms) => ms === TERMINAL_RECHECK_MS,
     },
     {
+      name: 'too early after the planned floor passed (a spec minInterval below the provider floor): backs off',
+      failure: { kind: 'too_early', reason: 'TooEarly', message: 'm' },
+      tokenValid: true,
+      ready: 'True',
+      pastFloor: true,
+      requeue: (ms) => ms === 2_000,
+    },
+    {
       name: 'too early: waits for the provider floor',
       failure: { kind: 'too_early', reason: 'TooEarly', message: 'm' },
       tokenValid: true,
@@ -151,23 +161,26 @@ describe('onFailure', () => {
       requeue: (ms) => ms === 570_000,
     },
   ];
-  it.each(cases)('$name', ({ failure, tokenValid, ready: expectedReady, chainBroken, requeue }) => {
-    const decision = onFailure({
-      previous: { failedAttempts: 0 },
-      generation: 1,
-      nowMs: T0,
-      failure,
-      accessTokenExpiresAtMs: tokenValid ? T0 + 60_000 : T0 - 1,
-      minIntervalRetryAtMs: T0 + 570_000,
-      inputsVersion: 'v1',
-    });
-    expect(ready(decision.status)?.status).toBe(expectedReady);
-    if (chainBroken)
-      expect(decision.status.conditions?.find((c) => c.type === 'ChainBroken')?.status).toBe(chainBroken);
-    expect(requeue(decision.requeueAfterMs), `requeue ${decision.requeueAfterMs}`).toBe(true);
-    expect(decision.status.failedAttempts).toBe(1);
-    expect(decision.event?.type).toBe('Warning');
-  });
+  it.each(cases)(
+    '$name',
+    ({ failure, tokenValid, ready: expectedReady, chainBroken, requeue, pastFloor }) => {
+      const decision = onFailure({
+        previous: { failedAttempts: 0 },
+        generation: 1,
+        nowMs: T0,
+        failure,
+        accessTokenExpiresAtMs: tokenValid ? T0 + 60_000 : T0 - 1,
+        minIntervalRetryAtMs: pastFloor === true ? T0 - 1 : T0 + 570_000,
+        inputsVersion: 'v1',
+      });
+      expect(ready(decision.status)?.status).toBe(expectedReady);
+      if (chainBroken)
+        expect(decision.status.conditions?.find((c) => c.type === 'ChainBroken')?.status).toBe(chainBroken);
+      expect(requeue(decision.requeueAfterMs), `requeue ${decision.requeueAfterMs}`).toBe(true);
+      expect(decision.status.failedAttempts).toBe(1);
+      expect(decision.event?.type).toBe('Warning');
+    },
+  );
 
   it('counts consecutive failures for the backoff and emits one Event per new reason', () => {
     const failure: Failure = { kind: 'transient', reason: 'ProviderUnavailable', message: 'm' };

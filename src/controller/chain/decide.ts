@@ -105,9 +105,16 @@ export function stableJitter(seed: string, rotations: number): number {
 
 /** The earliest time another token request may be sent, after the last successful one. */
 function requestFloor(input: ChainInput, state: ChainState): number | undefined {
-  if (state.issuedAtMs === undefined) return undefined;
-  const lifetime = Math.max(0, (state.accessTokenExpiresAtMs ?? state.issuedAtMs) - state.issuedAtMs);
-  return state.issuedAtMs + minRequestGap(input.timing, lifetime);
+  const lastFailure = Date.parse(input.status.lastFailureTime ?? '');
+  const last = Math.max(
+    state.issuedAtMs ?? -Infinity,
+    Number.isFinite(lastFailure) ? lastFailure : -Infinity,
+  );
+  if (!Number.isFinite(last)) return undefined;
+  const issued = state.issuedAtMs ?? last;
+  const lifetime = Math.max(0, (state.accessTokenExpiresAtMs ?? issued) - issued);
+  // From the last request, successful or not: a failure answered at once cannot shorten the gap.
+  return last + minRequestGap(input.timing, lifetime);
 }
 
 /** When the chain's access token is due for refresh. */
@@ -284,7 +291,7 @@ export function decide(input: ChainInput, nowMs: number): Action {
       return recover(input, nowMs, {
         kind: 'chain_broken',
         reason: state.broken.reason,
-        message: brokenMessage(state, state.broken.reason),
+        message: brokenMessage(state, state.broken.reason, state.broken.detail),
       });
     }
   }

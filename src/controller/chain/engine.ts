@@ -19,7 +19,7 @@ import { onFailure, onRecovering, onSuccess, type Decision, type Failure } from 
 import type { StatusWriter } from '../status-writer.ts';
 import { brokenMessage, decide, dueAt, type Action, type ChainInput, type ChainTiming } from './decide.ts';
 import { TokensNotPersistedError, type ChainHandle } from './handle.ts';
-import { markSeedConsumed, seedView } from './seed.ts';
+import { markSeedConsumed, seedView, withConsumedMark } from './seed.ts';
 import {
   afterFailedLogin,
   afterFailure,
@@ -190,10 +190,7 @@ export class ChainEngine {
     switch (outcome) {
       case 'marked':
         // Decide again with the mark in place (the patch succeeded, so this is what the Secret says).
-        seed.annotations = {
-          ...seed.annotations,
-          ['oauth.token-operator.dev/consumed-by']: `${uid}:${fingerprint(seed.value)}`,
-        };
+        seed.annotations = withConsumedMark(seed, uid);
         return 'again';
       case 'changed':
         // The seed Secret changed since it was read: the next reconcile reads it again.

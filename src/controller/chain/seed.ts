@@ -19,6 +19,15 @@ export function seedView(seed: VersionedSecretValue): SeedView {
 
 export type MarkOutcome = 'marked' | 'changed' | 'forbidden';
 
+/** The seed Secret's annotations once it is marked consumed by a connection. */
+export function withConsumedMark(seed: VersionedSecretValue, connectionUID: string): Record<string, string> {
+  return { ...seed.annotations, [SEED_CONSUMED_ANNOTATION]: consumedMark(seed, connectionUID) };
+}
+
+function consumedMark(seed: VersionedSecretValue, connectionUID: string): string {
+  return `${connectionUID}:${fingerprint(seed.value)}`;
+}
+
 /**
  * Marks the seed consumed by a connection, conditional on the version that was read: 'changed'
  * when the Secret changed since (read it again and decide again), 'forbidden' when the operator
@@ -38,7 +47,7 @@ export async function markSeedConsumed(
         body: {
           metadata: {
             resourceVersion: seed.resourceVersion,
-            annotations: { [SEED_CONSUMED_ANNOTATION]: `${connectionUID}:${fingerprint(seed.value)}` },
+            annotations: { [SEED_CONSUMED_ANNOTATION]: consumedMark(seed, connectionUID) },
           },
         },
       },

@@ -75,15 +75,20 @@ export class ChainEngine {
     return { namespace, name };
   }
 
-  private input(): ChainInput {
-    const { connection, inputs } = this.ctx;
-    const login = connection.spec.recovery?.login;
-    const timing: ChainTiming = {
+  private timing(): ChainTiming {
+    const { inputs } = this.ctx;
+    return {
       ...inputs.timing,
       graceWindowMs: inputs.graceWindowMs,
       claimTimeoutMs: this.ctx.claimTimeoutMs,
       minRequestGapMs: this.ctx.minRequestGapMs,
     };
+  }
+
+  private input(): ChainInput {
+    const { connection, inputs } = this.ctx;
+    const login = connection.spec.recovery?.login;
+    const timing = this.timing();
     return {
       connectionUID: connection.metadata.uid ?? '',
       generation: connection.metadata.generation,
@@ -405,7 +410,7 @@ export class ChainEngine {
     });
     const nowMs = clock.now();
     const nextRefreshAtMs = dueAt(
-      { connectionUID: connection.metadata.uid ?? '', timing: this.input().timing },
+      { connectionUID: connection.metadata.uid ?? '', timing: this.timing() },
       state,
       nowMs,
     );

@@ -2,7 +2,7 @@
 // claim written, tokens received, a request failed, the chain given up, a login done. The
 // reconciler persists what these return; it never edits a state by hand.
 import type { TokenError, TokenSet } from '../../oauth/index.ts';
-import { fingerprint, type ChainState, type Claim } from '../state-store.ts';
+import { fingerprint, type ChainState } from '../state-store.ts';
 
 /**
  * An access-token lifetime a provider states is believed only inside these bounds (expires_in 0,
@@ -58,10 +58,6 @@ export function afterSeedImport(
     chainGeneration: nextGeneration(state, statusGeneration),
     rotations: 0,
   };
-}
-
-export function withClaim(state: ChainState, claim: Claim): ChainState {
-  return { ...state, claim };
 }
 
 /**

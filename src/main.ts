@@ -168,6 +168,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       ...(config.requireSecretLabel !== undefined ? { requireSecretLabel: config.requireSecretLabel } : {}),
       // A claim younger than this may belong to a request still in flight or being stored.
       claimTimeoutMs: config.requestTimeoutMs + config.persistBudgetMs + config.leaseDurationMs,
+      requestTimeoutMs: config.requestTimeoutMs,
       faults: { crashAfterTokenResponse: config.testFaults.includes('crash-after-token-response') },
     },
   );

@@ -44,6 +44,8 @@ export interface ReconcilerOptions {
    * duration. Default 30 s + 60 s + 15 s.
    */
   claimTimeoutMs?: number;
+  /** The longest a token request may take (--request-timeout). Default 30 s. */
+  requestTimeoutMs?: number;
   /** How long a replica that lost leadership keeps trying to store tokens it received. Default 60 s. */
   persistBudgetMs?: number;
   /** The absolute floor between two token requests of one connection. Default 10 s. */
@@ -74,7 +76,8 @@ export interface ReconcilerDeps {
 
 const DEFAULT_PERSIST_BUDGET_MS = 60_000;
 const DEFAULT_MIN_REQUEST_GAP_MS = 10_000;
-const DEFAULT_CLAIM_TIMEOUT_MS = 30_000 + DEFAULT_PERSIST_BUDGET_MS + 15_000;
+const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+const DEFAULT_CLAIM_TIMEOUT_MS = DEFAULT_REQUEST_TIMEOUT_MS + DEFAULT_PERSIST_BUDGET_MS + 15_000;
 /** After a fenced write lost to a newer writer, look again soon: the informer will have caught up. */
 const CONFLICT_REQUEUE_MS = 1_000;
 
@@ -155,6 +158,7 @@ export class Reconciler {
       status,
       identity: this.options.identity,
       claimTimeoutMs: this.options.claimTimeoutMs ?? DEFAULT_CLAIM_TIMEOUT_MS,
+      requestTimeoutMs: this.options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
       minRequestGapMs: this.options.minRequestGapMs ?? DEFAULT_MIN_REQUEST_GAP_MS,
       log,
       signal,

@@ -26,6 +26,12 @@ export interface PresetTable {
   keepAliveMs?: number;
   /** How long the previous refresh token stays usable after a rotation; default for spec.refresh.graceWindow. */
   graceWindowMs: number;
+  /**
+   * A presented refresh token stays usable until its successor (or an access token issued with it)
+   * is first used (Exact Online). A successor lost with its answer is never used, so after a lost
+   * answer the same token can be presented again once the provider's floor (minIntervalMs) allows.
+   */
+  reusableUntilSuccessorUsed?: boolean;
   /** Access-token lifetime when the provider omits expires_in; default for spec.refresh.assumedLifetime. */
   accessTokenLifetimeMs?: number;
   /** Added to every password grant (overridable through spec.extraParameters). */
@@ -35,6 +41,14 @@ export interface PresetTable {
   errorDialect?: ErrorDialect;
   /** The token endpoint's path at a geolocation the provider returns (Concur). */
   geolocationTokenPath?: string;
+  /** The token endpoint's path under spec.provider.baseURL (FOLIO: the refresh, /authn/refresh). */
+  baseURLTokenPath?: string;
+  /**
+   * The password grant's answer carries a refresh token that later requests rotate (FOLIO): the
+   * password starts a chain, and starts a new one when the chain breaks, instead of being sent on
+   * every refresh.
+   */
+  passwordStartsChain?: boolean;
   /** The provider's login pages, for the code and implicit recovery flows. */
   loginForm?: FormProfile;
   totp?: TotpParameters;

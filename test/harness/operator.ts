@@ -141,3 +141,15 @@ export function startOperator(options: StartOperatorOptions): OperatorProcess {
 }
 
 export const operatorEntryPoint = join(repoRoot, 'src', 'main.ts');
+
+/** The identity holding the operators' Lease in `namespace`, or undefined when none does. */
+export async function leaseHolder(kc: k8s.KubeConfig, namespace: string): Promise<string | undefined> {
+  try {
+    const lease = await kc
+      .makeApiClient(k8s.CoordinationV1Api)
+      .readNamespacedLease({ name: 'oauth-token-operator', namespace });
+    return lease.spec?.holderIdentity || undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -3,56 +3,23 @@
 // by the simulator's timeScale. Each test has a simulator of its own (its own floor clock, error
 // counters, TOTP replay memory and stats); one operator watches the namespace of every connection.
 //
-// Time compression: the simulator scales every provider duration, the operator does not know it. The
-// preset's 570 s minInterval would hold every refresh for minutes, so each connection names the
-// scaled floor in spec.refresh.minInterval (rounded up), as a person would name Exact's 570 s. The
-// operator takes issuedAt when the answer has arrived, after the simulator stamped the issue, so a
-// minInterval at or above the scaled floor cannot be too early; the slack above it only absorbs
-// timers and scheduling.
+// Time compression: see test/harness/exact-online.ts.
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stateSecretName } from '../../src/controller/state-store.ts';
 import {
   OutputTokenWatcher,
   condition,
-  connection,
-  createConnection,
   createSecret,
-  getConnectionStatus,
   waitFor,
   type ConnectionStatus,
 } from '../harness/builders.ts';
-import { GROUP, PLURAL, VERSION } from '../harness/kube.ts';
-import { canary } from '../harness/leaks.ts';
+import { EXACT_FLOOR_MS, ExactOnlineFixture, ready } from '../harness/exact-online.ts';
+import { GROUP, PLURAL, VERSION, createNamespace } from '../harness/kube.ts';
 import type { OperatorEnvironment, OperatorProcess } from '../harness/operator.ts';
 import { Scenario } from '../harness/scenario.ts';
 import { StatusRecorder } from '../harness/status-watch.ts';
-import {
-  startExactOnlineSimulator,
-  type ExactOnlineBehaviour,
-  type ExactOnlineSimulator,
-} from '../simulators/exact-online.ts';
 import { postForm } from '../simulators/sim-fixture.ts';
-
-const FLOOR_MS = 570_000;
-const REDIRECT_URI = 'http://127.0.0.1:9/exact-callback';
-const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-
-function randomBase32(length: number): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(length));
-  return Array.from(bytes, (b) => BASE32[b % 32] ?? 'A').join('');
-}
-
-/** The simulator's field names and form ids, as a connection must name them (the preset has none). */
-function formProfile(sim: ExactOnlineSimulator) {
-  return {
-    loginFormSelector: 'form#LoginForm',
-    usernameField: sim.fields.username,
-    passwordField: sim.fields.password,
-    otpFormSelector: 'form#TotpForm',
-    otpField: sim.fields.totp,
-  };
-}
 
 describe('exact-online preset against the Exact Online simulator', () => {
   let scenario: Scenario;
@@ -61,104 +28,23 @@ describe('exact-online preset against the Exact Online simulator', () => {
   let env: OperatorEnvironment;
   let namespace: string;
   let operator: OperatorProcess;
-  const simulators: ExactOnlineSimulator[] = [];
-  const clientSecret = canary('exact-client-secret');
-  const password = canary('exact-password');
-  const totpSecret = randomBase32(32);
+  let exact: ExactOnlineFixture;
 
   beforeAll(async () => {
     scenario = await Scenario.open(inject('kubeconfig'));
     admin = scenario.admin;
     core = admin.makeApiClient(k8s.CoreV1Api);
     env = await scenario.operatorEnvironment();
-    namespace = await scenario.clientNamespace('exact', clientSecret);
-    await createSecret(admin, namespace, 'exact-user', {
-      username: 'alice@example.test',
-      password,
-      totp: `otpauth://totp/Exact:alice?secret=${totpSecret}&issuer=Exact&period=30&digits=6&algorithm=SHA1`,
-    });
+    namespace = await createNamespace(admin, 'exact');
+    exact = new ExactOnlineFixture(admin, namespace);
+    await exact.createSecrets();
     operator = scenario.startOperator({ env, identity: 'exact', watchNamespace: namespace });
   });
 
   afterAll(async () => {
     await scenario.close();
-    await Promise.all(simulators.map((s) => s.close()));
+    await exact.close();
   });
-
-  async function simulator(timeScale: number, behaviour: ExactOnlineBehaviour = {}) {
-    const sim = await startExactOnlineSimulator({
-      timeScale,
-      clientId: 'operator',
-      clientSecret,
-      username: 'alice@example.test',
-      password,
-      totpSecret,
-      redirectUris: [REDIRECT_URI],
-      ...behaviour,
-    });
-    simulators.push(sim);
-    return sim;
-  }
-
-  /** Stops a simulator whose test is over, so that the connection's traffic ends with it. */
-  async function closeSimulator(sim: ExactOnlineSimulator): Promise<void> {
-    simulators.splice(simulators.indexOf(sim), 1);
-    await sim.close();
-  }
-
-  const status = (name: string): Promise<ConnectionStatus> => getConnectionStatus(admin, namespace, name);
-
-  /**
-   * A chain seeded at the simulator, handed to a new exact-online connection once the floor since
-   * the seed's issue has passed (a seed from a login long ago, as in real life; a fresh one would be
-   * refused as too early on the first refresh).
-   */
-  async function seededExactConnection(
-    sim: ExactOnlineSimulator,
-    name: string,
-    timeScale: number,
-    spec: { refresh: Record<string, unknown>; extra?: Record<string, unknown> },
-  ): Promise<void> {
-    const seededAt = Date.now();
-    const seed = sim.seedChain();
-    await createSecret(admin, namespace, `${name}-seed`, { refresh_token: seed.refreshToken });
-    const floor = FLOOR_MS * timeScale;
-    await waitFor(
-      'the floor since the seed to pass',
-      () => Date.now() >= seededAt + floor + 100,
-      floor + 5_000,
-    );
-    await createConnection(
-      admin,
-      connection(namespace, name, '', {
-        provider: {
-          issuerURL: undefined,
-          preset: 'exact-online',
-          tokenURL: sim.tokenEndpoint,
-          authorizationURL: sim.authorizationEndpoint,
-        },
-        refresh: spec.refresh,
-        ...(spec.extra !== undefined ? { spec: spec.extra } : {}),
-      }),
-    );
-  }
-
-  async function until(
-    name: string,
-    what: string,
-    check: (s: ConnectionStatus) => boolean,
-    timeoutMs = 60_000,
-  ): Promise<ConnectionStatus> {
-    return waitFor(
-      `${name}: ${what}`,
-      async () => {
-        const s = await status(name);
-        return check(s) ? s : undefined;
-      },
-      timeoutMs,
-      100,
-    );
-  }
 
   async function patchSpec(name: string, spec: Record<string, unknown>): Promise<void> {
     await admin
@@ -168,8 +54,6 @@ describe('exact-online preset against the Exact Online simulator', () => {
         k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
       );
   }
-
-  const ready = (s: ConnectionStatus): boolean => condition(s, 'Ready')?.status === 'True';
 
   /** Operator log lines about this connection that report a failed token request. */
   const failedRequests = (name: string): string[] =>
@@ -194,16 +78,18 @@ describe('exact-online preset against the Exact Online simulator', () => {
   // the refresh under it. A larger scale widens the window but 0.05 (1.5 s) would take 10 minutes.
   it('rotates 20 times under time compression: never too early, never a reuse, Ready throughout', async () => {
     const scale = 0.015;
-    const sim = await simulator(scale);
+    const sim = await exact.simulator(scale);
     const watcher = new OutputTokenWatcher(admin, namespace, 'rotating-token');
     const startedAt = Date.now();
-    await seededExactConnection(sim, 'rotating', scale, { refresh: { minInterval: '8.7s', before: '0.3s' } });
+    await exact.seededConnection(sim, 'rotating', scale, {
+      refresh: { minInterval: '8.7s', before: '0.3s' },
+    });
     const polled: ConnectionStatus[] = [];
     const done = await waitFor(
       'rotating: 20 rotations',
       async () => {
         await watcher.poll();
-        const s = await status('rotating');
+        const s = await exact.status('rotating');
         polled.push(s);
         return (s.rotations ?? 0) >= 20 ? s : undefined;
       },
@@ -237,33 +123,23 @@ describe('exact-online preset against the Exact Online simulator', () => {
     expect(polled.filter((s) => condition(s, 'Degraded')?.status === 'True')).toEqual([]);
     expect(polled.filter((s) => condition(s, 'ChainBroken')?.status === 'True')).toEqual([]);
     console.log(`exact-online rotation: ${String(polled.length)} statuses polled`);
-    await closeSimulator(sim);
+    await exact.closeSimulator(sim);
   }, 300_000);
 
   it('classifies a revoked chain as broken (chainId) and recovers by a TOTP login through the code flow', async () => {
     const scale = 0.01; // floor 5.7 s, tokens live 6 s
-    const sim = await simulator(scale);
-    await seededExactConnection(sim, 'recover', scale, {
+    const sim = await exact.simulator(scale);
+    await exact.seededConnection(sim, 'recover', scale, {
       refresh: { minInterval: '5.8s' },
       extra: {
-        recovery: {
-          login: {
-            flow: 'code',
-            redirectURI: REDIRECT_URI,
-            usernameRef: { name: 'exact-user' },
-            passwordRef: { name: 'exact-user' },
-            totpSecretRef: { name: 'exact-user' },
-            form: formProfile(sim),
-            maxAttemptsPerHour: 3,
-          },
-        },
+        recovery: exact.recoveryLogin(sim),
       },
     });
-    await until('recover', 'Ready after a rotation', (s) => ready(s) && (s.rotations ?? 0) >= 1);
+    await exact.until('recover', 'Ready after a rotation', (s) => ready(s) && (s.rotations ?? 0) >= 1);
     const statuses = await StatusRecorder.start(admin, namespace, 'recover');
     const startedAt = Date.now();
     expect(sim.revoke(), 'chains revoked').toBe(1);
-    const recovered = await until(
+    const recovered = await exact.until(
       'recover',
       'a new chain that rotated',
       (s) => (s.chainGeneration ?? 0) >= 2 && (s.rotations ?? 0) >= 2 && ready(s),
@@ -295,15 +171,20 @@ describe('exact-online preset against the Exact Online simulator', () => {
     const reasons = events.items.filter((e) => e.involvedObject.name === 'recover').map((e) => e.reason);
     expect(reasons).toContain('RecoveryLoginSucceeded');
     expect(reasons).toContain('ChainBroken');
-    await closeSimulator(sim);
+    await exact.closeSimulator(sim);
   }, 150_000);
 
   it('too early: a spec minInterval below the floor meets TooEarly, reported as Degraded TooEarly, chain intact', async () => {
     const scale = 0.01; // floor 5.7 s, tokens live 6 s
-    const sim = await simulator(scale);
+    const sim = await exact.simulator(scale);
     const statuses = await StatusRecorder.start(admin, namespace, 'early');
-    await seededExactConnection(sim, 'early', scale, { refresh: { minInterval: '3s' } });
-    const after = await until('early', 'two rotations', (s) => (s.rotations ?? 0) >= 2 && ready(s), 60_000);
+    await exact.seededConnection(sim, 'early', scale, { refresh: { minInterval: '3s' } });
+    const after = await exact.until(
+      'early',
+      'two rotations',
+      (s) => (s.rotations ?? 0) >= 2 && ready(s),
+      60_000,
+    );
     statuses.stop();
     const stats = sim.stats();
     const failed = failedRequests('early');
@@ -330,29 +211,29 @@ describe('exact-online preset against the Exact Online simulator', () => {
     console.log(`exact-online too early: gaps between failed requests (ms) ${JSON.stringify(gaps)}`);
     for (const gap of gaps) expect(gap).toBeGreaterThanOrEqual(1_000);
     expect(stats.blockedAnswers).toBe(0);
-    await closeSimulator(sim);
+    await exact.closeSimulator(sim);
   }, 120_000);
 
   it('a reused refresh token ("Old refresh token used.") breaks the chain; the token is not presented again', async () => {
     const scale = 0.01; // floor 5.7 s, tokens live 6 s
-    const sim = await simulator(scale);
+    const sim = await exact.simulator(scale);
     // minInterval 8 s: between the floor (5.7 s) and the operator's next refresh there is time for
     // another client to move the chain on.
-    await seededExactConnection(sim, 'reused', scale, { refresh: { minInterval: '8s' } });
-    const before = await until(
+    await exact.seededConnection(sim, 'reused', scale, { refresh: { minInterval: '8s' } });
+    const before = await exact.until(
       'reused',
       'Ready after a rotation',
       (s) => ready(s) && (s.rotations ?? 0) >= 1,
     );
     const held = await stateRefreshToken('reused');
     const lastIssue = Date.parse(before.lastRefreshTime ?? '');
-    await waitFor('the floor to pass', () => Date.now() >= lastIssue + FLOOR_MS * scale + 200, 10_000);
+    await waitFor('the floor to pass', () => Date.now() >= lastIssue + EXACT_FLOOR_MS * scale + 200, 10_000);
     // Someone else refreshes with the operator's token and uses the successor at the API.
     const answer = await postForm(sim.tokenEndpoint, {
       grant_type: 'refresh_token',
       refresh_token: held,
       client_id: sim.clientId,
-      client_secret: clientSecret,
+      client_secret: exact.clientSecret,
     });
     expect(answer.status).toBe(200);
     const me = await fetch(sim.meEndpoint, {
@@ -360,11 +241,11 @@ describe('exact-online preset against the Exact Online simulator', () => {
     });
     await me.arrayBuffer();
     expect(me.status).toBe(200);
-    expect((await status('reused')).rotations, 'the operator had not refreshed in between').toBe(
+    expect((await exact.status('reused')).rotations, 'the operator had not refreshed in between').toBe(
       before.rotations,
     );
 
-    const broken = await until(
+    const broken = await exact.until(
       'reused',
       'ChainBroken',
       (s) => condition(s, 'ChainBroken')?.status === 'True',
@@ -372,7 +253,7 @@ describe('exact-online preset against the Exact Online simulator', () => {
     );
     expect(condition(broken, 'ChainBroken')?.reason).toBe('RefreshTokenReused');
     const requestsAtBreak = sim.stats().tokenRequests;
-    const notReady = await until('reused', 'Ready=False', (s) => !ready(s), 30_000);
+    const notReady = await exact.until('reused', 'Ready=False', (s) => !ready(s), 30_000);
     const stats = sim.stats();
     console.log(
       `exact-online reuse: ChainBroken ${JSON.stringify(condition(broken, 'ChainBroken'))}; ` +
@@ -385,19 +266,19 @@ describe('exact-online preset against the Exact Online simulator', () => {
 
   it('an expired refresh token breaks the chain: RefreshTokenExpired', async () => {
     const scale = 0.01; // floor 5.7 s, tokens live 6 s; a provider day is 864 s
-    const sim = await simulator(scale);
-    await seededExactConnection(sim, 'expired', scale, { refresh: { minInterval: '5.8s' } });
-    await until('expired', 'Ready after a rotation', (s) => ready(s) && (s.rotations ?? 0) >= 1);
+    const sim = await exact.simulator(scale);
+    await exact.seededConnection(sim, 'expired', scale, { refresh: { minInterval: '5.8s' } });
+    await exact.until('expired', 'Ready after a rotation', (s) => ready(s) && (s.rotations ?? 0) >= 1);
     // From now on refresh tokens expire after 4.3 s: before the operator's next refresh.
     sim.configure({ refreshTokenLifetimeDays: 0.005 });
-    const broken = await until(
+    const broken = await exact.until(
       'expired',
       'ChainBroken',
       (s) => condition(s, 'ChainBroken')?.status === 'True',
       30_000,
     );
     const requestsAtBreak = sim.stats().tokenRequests;
-    const notReady = await until('expired', 'Ready=False', (s) => !ready(s), 30_000);
+    const notReady = await exact.until('expired', 'Ready=False', (s) => !ready(s), 30_000);
     const stats = sim.stats();
     console.log(
       `exact-online expired: ChainBroken ${JSON.stringify(condition(broken, 'ChainBroken'))}; stats ${JSON.stringify(stats)}`,
@@ -410,16 +291,20 @@ describe('exact-online preset against the Exact Online simulator', () => {
 
   it('a blocked app key (429 after the error allowance) is RateLimited, retried with backoff, chain intact', async () => {
     const scale = 0.01; // floor 5.7 s, tokens live 6 s; a provider hour is 36 s
-    const sim = await simulator(scale);
+    const sim = await exact.simulator(scale);
     await createSecret(admin, namespace, 'client-wrong', { client_secret: 'not-the-client-secret' });
-    await seededExactConnection(sim, 'blocked', scale, { refresh: { minInterval: '5.8s' } });
-    const good = await until('blocked', 'Ready after a rotation', (s) => ready(s) && (s.rotations ?? 0) >= 1);
+    await exact.seededConnection(sim, 'blocked', scale, { refresh: { minInterval: '5.8s' } });
+    const good = await exact.until(
+      'blocked',
+      'Ready after a rotation',
+      (s) => ready(s) && (s.rotations ?? 0) >= 1,
+    );
     // The allowance is 10 error answers an hour; one here, so that a single configuration error
     // (a wrong client secret) blocks the key for a provider hour: 36 s.
     sim.configure({ limits: { errorsPerHour: 1 } });
     const statuses = await StatusRecorder.start(admin, namespace, 'blocked');
     await patchSpec('blocked', { clientSecretRef: { name: 'client-wrong' } });
-    await until(
+    await exact.until(
       'blocked',
       'InvalidClient',
       (s) => condition(s, 'Degraded')?.reason === 'InvalidClient',
@@ -429,14 +314,14 @@ describe('exact-online preset against the Exact Online simulator', () => {
     expect(blockedUntil).toBeDefined();
     // The fix is a spec change: it lifts the configuration backoff at once, into the blocked key.
     await patchSpec('blocked', { clientSecretRef: { name: 'client' } });
-    const limited = await until(
+    const limited = await exact.until(
       'blocked',
       'RateLimited',
       (s) => condition(s, 'Degraded')?.reason === 'RateLimited',
       30_000,
     );
     expect(condition(limited, 'ChainBroken')?.status).toBe('False');
-    const resumed = await until(
+    const resumed = await exact.until(
       'blocked',
       'rotations again after the block',
       (s) => ready(s) && (s.rotations ?? 0) > (good.rotations ?? 0),

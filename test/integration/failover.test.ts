@@ -11,7 +11,7 @@ import {
 } from '../harness/builders.ts';
 import { findLeaks } from '../harness/leaks.ts';
 import type { TestOidcServer } from '../harness/oidc/server.ts';
-import type { OperatorEnvironment, OperatorProcess } from '../harness/operator.ts';
+import { leaseHolder, type OperatorEnvironment, type OperatorProcess } from '../harness/operator.ts';
 import { clientSecretOf, Scenario } from '../harness/scenario.ts';
 
 // A follower takes over at most leaseDuration + 2 × retryPeriod × 1.2 after the last renewal (it
@@ -19,17 +19,6 @@ import { clientSecretOf, Scenario } from '../harness/scenario.ts';
 // lease ran out): with a 500 ms retry period that stays inside leaseDuration + 2 s.
 const LEASE = ['--lease-duration', '4s', '--renew-deadline', '3s', '--retry-period', '500ms'];
 const LEASE_DURATION_MS = 4_000;
-
-async function leaseHolder(kc: k8s.KubeConfig, namespace: string): Promise<string | undefined> {
-  try {
-    const lease = await kc
-      .makeApiClient(k8s.CoordinationV1Api)
-      .readNamespacedLease({ name: 'oauth-token-operator', namespace });
-    return lease.spec?.holderIdentity || undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 describe('failover and crash windows', () => {
   let scenario: Scenario;

@@ -67,6 +67,8 @@ function timing(overrides: Partial<ChainTiming> = {}): ChainTiming {
     propagationMs: 90_000,
     graceWindowMs: 0,
     claimTimeoutMs: 105_000,
+    requestTimeoutMs: 30_000,
+    reusableUntilSuccessorUsed: false,
     minRequestGapMs: 10_000,
     ...overrides,
   };
@@ -291,6 +293,63 @@ const rows: Row[] = [
     input: input({ state: chain({ claim: claim(ME, 40_000) }), introspection: 'unknown' }),
     expect: { kind: 'mark-broken', reason: 'RefreshResponseLost' },
   },
+  // Exact Online: a lost answer's token stays usable until its never-seen successor is used.
+  ...(() => {
+    const exact = timing({ reusableUntilSuccessorUsed: true, minIntervalMs: 570_000 });
+    // The retry waits for request timeout + floor + margin since the lost request's claim.
+    const retryAt = (ageMs: number): number => NOW - ageMs + 30_000 + 570_000 + 5_000;
+    const lost = (holder: string, ageMs: number, expiresInMs: number): ChainState =>
+      chain({ claim: claim(holder, ageMs), accessTokenExpiresAtMs: NOW + expiresInMs });
+    return [
+      {
+        name: "Exact: a dead replica's lost answer waits for the floor, then presents the same token, never settles or breaks",
+        input: input({ state: lost('replica-b', 200_000, -MIN), timing: exact }),
+        expect: { kind: 'fail', failure: expect.objectContaining({ recheckAtMs: retryAt(200_000) }) },
+        reason: 'RefreshResponseLost',
+      },
+      {
+        name: 'Exact: while the old access token is still valid, look again when it expires (Ready turns False on time)',
+        input: input({ state: lost(ME, 40_000, 20_000), timing: exact }),
+        expect: { kind: 'fail', failure: expect.objectContaining({ recheckAtMs: NOW + 20_000 }) },
+        reason: 'RefreshResponseLost',
+      },
+      {
+        name: 'Exact: once the floor since the lost request has passed, the same token is presented again',
+        input: input({ state: lost('replica-b', 610_000, -MIN), timing: exact }),
+        expect: { kind: 'refresh', retry: 'successor-unused' },
+      },
+      {
+        name: 'Exact: with recovery configured and the access token expiring before the retry, log in instead',
+        input: input({ state: lost('replica-b', 200_000, -MIN), timing: exact, login }),
+        expect: { kind: 'recover' },
+      },
+      {
+        name: 'Exact: a login budget spent falls back to waiting for the retry, not to a broken chain',
+        input: input({
+          state: lost('replica-b', 200_000, -MIN),
+          timing: exact,
+          login: { ...login, maxAttemptsPerHour: 1 },
+          status: { ...recorded(chain()), loginAttempts: [iso(NOW - MIN)] },
+        }),
+        expect: { kind: 'fail', failure: expect.objectContaining({ recheckAtMs: retryAt(200_000) }) },
+        reason: 'RefreshResponseLost',
+      },
+      {
+        name: 'Exact: a young claim of another live replica is still waited for first',
+        input: input({ state: lost('replica-b', 20_000, MIN), timing: exact }),
+        expect: { kind: 'wait-for-claim' },
+      },
+      {
+        name: 'Exact: the retry still respects a running backoff',
+        input: input({
+          state: lost('replica-b', 610_000, -MIN),
+          timing: exact,
+          status: failing(NOW + MIN),
+        }),
+        expect: { kind: 'back-off', untilMs: NOW + MIN },
+      },
+    ] satisfies Row[];
+  })(),
   {
     name: 'a claim on a grant that consumes nothing is void: the expired token is simply requested',
     input: input({

@@ -41,6 +41,13 @@ export interface ChainTiming extends RefreshTiming {
    * lease duration. A younger claim held by someone else is waited for, not judged.
    */
   claimTimeoutMs: number;
+  /** The longest a token request may take before it is abandoned (--request-timeout). */
+  requestTimeoutMs: number;
+  /**
+   * The provider keeps a presented refresh token usable until its successor is first used (Exact
+   * Online): a lost answer is settled by presenting the same token again after minIntervalMs.
+   */
+  reusableUntilSuccessorUsed: boolean;
 }
 
 export interface ChainInput {
@@ -66,6 +73,13 @@ export interface ChainInput {
   introspection?: IntrospectionVerdict;
 }
 
+/**
+ * Why a token whose answer may have been lost is presented again: inside the provider's grace
+ * window, the provider's introspection says it is active, or the provider keeps it usable until
+ * its (never seen, so never used) successor is used.
+ */
+export type RefreshRetry = 'grace' | 'introspection' | 'successor-unused';
+
 export type Action =
   /** Start a new chain from the seed Secret (a first import, or the user re-seeded). */
   | { kind: 'import-seed' }
@@ -74,7 +88,7 @@ export type Action =
   /** The access token is good: make the output Secret match the state; look again at dueAtMs. */
   | { kind: 'publish'; dueAtMs: number }
   /** Claim, request, persist, publish. `retry` when a previous claim is presented again. */
-  | { kind: 'refresh'; retry?: 'grace' | 'introspection' }
+  | { kind: 'refresh'; retry?: RefreshRetry }
   /** Ask the provider (RFC 7662) whether the in-doubt token is still active, then decide again. */
   | { kind: 'settle' }
   /** Another replica's claim may still be in flight: do nothing until untilMs. */
@@ -255,6 +269,7 @@ function claimAction(input: ChainInput, state: ChainState, nowMs: number): Actio
   }
   // Nothing was presented (a grant that consumes nothing, or a login): the claim is simply void.
   if (!presentsToken) return undefined;
+  if (input.timing.reusableUntilSuccessorUsed) return successorUnusedRetry(input, state, claim, nowMs);
   if (input.introspection === undefined) return gated(input, nowMs, { kind: 'settle' });
   if (input.introspection === 'active')
     return gated(input, nowMs, { kind: 'refresh', retry: 'introspection' });
@@ -266,6 +281,42 @@ function claimAction(input: ChainInput, state: ChainState, nowMs: number): Actio
         ? 'the answer to a refresh was lost and the provider reports the presented token as used'
         : 'the answer to a refresh was lost outside the provider grace window, and the provider cannot say whether the token was used',
   };
+}
+
+/** Clock difference between replicas and the provider that the retry after a lost answer allows for. */
+const LOST_ANSWER_MARGIN_MS = 5_000;
+
+/**
+ * A lost answer at a provider that keeps the presented token usable until its successor is used
+ * (Exact Online). The successor went down with the answer and was never used, so the presented token
+ * still works, but not before the provider's floor since the lost request could have been answered
+ * (earlier is TooEarlyToRefreshTokens, which counts towards the provider's error limit). Meanwhile
+ * the access token expires: a configured recovery login, when its budget allows, gets consumers a
+ * token sooner; otherwise consumers wait for the retry. The chain is never declared broken here.
+ */
+function successorUnusedRetry(
+  input: ChainInput,
+  state: ChainState,
+  claim: NonNullable<ChainState['claim']>,
+  nowMs: number,
+): Action {
+  const { timing } = input;
+  const retryAtMs =
+    claim.startedAtMs + timing.requestTimeoutMs + timing.minIntervalMs + LOST_ANSWER_MARGIN_MS;
+  if (nowMs >= retryAtMs) return gated(input, nowMs, { kind: 'refresh', retry: 'successor-unused' });
+  const expiresAtMs = state.accessTokenExpiresAtMs ?? nowMs;
+  const why: Failure = {
+    kind: 'in_doubt',
+    reason: 'RefreshResponseLost',
+    message: `the answer to a refresh was lost; the provider keeps the presented refresh token usable until its successor is used, so it is presented again at ${new Date(retryAtMs).toISOString()}, after the provider's minimum interval`,
+  };
+  if (input.login !== undefined && expiresAtMs < retryAtMs) {
+    const login = recover(input, nowMs, why);
+    if (login.kind === 'recover') return login;
+  }
+  // Looked at again when the access token expires (Ready turns False on time), then at the retry.
+  const recheckAtMs = expiresAtMs > nowMs ? Math.min(expiresAtMs, retryAtMs) : retryAtMs;
+  return gated(input, nowMs, { kind: 'fail', failure: { ...why, recheckAtMs } });
 }
 
 export function decide(input: ChainInput, nowMs: number): Action {

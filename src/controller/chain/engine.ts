@@ -17,7 +17,15 @@ import { delayUntil } from '../schedule.ts';
 import { fingerprint, type ChainState } from '../state-store.ts';
 import { onFailure, onRecovering, onSuccess, type Decision, type Failure } from '../status.ts';
 import type { StatusWriter } from '../status-writer.ts';
-import { brokenMessage, decide, dueAt, type Action, type ChainInput, type ChainTiming } from './decide.ts';
+import {
+  brokenMessage,
+  decide,
+  dueAt,
+  type Action,
+  type ChainInput,
+  type ChainTiming,
+  type RefreshRetry,
+} from './decide.ts';
 import { TokensNotPersistedError, type ChainHandle } from './handle.ts';
 import { markSeedConsumed, seedView, withConsumedMark } from './seed.ts';
 import {
@@ -46,6 +54,7 @@ export interface EngineContext {
   status: StatusWriter;
   identity: string;
   claimTimeoutMs: number;
+  requestTimeoutMs: number;
   minRequestGapMs: number;
   log: Logger;
   signal: AbortSignal;
@@ -80,6 +89,8 @@ export class ChainEngine {
     return {
       ...inputs.timing,
       graceWindowMs: inputs.graceWindowMs,
+      reusableUntilSuccessorUsed: inputs.preset.reusableUntilSuccessorUsed === true,
+      requestTimeoutMs: this.ctx.requestTimeoutMs,
       claimTimeoutMs: this.ctx.claimTimeoutMs,
       minRequestGapMs: this.ctx.minRequestGapMs,
     };
@@ -222,7 +233,7 @@ export class ChainEngine {
     }
   }
 
-  private async refresh(retry: 'grace' | 'introspection' | undefined): Promise<EngineResult | 'again'> {
+  private async refresh(retry: RefreshRetry | undefined): Promise<EngineResult | 'again'> {
     const { clock, metrics } = this.deps;
     const { handle, inputs, log } = this.ctx;
     const base: ChainState = handle.state ?? {

@@ -31,6 +31,8 @@ export const exactOnline: PresetTable = {
   // busy anyway, this only bounds an idle connection.
   keepAliveMs: 14 * 86_400_000,
   graceWindowMs: 0,
+  // A refresh whose answer was lost is settled by presenting the same token again after the floor.
+  reusableUntilSuccessorUsed: true,
   accessTokenLifetimeMs: 600_000,
   totp: { algorithm: 'SHA1', digits: 6, periodSec: 30 },
 };

@@ -97,6 +97,12 @@ func serve(args []string) error {
 	dir := fs.String("dir", "", "directory for certificates, etcd data, kubeconfig and state.json (required)")
 	withControllers := fs.Bool("controllers", true, "also run kube-controller-manager (garbage collector, namespace, serviceaccount controllers)")
 	exitOnStdinEOF := fs.Bool("exit-on-stdin-eof", false, "shut down when standard input closes (the parent died or let go)")
+	// Extra kube-apiserver flags (the tests' audit log), so that such options need no rebuild.
+	var apiserverArgs []string
+	fs.Func("apiserver-arg", "an extra kube-apiserver flag, e.g. --apiserver-arg=--audit-log-path=FILE (repeatable)", func(arg string) error {
+		apiserverArgs = append(apiserverArgs, arg)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -136,7 +142,7 @@ func serve(args []string) error {
 	}
 	server := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 	apiserver := apiserverapp.NewAPIServerCommand() // owns SIGTERM/SIGINT from here on
-	apiserver.SetArgs([]string{
+	apiserver.SetArgs(append([]string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -153,7 +159,7 @@ func serve(args []string) error {
 		"--enable-priority-and-fairness=false",
 		"--endpoint-reconciler-type=none",
 		"--v=0",
-	})
+	}, apiserverArgs...))
 	apiserverDone := make(chan error, 1)
 	go func() { apiserverDone <- apiserver.Execute() }()
 

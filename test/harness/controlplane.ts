@@ -9,11 +9,13 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
+  readdirSync,
   readFileSync,
   renameSync,
   rmSync,
   rmdirSync,
   closeSync,
+  writeFileSync,
 } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -137,6 +139,53 @@ export async function ensureControlPlaneBinary(): Promise<string> {
   }
 }
 
+// The local API server writes an audit log of what ServiceAccounts do (the operators the tests run
+// authenticate as one), so that test/integration/rbac-audit.test.ts can compare the operator's
+// requests with the RBAC the chart grants. Metadata level: verb, resource, namespace, user and
+// response code, never a request or response body, so no Secret value reaches the log. Other users
+// (the tests' admin, the controller-manager) are not logged. Blocking mode (the default of the log
+// backend) writes an event before the request's response is complete.
+const AUDIT_POLICY = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    userGroups: [system:serviceaccounts]
+  - level: None
+`;
+const AUDIT_DIR = 'audit';
+const AUDIT_LOG = 'audit.log';
+
+function auditArgs(dir: string): string[] {
+  const auditDir = join(dir, AUDIT_DIR);
+  mkdirSync(auditDir, { recursive: true });
+  const policy = join(dir, 'audit-policy.yaml');
+  writeFileSync(policy, AUDIT_POLICY);
+  // Rotated files (audit-<time>.log) stay in the same folder and are read too; the bound keeps a
+  // long benchmark from filling the disk.
+  return [
+    `--audit-policy-file=${policy}`,
+    `--audit-log-path=${join(auditDir, AUDIT_LOG)}`,
+    '--audit-log-maxsize=100',
+    '--audit-log-maxbackup=4',
+  ].map((arg) => `--apiserver-arg=${arg}`);
+}
+
+/**
+ * The audit log files of the local control plane whose admin kubeconfig is `kubeconfig` (the log
+ * lives beside it), oldest first; undefined for an existing cluster, whose audit log the tests
+ * cannot read.
+ */
+export function localAuditLogFiles(kubeconfig: string): string[] | undefined {
+  const auditDir = join(dirname(kubeconfig), AUDIT_DIR);
+  if (!existsSync(auditDir)) return undefined;
+  // Rotated files are named audit-<UTC time>.log, which sorts by age; the live file comes last.
+  const rotated = readdirSync(auditDir)
+    .filter((f) => f !== AUDIT_LOG && f.endsWith('.log'))
+    .sort();
+  return [...rotated, AUDIT_LOG].map((f) => join(auditDir, f)).filter((f) => existsSync(f));
+}
+
 /** A kubeconfig naming an existing cluster, when the environment asks for one. */
 export function existingClusterKubeconfig(): string | undefined {
   if (process.env.OTO_LOCAL_CONTROLPLANE === '1') return undefined;
@@ -183,7 +232,7 @@ export async function startControlPlane(options: { useExisting?: boolean } = {})
   const logFd = openSync(logPath, 'a');
   const started = Date.now();
   // stdin stays a pipe that only this process holds: if we die, the helper sees EOF and shuts down.
-  const child = spawn(binary, ['serve', '--dir', dir, '--exit-on-stdin-eof'], {
+  const child = spawn(binary, ['serve', '--dir', dir, '--exit-on-stdin-eof', ...auditArgs(dir)], {
     stdio: ['pipe', logFd, logFd],
     detached: false,
   });

@@ -15,6 +15,7 @@ import type {
   V1Service,
 } from '@kubernetes/client-node';
 import { spawnSync } from 'node:child_process';
+import { BlockList, isIPv6 } from 'node:net';
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -129,8 +130,8 @@ function configOf(manifests: Manifest[]): OperatorConfig {
 }
 
 const rbacRules = parse(readFileSync(join(chartDir, 'files/rbac-rules.yaml'), 'utf8')) as {
-  clusterRules: V1PolicyRule[];
-  namespaceRules: V1PolicyRule[];
+  connectionNamespaceRules: V1PolicyRule[];
+  operatorNamespaceRules: V1PolicyRule[];
 };
 const values = parse(readFileSync(join(chartDir, 'values.yaml'), 'utf8')) as {
   operator: Record<string, unknown>;
@@ -158,7 +159,7 @@ describe('chart files', () => {
   });
 
   it('has no wildcard in files/rbac-rules.yaml', () => {
-    for (const rule of [...rbacRules.clusterRules, ...rbacRules.namespaceRules]) {
+    for (const rule of [...rbacRules.connectionNamespaceRules, ...rbacRules.operatorNamespaceRules]) {
       for (const value of [...rule.verbs, ...(rule.apiGroups ?? []), ...(rule.resources ?? [])]) {
         expect(value).not.toContain('*');
       }
@@ -198,7 +199,7 @@ describe.runIf(helm === undefined && requireTools)('chart rendering (tools requi
 describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout: 60_000 }, () => {
   const allOn = {
     serviceMonitor: { enabled: true },
-    networkPolicy: { enabled: true },
+    networkPolicy: { enabled: true, apiServer: { cidrs: ['10.96.0.1/32', '172.18.0.2/32'] } },
     prometheusRule: { enabled: true, runbookBaseURL: 'https://runbooks.example/oto' },
     operator: { allowedHosts: ['start.exactonline.nl', '*.concursolutions.com'], watchNamespace: 'apps' },
   };
@@ -228,11 +229,16 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
     );
   });
 
-  it('puts every namespaced object in the release namespace', () => {
+  it("puts every namespaced object in the release namespace, but the watched namespace's Role", () => {
     const clusterScoped = new Set(['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition']);
+    const inWatched = new Set([
+      'Role/oauth-token-operator-connections',
+      'RoleBinding/oauth-token-operator-connections',
+    ]);
     for (const manifest of render(allOn, { extraArgs: ['--include-crds'] })) {
+      const id = `${manifest.kind}/${manifest.metadata.name}`;
       if (clusterScoped.has(manifest.kind)) expect(manifest.metadata.namespace).toBeUndefined();
-      else expect(manifest.metadata.namespace, manifest.kind).toBe(NAMESPACE);
+      else expect(manifest.metadata.namespace, id).toBe(inWatched.has(id) ? 'apps' : NAMESPACE);
     }
   });
 
@@ -408,43 +414,119 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
   });
 
   describe('RBAC', () => {
-    const manifests = helm ? render(allOn) : [];
-    const roles = (): (V1Role | V1ClusterRole)[] => [
-      ...all(manifests, 'Role'),
-      ...all(manifests, 'ClusterRole'),
-    ];
+    const SA = { kind: 'ServiceAccount', name: 'oauth-token-operator', namespace: NAMESPACE };
+    // Default values: every namespace. watchNamespace: the chart grants nothing cluster-wide.
+    const cluster = helm ? render() : [];
+    const confined = helm ? render({ operator: { watchNamespace: 'apps' } }) : [];
+    const roleIn = (manifests: Manifest[], namespace: string): V1Role => {
+      const found = all(manifests, 'Role').filter((r) => r.metadata?.namespace === namespace);
+      expect(found.length, `one Role in ${namespace}`).toBe(1);
+      return found[0] as V1Role;
+    };
+    const bindingIn = (manifests: Manifest[], namespace: string): V1RoleBinding => {
+      const found = all(manifests, 'RoleBinding').filter((r) => r.metadata?.namespace === namespace);
+      expect(found.length, `one RoleBinding in ${namespace}`).toBe(1);
+      return found[0] as V1RoleBinding;
+    };
+    const verbsOn = (rules: V1PolicyRule[] | undefined, group: string, resource: string): string[] =>
+      (rules ?? [])
+        .filter((rule) => rule.apiGroups?.includes(group) && rule.resources?.includes(resource))
+        .flatMap((rule) => rule.verbs)
+        .sort();
 
-    it('has the rules of files/rbac-rules.yaml: clusterRules in the ClusterRole', () => {
-      expect(only(manifests, 'ClusterRole').rules).toEqual(rbacRules.clusterRules);
+    it('without watchNamespace: connectionNamespaceRules in a ClusterRole bound to the ServiceAccount', () => {
+      expect(only(cluster, 'ClusterRole').rules).toEqual(rbacRules.connectionNamespaceRules);
+      const binding = only(cluster, 'ClusterRoleBinding');
+      expect(binding.roleRef).toEqual({
+        apiGroup: 'rbac.authorization.k8s.io',
+        kind: 'ClusterRole',
+        name: 'oauth-token-operator',
+      });
+      expect(binding.subjects).toEqual([SA]);
+      expect(all(cluster, 'Role').map((r) => r.metadata?.namespace)).toEqual([NAMESPACE]);
     });
 
-    it('has the rules of files/rbac-rules.yaml: namespaceRules in the Role of the release namespace', () => {
-      const role = only(manifests, 'Role');
-      expect(role.metadata?.namespace).toBe(NAMESPACE);
-      expect(role.rules).toEqual(rbacRules.namespaceRules);
+    it('with watchNamespace: connectionNamespaceRules in a Role of that namespace, nothing cluster-wide', () => {
+      expect(all(confined, 'ClusterRole')).toEqual([]);
+      expect(all(confined, 'ClusterRoleBinding')).toEqual([]);
+      const role = roleIn(confined, 'apps');
+      expect(role.metadata?.name).toBe('oauth-token-operator-connections');
+      expect(role.rules).toEqual(rbacRules.connectionNamespaceRules);
+      const binding = bindingIn(confined, 'apps');
+      expect(binding.roleRef).toEqual({
+        apiGroup: 'rbac.authorization.k8s.io',
+        kind: 'Role',
+        name: 'oauth-token-operator-connections',
+      });
+      expect(binding.subjects).toEqual([SA]);
     });
 
-    // patch: the seed hand-off annotates an imported seed Secret as consumed (consumed-by).
-    it('grants on Secrets exactly get, list, watch, create, update, patch and delete, in the ClusterRole only', () => {
-      const onSecrets = (rules: V1PolicyRule[] | undefined): string[] =>
-        (rules ?? [])
-          .filter((rule) => rule.apiGroups?.includes('') && rule.resources?.includes('secrets'))
-          .flatMap((rule) => rule.verbs);
-      expect(onSecrets(only(manifests, 'ClusterRole').rules).sort()).toEqual([
+    it('with watchNamespace equal to the release namespace: two Roles there, neither replacing the other', () => {
+      const manifests = render({ operator: { watchNamespace: NAMESPACE } });
+      const names = all(manifests, 'Role').map(
+        (r) => `${r.metadata?.namespace ?? ''}/${r.metadata?.name ?? ''}`,
+      );
+      expect(names.sort()).toEqual([
+        `${NAMESPACE}/oauth-token-operator`,
+        `${NAMESPACE}/oauth-token-operator-connections`,
+      ]);
+    });
+
+    it.each([
+      ['without watchNamespace', () => cluster],
+      ['with watchNamespace', () => confined],
+    ])(
+      '%s: operatorNamespaceRules (state Secrets, Lease) in a Role of the release namespace only',
+      (_name, manifests) => {
+        const role = roleIn(manifests(), NAMESPACE);
+        expect(role.metadata?.name).toBe('oauth-token-operator');
+        expect(role.rules).toEqual(rbacRules.operatorNamespaceRules);
+        expect(bindingIn(manifests(), NAMESPACE).subjects).toEqual([SA]);
+        expect(verbsOn(role.rules, 'coordination.k8s.io', 'leases')).toEqual(['create', 'get', 'update']);
+      },
+    );
+
+    // What the audit test (test/integration/rbac-audit.test.ts) found the operator to use.
+    it.each<[string, string, string, string[]]>([
+      [
+        'connections: no update, nothing replaces one',
+        'oauth.token-operator.dev',
+        'oauthconnections',
+        ['get', 'list', 'patch', 'watch'],
+      ],
+      ['status: merge patches only', 'oauth.token-operator.dev', 'oauthconnections/status', ['patch']],
+      ['Events: created, and patched when repeated', '', 'events', ['create', 'patch']],
+      [
+        'Secrets: referenced, output (metadata informer), seed mark, type change',
+        '',
+        'secrets',
+        ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'],
+      ],
+    ])('grants in the connection namespaces %s', (_name, group, resource, verbs) => {
+      expect(verbsOn(rbacRules.connectionNamespaceRules, group, resource)).toEqual(verbs);
+    });
+
+    it('grants on Secrets in the release namespace what the state store does (no patch)', () => {
+      expect(verbsOn(rbacRules.operatorNamespaceRules, '', 'secrets')).toEqual([
         'create',
         'delete',
         'get',
         'list',
-        'patch',
         'update',
         'watch',
       ]);
-      expect(onSecrets(only(manifests, 'Role').rules)).toEqual([]);
     });
 
-    it('uses no wildcard verb, resource or API group in any Role or ClusterRole', () => {
-      expect(roles().length).toBe(2);
-      for (const role of roles()) {
+    it.each([
+      ['without watchNamespace', () => cluster],
+      ['with watchNamespace', () => confined],
+    ])('%s: no wildcard verb, resource or API group in any Role or ClusterRole', (_name, manifests) => {
+      const roles: (V1Role | V1ClusterRole)[] = [
+        ...all(manifests(), 'Role'),
+        ...all(manifests(), 'ClusterRole'),
+      ];
+      expect(roles.length).toBe(2);
+      for (const role of roles) {
         for (const rule of role.rules ?? []) {
           expect(rule.verbs.length).toBeGreaterThan(0);
           for (const value of [...rule.verbs, ...(rule.resources ?? []), ...(rule.apiGroups ?? [])]) {
@@ -455,24 +537,10 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
       }
     });
 
-    it.each(['ClusterRoleBinding', 'RoleBinding'] as const)(
-      '%s binds its role to the ServiceAccount',
-      (kind) => {
-        const binding = only(manifests, kind);
-        expect(binding.roleRef).toEqual({
-          apiGroup: 'rbac.authorization.k8s.io',
-          kind: kind.replace('Binding', ''),
-          name: 'oauth-token-operator',
-        });
-        expect(binding.subjects).toEqual([
-          { kind: 'ServiceAccount', name: 'oauth-token-operator', namespace: NAMESPACE },
-        ]);
-      },
-    );
-
     it.each([
       ['a wildcard verb', { apiGroups: [''], resources: ['secrets'], verbs: ['*'] }],
       ['a wildcard resource', { apiGroups: [''], resources: ['*'], verbs: ['get'] }],
+      ['a wildcard subresource', { apiGroups: [''], resources: ['pods/*'], verbs: ['get'] }],
       ['a wildcard API group', { apiGroups: ['*'], resources: ['secrets'], verbs: ['get'] }],
     ])('refuses to render with %s in files/rbac-rules.yaml', (_name, rule) => {
       const copy = join(scratch, `chart-${String(valuesFiles++)}`);
@@ -480,14 +548,25 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
       writeFileSync(
         join(copy, 'files/rbac-rules.yaml'),
         JSON.stringify({
-          clusterRules: [...rbacRules.clusterRules, rule],
-          namespaceRules: rbacRules.namespaceRules,
+          connectionNamespaceRules: rbacRules.connectionNamespaceRules,
+          operatorNamespaceRules: [...rbacRules.operatorNamespaceRules, rule],
         }),
       );
       const result = runHelm(['template', RELEASE, copy, '--namespace', NAMESPACE]);
       expect(result.status).not.toBe(0);
       expect(result.stderr).toMatch(/wildcard/);
     });
+
+    it.each(['Apps', 'apps,billing', 'a_b', '-apps'])(
+      'refuses watchNamespace %j, which names no namespace',
+      (name) => {
+        const result = runHelm(['template', RELEASE, chartDir, '--namespace', NAMESPACE], {
+          operator: { watchNamespace: name },
+        });
+        expect(result.status).not.toBe(0);
+        expect(result.stderr).toMatch(/operator.watchNamespace: .* is not a namespace name/);
+      },
+    );
   });
 
   it('installs the CRD of crds/ (helm template --include-crds)', () => {
@@ -507,7 +586,12 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
     ['by default', 'PrometheusRule', true, {}],
     ['by default', 'PodDisruptionBudget', true, {}],
     ['with serviceMonitor.enabled', 'ServiceMonitor', true, { serviceMonitor: { enabled: true } }],
-    ['with networkPolicy.enabled', 'NetworkPolicy', true, { networkPolicy: { enabled: true } }],
+    [
+      'with networkPolicy.enabled',
+      'NetworkPolicy',
+      true,
+      { networkPolicy: { enabled: true, apiServer: { cidrs: ['10.0.0.1/32'] } } },
+    ],
     ['with prometheusRule.enabled=false', 'PrometheusRule', false, { prometheusRule: { enabled: false } }],
     [
       'with podDisruptionBudget.enabled=false',
@@ -553,11 +637,45 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
   });
 
   describe('NetworkPolicy', () => {
-    const policy = (): V1NetworkPolicy =>
-      only(
-        render({ networkPolicy: { enabled: true, apiServer: { cidrs: ['10.0.0.1/32'] } } }),
-        'NetworkPolicy',
-      );
+    const API_SERVER = ['10.96.0.1/32', '172.18.0.2/32'];
+    const policyValues = {
+      networkPolicy: {
+        enabled: true,
+        apiServer: { cidrs: API_SERVER },
+        tokenEndpoints: { allowedCIDRs: ['10.20.0.0/16'] },
+        dns: { cidrs: ['169.254.20.10/32'] },
+      },
+    };
+    const policy = (caseValues: object = policyValues): V1NetworkPolicy =>
+      only(render(caseValues), 'NetworkPolicy');
+
+    const familyOf = (address: string): 'ipv4' | 'ipv6' => (isIPv6(address) ? 'ipv6' : 'ipv4');
+    function inCidr(address: string, cidr: string): boolean {
+      const [network = '', prefix = ''] = cidr.split('/');
+      if (familyOf(network) !== familyOf(address)) return false;
+      const list = new BlockList();
+      list.addSubnet(network, Number(prefix), familyOf(network));
+      return list.check(address, familyOf(address));
+    }
+    /**
+     * Whether the policy lets a packet to address:port out through an ipBlock, as the NetworkPolicy
+     * API defines it: rules are a union; a peer matches inside its cidr and outside its excepts; a
+     * rule without ports allows every port.
+     */
+    function allows(np: V1NetworkPolicy, address: string, port: number, protocol = 'TCP'): boolean {
+      return (np.spec?.egress ?? []).some((rule) => {
+        const ports = rule.ports ?? [];
+        const portMatches =
+          ports.length === 0 || ports.some((p) => p.port === port && (p.protocol ?? 'TCP') === protocol);
+        const peerMatches = (rule.to ?? []).some(
+          (peer) =>
+            peer.ipBlock !== undefined &&
+            inCidr(address, peer.ipBlock.cidr) &&
+            !(peer.ipBlock.except ?? []).some((blocked) => inCidr(address, blocked)),
+        );
+        return portMatches && peerMatches;
+      });
+    }
 
     it('restricts both directions of the operator pods', () => {
       const spec = policy().spec;
@@ -571,31 +689,111 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
       expect(policy().spec?.ingress).toEqual([{ ports: [{ port: 'metrics', protocol: 'TCP' }] }]);
     });
 
-    it.each<[string, number, string, string | undefined]>([
-      ['DNS over UDP', 53, 'UDP', undefined],
-      ['DNS over TCP', 53, 'TCP', undefined],
-      ['the API server', 443, 'TCP', '10.0.0.1/32'],
-      ['the API server on 6443', 6443, 'TCP', '10.0.0.1/32'],
-      ['token endpoints on 443', 443, 'TCP', '0.0.0.0/0'],
-    ])('lets out %s', (_name, port, protocol, cidr) => {
-      const rules = policy().spec?.egress ?? [];
-      const match = rules.find(
-        (rule) =>
-          rule.ports?.some((p) => p.port === port && p.protocol === protocol) &&
-          (cidr === undefined || rule.to?.some((peer) => peer.ipBlock?.cidr === cidr)),
-      );
-      expect(match, JSON.stringify(rules)).toBeDefined();
+    // [what, address, port, protocol, let out?]
+    it.each<[string, string, number, string, boolean]>([
+      ['cloud instance metadata', '169.254.169.254', 443, 'TCP', false],
+      ['cloud instance metadata on port 80', '169.254.169.254', 80, 'TCP', false],
+      ['ECS task metadata (link-local)', '169.254.170.2', 443, 'TCP', false],
+      ["Azure's WireServer", '168.63.129.16', 443, 'TCP', false],
+      ["Alibaba Cloud's metadata (shared address space)", '100.100.100.200', 443, 'TCP', false],
+      ["AWS's IPv6 metadata (unique-local)", 'fd00:ec2::254', 443, 'TCP', false],
+      ['IPv6 link-local', 'fe80::1', 443, 'TCP', false],
+      ['10.0.0.0/8', '10.1.2.3', 443, 'TCP', false],
+      ['172.16.0.0/12', '172.31.255.254', 443, 'TCP', false],
+      ['192.168.0.0/16', '192.168.1.1', 443, 'TCP', false],
+      ['IPv6 unique-local', 'fd12:3456::1', 443, 'TCP', false],
+      ['a private address through NAT64', '64:ff9b::a00:1', 443, 'TCP', false],
+      ['cloud metadata through NAT64', '64:ff9b::a9fe:a9fe', 443, 'TCP', false],
+      ['a public IPv4 token endpoint', '203.0.113.10', 443, 'TCP', true],
+      ['a public IPv6 token endpoint', '2001:db8::10', 443, 'TCP', true],
+      ['a public IPv4 address through NAT64', '64:ff9b::cb00:710a', 443, 'TCP', true],
+      ['a public address on port 80', '203.0.113.10', 80, 'TCP', false],
+      ['the API server Service', '10.96.0.1', 443, 'TCP', true],
+      ['an API server endpoint on 6443', '172.18.0.2', 6443, 'TCP', true],
+      ['the API server on another port', '10.96.0.1', 22, 'TCP', false],
+      ['the address next to the API server', '10.96.0.2', 443, 'TCP', false],
+      ['an allowed private range (allowedCIDRs)', '10.20.1.1', 443, 'TCP', true],
+      ['an allowed private range on another port', '10.20.1.1', 8443, 'TCP', false],
+      ['a resolver named in dns.cidrs (NodeLocal DNSCache)', '169.254.20.10', 53, 'UDP', true],
+      ['a resolver named in dns.cidrs on another port', '169.254.20.10', 443, 'TCP', false],
+      ['port 53 of any other private address', '10.0.0.10', 53, 'UDP', false],
+    ])('egress to %s (%s:%i/%s): %s', (_what, address, port, protocol, expected) => {
+      expect(allows(policy(), address, port, protocol)).toBe(expected);
     });
 
-    it('lets out nothing on other ports and keeps cloud metadata addresses out', () => {
+    it('reaches DNS at the cluster resolver pods on port 53 only', () => {
+      const dns = (policy().spec?.egress ?? []).filter((rule) =>
+        rule.to?.some((peer) => peer.podSelector !== undefined),
+      );
+      expect(dns).toHaveLength(1);
+      expect(dns[0]?.to?.[0]).toEqual({
+        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'kube-system' } },
+        podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } },
+      });
+      expect(dns[0]?.ports).toEqual([
+        { port: 53, protocol: 'UDP' },
+        { port: 53, protocol: 'TCP' },
+      ]);
+    });
+
+    it('opens the API server ports to the named addresses only', () => {
+      const rules = (policy().spec?.egress ?? []).filter((rule) => rule.ports?.some((p) => p.port === 6443));
+      expect(rules).toHaveLength(1);
+      expect(rules[0]?.to).toEqual(API_SERVER.map((cidr) => ({ ipBlock: { cidr } })));
+    });
+
+    it('lets out nothing on ports other than 53, 443 and 6443, and every rule names its ports', () => {
       const rules = policy().spec?.egress ?? [];
-      const ports = new Set(rules.flatMap((rule) => (rule.ports ?? []).map((p) => p.port)));
-      expect(ports).toEqual(new Set([53, 443, 6443]));
       for (const rule of rules) expect(rule.ports?.length).toBeGreaterThan(0);
-      const open = rules
+      expect(new Set(rules.flatMap((rule) => (rule.ports ?? []).map((p) => p.port)))).toEqual(
+        new Set([53, 443, 6443]),
+      );
+    });
+
+    // The API server refuses an except that is not inside its cidr.
+    it('carves blocked ranges of its family out of each /0, and nothing out of a narrower CIDR', () => {
+      const np = policy({
+        networkPolicy: {
+          enabled: true,
+          apiServer: { cidrs: API_SERVER },
+          tokenEndpoints: { cidrs: ['0.0.0.0/0', '::/0', '203.0.113.0/24'] },
+        },
+      });
+      const blocks = (np.spec?.egress ?? [])
         .flatMap((rule) => rule.to ?? [])
-        .filter((peer) => peer.ipBlock?.cidr === '0.0.0.0/0');
-      for (const peer of open) expect(peer.ipBlock?.except).toContain('169.254.0.0/16');
+        .flatMap((peer) => (peer.ipBlock ? [peer.ipBlock] : []));
+      const byCidr = new Map(blocks.map((block) => [block.cidr, block.except]));
+      expect(byCidr.get('203.0.113.0/24')).toBeUndefined();
+      for (const cidr of ['0.0.0.0/0', '::/0']) {
+        const except = byCidr.get(cidr) ?? [];
+        expect(except.length, cidr).toBeGreaterThan(0);
+        for (const blocked of except) expect(inCidr(blocked.split('/')[0] ?? '', cidr), blocked).toBe(true);
+      }
+    });
+
+    it.each<[string, object, RegExp]>([
+      ['without API server addresses', {}, /networkPolicy.apiServer.cidrs is required/],
+      [
+        'with 0.0.0.0/0 for the API server',
+        { apiServer: { cidrs: ['0.0.0.0/0'] } },
+        /networkPolicy.apiServer.cidrs: 0.0.0.0\/0 would open every address/,
+      ],
+      [
+        'with ::/0 in allowedCIDRs',
+        { apiServer: { cidrs: API_SERVER }, tokenEndpoints: { allowedCIDRs: ['::/0'] } },
+        /networkPolicy.tokenEndpoints.allowedCIDRs: ::\/0 would open every address/,
+      ],
+      [
+        'with 0.0.0.0/0 as a DNS server',
+        { apiServer: { cidrs: API_SERVER }, dns: { cidrs: ['0.0.0.0/0'] } },
+        /networkPolicy.dns.cidrs: 0.0.0.0\/0/,
+      ],
+    ])('refuses to render %s', (_name, networkPolicy, message) => {
+      const result = runHelm(['template', RELEASE, chartDir, '--namespace', NAMESPACE], {
+        networkPolicy: { enabled: true, ...networkPolicy },
+      });
+      expect(result.status).not.toBe(0);
+      expect(result.stderr).toMatch(message);
     });
   });
 });

@@ -54,6 +54,23 @@ app.kubernetes.io/component: operator
 {{- default (include "oauth-token-operator.fullname" .) .Values.operator.leaseName }}
 {{- end }}
 
+{{/*
+The namespaces operator.watchNamespace confines the operator to, as a JSON list (empty: every
+namespace). RBAC follows it: Roles in these namespaces instead of a ClusterRole. A name that is not a
+namespace name is refused here rather than left to a Role the API server would reject.
+*/}}
+{{- define "oauth-token-operator.watchNamespaces" -}}
+{{- $namespaces := list }}
+{{- with .Values.operator.watchNamespace }}
+{{- $name := toString . }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$" $name) }}
+{{- fail (printf "operator.watchNamespace: %q is not a namespace name (one namespace, lower-case letters, digits and '-')" $name) }}
+{{- end }}
+{{- $namespaces = append $namespaces $name }}
+{{- end }}
+{{- toJson $namespaces }}
+{{- end }}
+
 {{/* The RBAC rules shared with the integration tests: files/rbac-rules.yaml. */}}
 {{- define "oauth-token-operator.rbacRules" -}}
 {{- $rules := .Files.Get "files/rbac-rules.yaml" | fromYaml }}

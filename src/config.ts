@@ -19,9 +19,13 @@ export interface OperatorConfig {
   allowPrivateNetworks: boolean;
   allowedHosts: string[];
   workers: number;
+  /** Keys of one namespace in flight at once: one namespace never holds every worker. */
+  maxInFlightPerNamespace: number;
   maxConcurrentPerHost: number;
   secretPropagationMs: number;
   requestTimeoutMs: number;
+  reconcileDeadlineMs: number;
+  loginDeadlineMs: number;
   persistBudgetMs: number;
   minRequestGapMs: number;
   requireSecretLabel?: string;
@@ -87,6 +91,10 @@ export const FLAGS: Record<string, FlagSpec> = {
     help: 'Comma-separated token/login hosts the operator may call (exact names or *.suffix). Empty: any public host.',
   },
   workers: { type: 'string', default: '4', help: 'Concurrent reconciles.' },
+  'max-in-flight-per-namespace': {
+    type: 'string',
+    help: 'Reconciles of one namespace running at once; the other workers stay free for other namespaces, whose keys are also taken in turn. Default: workers - 1 (at least 1), so that one namespace with slow providers cannot hold every worker.',
+  },
   'max-concurrent-per-host': {
     type: 'string',
     default: '4',
@@ -107,6 +115,16 @@ export const FLAGS: Record<string, FlagSpec> = {
     help: 'How long a changed Secret takes to reach mounted volumes; the default refresh margin covers it.',
   },
   'request-timeout': { type: 'string', default: '30s', help: 'Total time cap of one token request.' },
+  'login-deadline': {
+    type: 'string',
+    default: '2m',
+    help: 'Total time one recovery login walk may take: every page, redirect and wait for a TOTP step together. Past it the login ends with LoginDeadlineExceeded. Must be shorter than --reconcile-deadline.',
+  },
+  'reconcile-deadline': {
+    type: 'string',
+    default: '3m',
+    help: 'Total time one reconcile may spend on provider requests and logins; past it they are aborted and the connection is looked at again with backoff, so that no provider can hold a worker longer. Must exceed --request-timeout and --login-deadline.',
+  },
   'persist-budget': {
     type: 'string',
     default: '60s',
@@ -182,6 +200,19 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
   }
   const drainTimeoutMs = duration('drain-timeout');
   if (!(drainTimeoutMs > 0)) throw new ConfigError('--drain-timeout must be greater than zero');
+  const requestTimeoutMs = duration('request-timeout');
+  const loginDeadlineMs = duration('login-deadline');
+  const reconcileDeadlineMs = duration('reconcile-deadline');
+  // A reconcile must have time for at least one whole request or login before its own deadline.
+  if (!(reconcileDeadlineMs > requestTimeoutMs && reconcileDeadlineMs > loginDeadlineMs)) {
+    throw new ConfigError('--reconcile-deadline must exceed --request-timeout and --login-deadline');
+  }
+  if (!(loginDeadlineMs > 0)) throw new ConfigError('--login-deadline must be greater than zero');
+  const workers = positiveInt('workers');
+  const maxInFlightPerNamespace =
+    get('max-in-flight-per-namespace') === undefined
+      ? Math.max(1, workers - 1)
+      : positiveInt('max-in-flight-per-namespace');
   const watchNamespace = get('watch-namespace');
   const kubeconfig = get('kubeconfig') ?? env.KUBECONFIG;
   return {
@@ -201,10 +232,13 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
       .split(',')
       .map((h) => h.trim().toLowerCase())
       .filter(Boolean),
-    workers: positiveInt('workers'),
+    workers,
+    maxInFlightPerNamespace,
     maxConcurrentPerHost: positiveInt('max-concurrent-per-host'),
     secretPropagationMs: duration('secret-propagation'),
-    requestTimeoutMs: duration('request-timeout'),
+    requestTimeoutMs,
+    reconcileDeadlineMs,
+    loginDeadlineMs,
     persistBudgetMs: duration('persist-budget'),
     minRequestGapMs: duration('min-request-gap'),
     ...(get('require-secret-label') ? { requireSecretLabel: get('require-secret-label') } : {}),

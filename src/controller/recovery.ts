@@ -68,6 +68,8 @@ export function loginGate(
 export interface RecoveryOptions {
   oauth: OAuthClient;
   clock: Clock;
+  /** The whole login walk's time limit (--login-deadline); default the OAuth layer's (2 min). */
+  loginDeadlineMs?: number;
 }
 
 export type RecoveryResult = TokenSet & { flow: 'code' | 'implicit' | 'direct' };
@@ -89,12 +91,16 @@ export class RecoveryLogin {
     return secret;
   }
 
-  /** Logs in and returns the tokens; throws TokenError (login reasons or token endpoint classes). */
+  /**
+   * Logs in and returns the tokens; throws TokenError (login reasons or token endpoint classes).
+   * `signal` (the reconcile's) aborts every request and the wait for a TOTP step.
+   */
   async login(
     connection: OAuthConnection,
     inputs: ResolvedInputs,
     endpoints: ResolvedEndpoints,
     lastTotpStep: number | undefined,
+    signal?: AbortSignal,
   ): Promise<{ tokens: RecoveryResult; totpStep?: number }> {
     const login = connection.spec.recovery?.login;
     const credentials = inputs.login;
@@ -103,7 +109,7 @@ export class RecoveryLogin {
     // A code another replica handed out (persisted in the state) is never handed out again here.
     if (secret && lastTotpStep !== undefined) this.totp.markUsed(secret, lastTotpStep);
     let usedStep: number | undefined;
-    const nextCode = async (): Promise<string> => {
+    const nextCode = async (walkSignal: AbortSignal | undefined = signal): Promise<string> => {
       if (!secret)
         throw new TokenError({
           code: 'configuration',
@@ -111,19 +117,27 @@ export class RecoveryLogin {
           message:
             'recovery login: the provider asked for a TOTP code but spec.recovery.login.totpSecretRef is not set',
         });
-      const code = await this.totp.next(secret, { minRemainingMs: 3_000 });
+      const code = await this.totp.next(secret, {
+        minRemainingMs: 3_000,
+        ...(walkSignal !== undefined ? { signal: walkSignal } : {}),
+      });
       usedStep = code.step;
       return code.code;
     };
 
     if (login.flow === 'direct') {
       const otp = secret ? await nextCode() : undefined;
-      const tokens = await this.options.oauth.requestTokens(inputs.client, endpoints, {
-        type: 'password',
-        username: credentials.username,
-        password: credentials.password,
-        ...(otp ? { otp } : {}),
-      });
+      const tokens = await this.options.oauth.requestTokens(
+        inputs.client,
+        endpoints,
+        {
+          type: 'password',
+          username: credentials.username,
+          password: credentials.password,
+          ...(otp ? { otp } : {}),
+        },
+        signal,
+      );
       return {
         tokens: { ...tokens, flow: 'direct' },
         ...(usedStep !== undefined ? { totpStep: usedStep } : {}),
@@ -156,6 +170,8 @@ export class RecoveryLogin {
       password: credentials.password,
       totp: nextCode,
       form: formProfileFor(inputs.preset, login.form),
+      ...(this.options.loginDeadlineMs !== undefined ? { deadlineMs: this.options.loginDeadlineMs } : {}),
+      ...(signal !== undefined ? { signal } : {}),
     });
     if (result.flow === 'implicit') {
       return {
@@ -168,12 +184,17 @@ export class RecoveryLogin {
         ...(usedStep !== undefined ? { totpStep: usedStep } : {}),
       };
     }
-    const tokens = await this.options.oauth.requestTokens(inputs.client, endpoints, {
-      type: 'authorization_code',
-      code: result.code,
-      codeVerifier: result.codeVerifier,
-      redirectURI: result.redirectURI,
-    });
+    const tokens = await this.options.oauth.requestTokens(
+      inputs.client,
+      endpoints,
+      {
+        type: 'authorization_code',
+        code: result.code,
+        codeVerifier: result.codeVerifier,
+        redirectURI: result.redirectURI,
+      },
+      signal,
+    );
     return { tokens: { ...tokens, flow: 'code' }, ...(usedStep !== undefined ? { totpStep: usedStep } : {}) };
   }
 }

@@ -7,6 +7,11 @@
 //     dirty, and it is queued again only when that worker calls done();
 //   - addAfter keeps only the earliest requested time per waiting key, so retries do not multiply.
 //
+// One addition client-go does not have (FairnessOptions): keys can be handed out round-robin across
+// groups (the controller groups them by namespace) with a cap on the keys of one group in flight,
+// so that one tenant's many slow connections cannot hold every worker while another tenant's key
+// waits. Without the option there is one group and no cap: plain FIFO, as in client-go.
+//
 // Where Go needs a goroutine, a channel and a heartbeat ticker for the delayed entries, this port keeps
 // one min-heap and one clock timer armed for the earliest entry; readiness is judged on the monotonic
 // clock so that wall-clock steps neither release delayed keys early nor strand them.
@@ -53,8 +58,21 @@ export interface ShutDownOptions {
   dropQueued?: boolean;
 }
 
+/** Fair hand-out across groups of keys; see the file header. */
+export interface FairnessOptions {
+  /** The group of a key. Default: the text before the first '/' (the namespace of a namespace/name key). */
+  groupOf?: (key: string) => string;
+  /**
+   * At most this many keys of one group are handed out and not yet done; a further key of that
+   * group waits (other groups' keys go first) until one is done. Default: no limit.
+   */
+  maxInFlightPerGroup?: number;
+}
+
 export interface WorkQueueOptions {
   clock: Clock;
+  /** Round-robin across groups and a per-group in-flight cap; without it, one FIFO as in client-go. */
+  fairness?: FairnessOptions;
   /** Defaults to defaultControllerRateLimiter(clock). */
   rateLimiter?: RateLimiter;
   /** Passed to every metrics call. */
@@ -72,21 +90,95 @@ interface WaitingEntry {
   index: number;
 }
 
+/** A FIFO of keys, consumed from `head` and compacted once the consumed prefix dominates. */
+class Fifo {
+  private items: string[] = [];
+  private head = 0;
+
+  get size(): number {
+    return this.items.length - this.head;
+  }
+
+  push(key: string): void {
+    this.items.push(key);
+  }
+
+  shift(): string | undefined {
+    const key = this.items[this.head];
+    if (key === undefined) return undefined;
+    this.head++;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return key;
+  }
+}
+
+/**
+ * The keys ready to be handed out, one FIFO per group, the groups taken in turn: the group a key is
+ * taken from goes to the back of the turn order (a Map keeps insertion order), so a group with one
+ * ready key waits behind at most one key of each other group, not behind all of them.
+ */
+class ReadyKeys {
+  private readonly groups = new Map<string, Fifo>();
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  push(group: string, key: string): void {
+    let fifo = this.groups.get(group);
+    if (fifo === undefined) {
+      fifo = new Fifo();
+      this.groups.set(group, fifo);
+    }
+    fifo.push(key);
+    this.count++;
+  }
+
+  /** The next key of the first group, in turn order, that `eligible` accepts; undefined when none. */
+  take(eligible: (group: string) => boolean): string | undefined {
+    for (const [group, fifo] of this.groups) {
+      if (!eligible(group)) continue;
+      const key = fifo.shift();
+      this.groups.delete(group);
+      if (fifo.size > 0) this.groups.set(group, fifo);
+      if (key === undefined) continue;
+      this.count--;
+      return key;
+    }
+    return undefined;
+  }
+
+  clear(): void {
+    this.groups.clear();
+    this.count = 0;
+  }
+}
+
+const namespaceOf = (key: string): string => {
+  const slash = key.indexOf('/');
+  return slash < 0 ? '' : key.slice(0, slash);
+};
+
 export class WorkQueue {
   private readonly clock: Clock;
   private readonly rateLimiter: RateLimiter;
   private readonly name: string;
   private readonly metrics: WorkQueueMetrics | undefined;
+  private readonly groupOf: (key: string) => string;
+  private readonly maxInFlightPerGroup: number;
 
-  // The FIFO of keys ready to be handed out. Every key in it is dirty and not processing. Keys are
-  // consumed from queueHead, and the array is compacted once the consumed prefix dominates, so
-  // dequeuing stays O(1) amortized.
-  private queue: string[] = [];
-  private queueHead = 0;
-  /** Keys that need processing: those in the FIFO plus those re-added while being processed. */
+  /** Keys ready to be handed out. Every key in it is dirty and not processing. */
+  private readonly ready = new ReadyKeys();
+  /** Keys that need processing: those ready plus those re-added while being processed. */
   private readonly dirty = new Set<string>();
   /** Keys handed to a worker and not yet done. */
   private readonly processing = new Set<string>();
+  /** Keys in `processing`, counted per group (groups with none are absent). */
+  private readonly inFlightByGroup = new Map<string, number>();
   /** Workers blocked in get(), served in the order they asked. */
   private readonly getters: ((result: GetResult) => void)[] = [];
 
@@ -110,6 +202,11 @@ export class WorkQueue {
     this.rateLimiter = options.rateLimiter ?? defaultControllerRateLimiter(options.clock);
     this.name = options.name ?? '';
     this.metrics = options.metrics;
+    // Without fairness every key is in one group, which makes ReadyKeys one FIFO.
+    this.groupOf = options.fairness ? (options.fairness.groupOf ?? namespaceOf) : () => '';
+    const cap = options.fairness?.maxInFlightPerGroup;
+    if (cap !== undefined && !(cap >= 1)) throw new Error('maxInFlightPerGroup must be at least 1');
+    this.maxInFlightPerGroup = cap ?? Infinity;
   }
 
   /** Marks key as needing processing. Ignored once the queue is shutting down. */
@@ -129,11 +226,12 @@ export class WorkQueue {
   /**
    * Waits until a key is available and hands it to the caller, who must call done(key) when finished.
    * After shutdown, keys still queued are handed out (unless shutdown dropped them); once none are
-   * left it resolves {shutdown: true}.
+   * left it resolves {shutdown: true}. A key whose group is at its in-flight cap is not available.
    */
   get(): Promise<GetResult> {
-    if (this.queueLength() > 0) return Promise.resolve({ key: this.takeNext(), shutdown: false });
-    if (this.shuttingDownFlag) return Promise.resolve({ shutdown: true });
+    const key = this.takeNext();
+    if (key !== undefined) return Promise.resolve({ key, shutdown: false });
+    if (this.shuttingDownFlag && this.ready.size === 0) return Promise.resolve({ shutdown: true });
     return new Promise((resolve) => this.getters.push(resolve));
   }
 
@@ -147,17 +245,24 @@ export class WorkQueue {
         this.metrics.workDurationMs?.(this.name, this.clock.monotonic() - started);
       }
     }
-    this.processing.delete(key);
+    if (this.processing.delete(key)) {
+      const group = this.groupOf(key);
+      const inFlight = (this.inFlightByGroup.get(group) ?? 1) - 1;
+      if (inFlight > 0) this.inFlightByGroup.set(group, inFlight);
+      else this.inFlightByGroup.delete(group);
+    }
     if (this.dirty.has(key)) {
       this.enqueue(key);
-    } else if (this.processing.size === 0) {
-      this.resolveDrainWaiters();
+    } else {
+      // The group may have been at its cap with keys waiting: one of them may go now.
+      this.dispatch();
+      if (this.processing.size === 0) this.resolveDrainWaiters();
     }
   }
 
   /** Keys ready to be handed out (not counting delayed or in-flight keys). */
   len(): number {
-    return this.queueLength();
+    return this.ready.size;
   }
 
   /** Keys handed to workers and not yet done. */
@@ -234,31 +339,34 @@ export class WorkQueue {
     return this.rateLimiter.numRequeues(key);
   }
 
-  private queueLength(): number {
-    return this.queue.length - this.queueHead;
-  }
-
   private enqueue(key: string): void {
-    const getter = this.getters.shift();
-    if (getter) {
-      // Handing the key over now (rather than waking the getter to look for one) keeps a key that is
-      // added once from being claimed by two getters.
-      this.queue.push(key);
-      getter({ key: this.takeNext(), shutdown: false });
-      return;
-    }
-    this.queue.push(key);
+    this.ready.push(this.groupOf(key), key);
+    this.dispatch();
   }
 
-  private takeNext(): string {
-    const key = this.queue[this.queueHead];
-    if (key === undefined) throw new Error('workqueue: takeNext called on an empty queue');
-    this.queueHead++;
-    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.queueHead);
-      this.queueHead = 0;
+  /**
+   * Hands available keys to waiting getters, now: handing a key over (rather than waking a getter to
+   * look for one) keeps a key that is added once from being claimed by two getters. After shutdown,
+   * getters left waiting when nothing is queued any more are told to stop.
+   */
+  private dispatch(): void {
+    while (this.getters.length > 0) {
+      const key = this.takeNext();
+      if (key === undefined) break;
+      this.getters.shift()?.({ key, shutdown: false });
     }
+    if (this.shuttingDownFlag && this.ready.size === 0) {
+      for (const getter of this.getters.splice(0)) getter({ shutdown: true });
+    }
+  }
+
+  /** The next key whose group is below its in-flight cap, marked as processing; undefined when none. */
+  private takeNext(): string | undefined {
+    const key = this.ready.take((group) => (this.inFlightByGroup.get(group) ?? 0) < this.maxInFlightPerGroup);
+    if (key === undefined) return undefined;
     this.processing.add(key);
+    const group = this.groupOf(key);
+    this.inFlightByGroup.set(group, (this.inFlightByGroup.get(group) ?? 0) + 1);
     this.dirty.delete(key);
     if (this.metrics) {
       this.metrics.get(this.name);
@@ -278,14 +386,14 @@ export class WorkQueue {
     this.shuttingDownFlag = true;
     if (options.dropQueued) {
       // With the dirty marks gone, done() re-queues nothing either; add() is ignored from now on.
-      this.queue = [];
-      this.queueHead = 0;
+      this.ready.clear();
       this.dirty.clear();
       this.addedAt.clear();
       this.metrics?.depth(this.name, 0);
     }
-    // Getters only wait while the queue is empty, so every one of them is told to stop.
-    for (const getter of this.getters.splice(0)) getter({ shutdown: true });
+    // Getters wait while nothing they may take is queued. With nothing queued they are told to stop
+    // now; keys held back by a group's cap are still handed out as their groups' keys are done.
+    this.dispatch();
     // Delayed keys would be ignored by add() anyway; dropping them releases the timer at once.
     if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
     this.timer = undefined;

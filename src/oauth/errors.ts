@@ -117,14 +117,20 @@ export function sanitizeErrorCode(value: unknown): string | undefined {
  */
 export function sanitizeDescription(value: unknown, secrets: readonly string[] = []): string | undefined {
   if (typeof value !== 'string') return undefined;
-  // Bound the work before running regular expressions over hostile input.
-  let text = value.slice(0, 4 * MAX_DESCRIPTION_LENGTH);
-  for (const secret of secrets) {
-    if (secret.length < 4) continue;
-    for (const form of new Set([secret, encodeURIComponent(secret)])) {
-      text = text.split(form).join(REDACTED);
-    }
-  }
+  // Known secrets are redacted before anything is cut: a cut through a secret would leave a prefix
+  // that no longer matches it, and that prefix is part of the secret. The window is wide enough to
+  // hold whole any secret that starts inside the bound.
+  const forms = secrets
+    .filter((secret) => secret.length >= 4)
+    .flatMap((secret) => [...new Set([secret, encodeURIComponent(secret)])]);
+  const bound = 4 * MAX_DESCRIPTION_LENGTH;
+  // One character more than the bound, so that a cut shows as text longer than the bound.
+  let text = value.slice(0, bound + 1 + Math.max(0, ...forms.map((form) => form.length)));
+  for (const form of forms) text = text.split(form).join(REDACTED);
+  // Bound the work before running regular expressions over hostile input. A run the cut goes
+  // through is dropped whole: its tail is gone, so the patterns below could no longer recognise a
+  // token in what is left of it.
+  if (text.length > bound) text = text.slice(0, bound).replace(/\S+$/, '');
   text = text
     // eslint-disable-next-line no-control-regex
     .replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ')

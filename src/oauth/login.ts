@@ -18,15 +18,22 @@
 // - Every request goes through the Transport (endpoint policy, pinned address, time and size caps),
 //   and the number of pages (at most DEFAULT_MAX_PAGES) and of consecutive redirects is bounded; so
 //   are each page's size and nesting and the form selectors' grammar (login-form.ts).
+// - The whole walk has one deadline (DEFAULT_LOGIN_DEADLINE_MS unless the caller sets one): every
+//   page, redirect and wait for a TOTP step together. Each request's own time cap is not enough: a
+//   provider (or a tenant's own server) that answers every page just inside it, through 10 pages and
+//   20 redirects each, would hold the worker for hours. Past the deadline the request in flight is
+//   aborted and the login ends with LoginDeadlineExceeded.
 // - Nothing is logged. Errors are TokenErrors (login-errors.ts) whose messages may name a host,
 //   never a path, a query, page text, the username, the password, a TOTP code or an authorization code.
 import { calculatePKCECodeChallenge, randomPKCECodeVerifier, randomState } from 'openid-client';
 import { sanitizeDescription, sanitizeErrorCode } from './errors.ts';
 import { configurationError } from './exchange.ts';
+import { MAX_TOKEN_BYTES } from './grants.ts';
 import { loginError } from './login-errors.ts';
 import { analysePage, checkFormProfile, fillForm, type FormProfile, type HtmlForm } from './login-form.ts';
 import { isHtml, LoginHttp, type LoginAnswer, type LoginRequest } from './login-http.ts';
 import { canonicalTokenType } from './model.ts';
+import { TokenError } from './errors.ts';
 import type { Transport } from './transport.ts';
 
 /**
@@ -37,6 +44,11 @@ import type { Transport } from './transport.ts';
 export const DEFAULT_MAX_PAGES = 10;
 /** Consecutive redirects without a page in between (browsers allow 20). */
 export const MAX_CONSECUTIVE_REDIRECTS = 20;
+/**
+ * The whole walk, by default. A real login is a few pages and at most one wait for the next TOTP
+ * step (30 s, MAX_PERIOD_SEC at most): seconds to a minute.
+ */
+export const DEFAULT_LOGIN_DEADLINE_MS = 120_000;
 
 export interface LoginParams {
   authorizationEndpoint: string;
@@ -49,9 +61,10 @@ export interface LoginParams {
   password: string;
   /**
    * Supplies one TOTP code per call, never the same twice (TotpGenerator.supplier). Without it a
-   * TOTP page ends the login with LoginFormUnexpected.
+   * TOTP page ends the login with LoginFormUnexpected. It gets the walk's signal, which aborts at the
+   * deadline: a wait for the next time step must end there (the walk stops waiting for it anyway).
    */
-  totp?: () => Promise<string>;
+  totp?: (signal: AbortSignal) => Promise<string>;
   form: FormProfile;
   /** HTML pages read before giving up: 1 to DEFAULT_MAX_PAGES (10, the default); clamped to that. */
   maxPages?: number;
@@ -59,6 +72,8 @@ export interface LoginParams {
   extraAuthParams?: Readonly<Record<string, string>>;
   /** Submit a second (the next) TOTP code after a rejected one. Default true. */
   retryWrongTotp?: boolean;
+  /** The whole walk's time limit; default DEFAULT_LOGIN_DEADLINE_MS. */
+  deadlineMs?: number;
   signal?: AbortSignal;
 }
 
@@ -182,6 +197,14 @@ function readRedirect(
   if (accessToken === null || accessToken === '') {
     throw loginError('ProviderError', 'the authorization response carries no access_token');
   }
+  // The same cap as a token endpoint's answer (grants.ts); nothing was consumed by this login.
+  if (Buffer.byteLength(accessToken) > MAX_TOKEN_BYTES) {
+    throw new TokenError({
+      code: 'configuration',
+      reason: 'TokenTooLarge',
+      message: `recovery login: the provider issued an access token over ${String(MAX_TOKEN_BYTES)} bytes, which the operator does not keep`,
+    });
+  }
   const result: ImplicitLoginResult = {
     flow: 'implicit',
     accessToken,
@@ -266,7 +289,82 @@ export async function performLogin(transport: Transport, params: LoginParams): P
     authorizationURL.searchParams.set('code_challenge_method', 'S256');
   }
 
-  const http = new LoginHttp(transport, params.signal);
+  const deadlineMs = params.deadlineMs ?? DEFAULT_LOGIN_DEADLINE_MS;
+  const deadline = new AbortController();
+  const expired = new LoginDeadline();
+  const timer = setTimeout(() => {
+    deadline.abort(expired);
+  }, deadlineMs);
+  const onCallerAbort = (): void => {
+    deadline.abort(params.signal?.reason);
+  };
+  if (params.signal?.aborted === true) onCallerAbort();
+  else params.signal?.addEventListener('abort', onCallerAbort, { once: true });
+  const progress: WalkProgress = {};
+  try {
+    return await walkPages(transport, params, deadline.signal, authorizationURL, redirect, progress, {
+      state,
+      codeVerifier,
+    });
+  } catch (err) {
+    // Whatever the aborted request or wait threw, the reason it stopped is the deadline.
+    if (deadline.signal.reason === expired) throw deadlineError(deadlineMs, progress);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    params.signal?.removeEventListener('abort', onCallerAbort);
+  }
+}
+
+class LoginDeadline extends Error {
+  override readonly name = 'LoginDeadline';
+}
+
+/** Where the walk was, for the deadline's message. */
+interface WalkProgress {
+  host?: string;
+  pages?: number;
+}
+
+function deadlineError(deadlineMs: number, progress: WalkProgress): TokenError {
+  const where =
+    progress.host === undefined
+      ? ''
+      : `; ${String(progress.pages ?? 0)} pages read, the last request to host ${progress.host}`;
+  // A person has to look: no provider's login takes this long, and retrying soon would only hold
+  // a worker for the whole deadline again.
+  return new TokenError({
+    code: 'configuration',
+    reason: 'LoginDeadlineExceeded',
+    message: `recovery login: the login did not finish within its deadline of ${String(deadlineMs / 1000)} s (every page, redirect and TOTP wait together)${where}`,
+  });
+}
+
+/** Resolves with `work`, or rejects with the signal's reason as soon as it aborts. */
+function unlessAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      reject(signal.reason as Error);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => {
+      signal.removeEventListener('abort', onAbort);
+    });
+  });
+}
+
+async function walkPages(
+  transport: Transport,
+  params: LoginParams,
+  signal: AbortSignal,
+  authorizationURL: URL,
+  redirect: string,
+  progress: WalkProgress,
+  expected: { state: string; codeVerifier: string },
+): Promise<LoginResult> {
+  const { state, codeVerifier } = expected;
+  const http = new LoginHttp(transport, signal);
   const maxPages = pageBudget(params.maxPages);
   const maxOtpSubmissions = params.retryWrongTotp === false ? 1 : 2;
   const walk: WalkState = {
@@ -286,6 +384,11 @@ export async function performLogin(transport: Transport, params: LoginParams): P
     if (isRedirectTarget(next.url)) {
       // A form that submits to the redirect URI (form_post and the like) is not what was asked for.
       throw loginError('LoginFormUnexpected', 'a login form submits to the redirect URI');
+    }
+    try {
+      progress.host = new URL(next.url).hostname;
+    } catch {
+      // An unparsable URL is refused by the request below.
     }
     const answer = await http.request(next);
     const host = answer.url.hostname;
@@ -325,6 +428,7 @@ export async function performLogin(transport: Transport, params: LoginParams): P
           : `host ${host} answered with content type ${answer.mediaType === '' ? 'none' : answer.mediaType.slice(0, 64)} instead of an HTML page`,
       );
     }
+    progress.pages = walk.pages + 1;
     if (++walk.pages > maxPages) {
       throw loginError('LoginFormUnexpected', `no redirect to the redirect URI after ${maxPages} pages`);
     }
@@ -341,8 +445,7 @@ export async function performLogin(transport: Transport, params: LoginParams): P
         if (walk.otpSubmissions >= maxOtpSubmissions) {
           throw loginError('WrongTotp', `the TOTP code was rejected (${walk.otpSubmissions} codes tried)`);
         }
-        const code = await params.totp();
-        params.signal?.throwIfAborted();
+        const code = await unlessAborted(params.totp(signal), signal);
         const otpField = params.form.otpField ?? '';
         next = submission(page.form, { [otpField]: code }, answer.url);
         walk.otpSubmissions++;

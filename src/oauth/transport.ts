@@ -30,7 +30,8 @@ export const DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024;
 export const DEFAULT_DNS_TIMEOUT_MS = 5_000;
 
 /** What a request is for; the observer gets it so metrics can tell token calls from login pages. */
-export type RequestPurpose = 'token' | 'discovery' | 'revocation' | 'introspection' | 'login' | 'protocol';
+export type RequestPurpose =
+  'token' | 'discovery' | 'revocation' | 'introspection' | 'login' | 'protocol' | 'probe';
 
 /** Called once per request: host (with port), status or 'error', duration, purpose. */
 export type RequestObserver = (

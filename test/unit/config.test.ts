@@ -38,6 +38,13 @@ describe('parseConfig', () => {
     { args: ['--drain-timeout', '0s'], message: /--drain-timeout must be greater than zero/ },
     { args: ['--drain-timeout', '-5s'], message: /--drain-timeout/ },
     { args: ['--drain-timeout', '20'], message: /--drain-timeout/ },
+    { args: ['--reconcile-deadline', '30s'], message: /--reconcile-deadline must exceed --request-timeout/ },
+    {
+      args: ['--login-deadline', '5m'],
+      message: /--reconcile-deadline must exceed --request-timeout and --login-deadline/,
+    },
+    { args: ['--login-deadline', '0s'], message: /--login-deadline must be greater than zero/ },
+    { args: ['--max-in-flight-per-namespace', '0'], message: /--max-in-flight-per-namespace/ },
   ])('rejects $args', ({ args, message }) => {
     expect(() => parseConfig(args, {})).toThrow(ConfigError);
     expect(() => parseConfig(args, {})).toThrow(message);
@@ -58,6 +65,37 @@ describe('parseConfig', () => {
     if (config === 'help') throw new Error('unexpected help');
     expect(config.drainTimeoutMs).toBe(drainTimeoutMs);
     expect(helpText()).toContain('[OTO_DRAIN_TIMEOUT]');
+  });
+
+  it.each([
+    { name: 'the defaults', args: [], workers: 4, perNamespace: 3 },
+    { name: 'one worker', args: ['--workers', '1'], workers: 1, perNamespace: 1 },
+    { name: 'eight workers', args: ['--workers', '8'], workers: 8, perNamespace: 7 },
+    {
+      name: 'the flag',
+      args: ['--workers', '8', '--max-in-flight-per-namespace', '2'],
+      workers: 8,
+      perNamespace: 2,
+    },
+  ])('leaves workers for other namespaces: $name', ({ args, workers, perNamespace }) => {
+    const config = parseConfig(args, {});
+    if (config === 'help') throw new Error('unexpected help');
+    expect([config.workers, config.maxInFlightPerNamespace]).toEqual([workers, perNamespace]);
+  });
+
+  it('has deadlines for a reconcile and a login walk', () => {
+    const defaults = parseConfig([], {});
+    if (defaults === 'help') throw new Error('unexpected help');
+    expect([defaults.requestTimeoutMs, defaults.loginDeadlineMs, defaults.reconcileDeadlineMs]).toEqual([
+      30_000, 120_000, 180_000,
+    ]);
+    const set = parseConfig(['--login-deadline', '8s', '--reconcile-deadline', '15s'], {
+      OTO_REQUEST_TIMEOUT: '5s',
+    });
+    if (set === 'help') throw new Error('unexpected help');
+    expect([set.requestTimeoutMs, set.loginDeadlineMs, set.reconcileDeadlineMs]).toEqual([
+      5_000, 8_000, 15_000,
+    ]);
   });
 
   it('documents every flag with its environment variable', () => {

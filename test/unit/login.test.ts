@@ -424,6 +424,91 @@ describe('login: failures', () => {
   });
 });
 
+describe('login: one deadline for the whole walk', () => {
+  /** A server that answers every request, after `delayMs`, with a redirect to itself: endless. */
+  async function slowRedirects(delayMs: number): Promise<{ url: string; hits: () => number }> {
+    let hits = 0;
+    const loop = createServer((req, res) => {
+      hits++;
+      setTimeout(() => {
+        res.writeHead(302, { location: `/step-${String(hits)}` }).end();
+      }, delayMs);
+    });
+    await new Promise<void>((resolve) => loop.listen(0, '127.0.0.1', resolve));
+    open.push({
+      close: () =>
+        new Promise<void>((resolve) => {
+          loop.closeAllConnections();
+          loop.close(() => {
+            resolve();
+          });
+        }),
+    });
+    return { url: `http://127.0.0.1:${(loop.address() as AddressInfo).port}/auth`, hits: () => hits };
+  }
+
+  it.each([
+    {
+      name: 'a provider that never answers (the request cap is far longer)',
+      setup: async (srv: LoginServer) => ({
+        authorizationEndpoint: (await front(srv, { silent: true })).authorizationEndpoint,
+      }),
+    },
+    {
+      name: 'redirects answered just inside the request cap, one after another',
+      setup: async () => ({ authorizationEndpoint: (await slowRedirects(60)).url }),
+    },
+    {
+      name: 'a wait for a TOTP code that never comes (the supplier ignores the signal)',
+      setup: () => Promise.resolve({ totp: () => new Promise<string>(() => undefined) }),
+    },
+  ])('ends with LoginDeadlineExceeded: $name', async ({ setup }) => {
+    const srv = await server();
+    const started = performance.now();
+    const err = await failure(
+      login(params(srv, new TotpGenerator(), { ...(await setup(srv)), deadlineMs: 400 }), {
+        timeoutMs: 30_000,
+      }),
+    );
+    const elapsedMs = performance.now() - started;
+    expect(err).toMatchObject({ code: 'configuration', reason: 'LoginDeadlineExceeded' });
+    expect(err.message).toMatch(/did not finish within its deadline of 0.4 s .*host 127\.0\.0\.1/);
+    expect(elapsedMs).toBeGreaterThanOrEqual(390);
+    expect(elapsedMs).toBeLessThan(2_000);
+  });
+
+  it('stops sending at the deadline', async () => {
+    const srv = await server();
+    const loop = await slowRedirects(60);
+    await failure(
+      login(params(srv, new TotpGenerator(), { authorizationEndpoint: loop.url, deadlineMs: 300 })),
+    );
+    const atDeadline = loop.hits();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(atDeadline).toBeGreaterThan(1);
+    expect(atDeadline).toBeLessThanOrEqual(6);
+    expect(loop.hits()).toBe(atDeadline);
+  });
+
+  it("reports the caller's own abort as such, not as the deadline", async () => {
+    const srv = await server();
+    const silent = await front(srv, { silent: true });
+    const caller = new AbortController();
+    const reason = new Error('reconcile deadline');
+    setTimeout(() => {
+      caller.abort(reason);
+    }, 100);
+    const work = login(
+      params(srv, new TotpGenerator(), {
+        authorizationEndpoint: silent.authorizationEndpoint,
+        deadlineMs: 5_000,
+        signal: caller.signal,
+      }),
+    );
+    await expect(work).rejects.toBe(reason);
+  });
+});
+
 describe('login: the page budget', () => {
   it.each([
     [undefined, DEFAULT_MAX_PAGES],

@@ -346,6 +346,161 @@ describe('WorkQueue.addAfter', () => {
   });
 });
 
+describe('WorkQueue fairness across namespaces', () => {
+  function fairQueue(maxInFlightPerGroup?: number): WorkQueue {
+    return new WorkQueue({
+      clock: new FakeClock(),
+      name: 'fair',
+      fairness: maxInFlightPerGroup === undefined ? {} : { maxInFlightPerGroup },
+    });
+  }
+
+  it('takes namespaces in turn: one key of a quiet namespace waits behind one key of a busy one, not all', async () => {
+    const queue = fairQueue();
+    for (let i = 1; i <= 5; i++) queue.add(`busy/c${i}`);
+    queue.add('quiet/victim');
+    queue.add('busy/c6');
+    queue.add('other/x');
+    const order: string[] = [];
+    for (let i = 0; i < 8; i++) order.push(await getKey(queue));
+    expect(order).toEqual([
+      'busy/c1',
+      'quiet/victim',
+      'other/x',
+      'busy/c2',
+      'busy/c3',
+      'busy/c4',
+      'busy/c5',
+      'busy/c6',
+    ]);
+  });
+
+  it('holds back keys of a namespace at its in-flight cap, and lets another namespace use the free workers', async () => {
+    const queue = fairQueue(2);
+    for (let i = 1; i <= 4; i++) queue.add(`attacker/c${i}`);
+    const workers = [pendingGet(queue), pendingGet(queue), pendingGet(queue), pendingGet(queue)];
+    await flushMicrotasks();
+    expect(workers.map((w) => w.settled())).toEqual([
+      { key: 'attacker/c1', shutdown: false },
+      { key: 'attacker/c2', shutdown: false },
+      undefined,
+      undefined,
+    ]);
+    expect(queue.len()).toBe(2);
+    queue.add('victim/v');
+    await flushMicrotasks();
+    expect(workers[2]?.settled()).toEqual({ key: 'victim/v', shutdown: false });
+    expect(workers[3]?.settled()).toBeUndefined();
+
+    // A worker is free, and the attacker's next key still waits for one of its own to finish.
+    queue.done('victim/v');
+    await flushMicrotasks();
+    expect(workers[3]?.settled()).toBeUndefined();
+    queue.done('attacker/c1');
+    await flushMicrotasks();
+    expect(workers[3]?.settled()).toEqual({ key: 'attacker/c3', shutdown: false });
+  });
+
+  it('keeps the dirty/processing rules: a key re-added in flight waits for done(), even with free workers', async () => {
+    const queue = fairQueue(3);
+    queue.add('ns/a');
+    expect(await getKey(queue)).toBe('ns/a');
+    queue.add('ns/a');
+    const second = pendingGet(queue);
+    await flushMicrotasks();
+    expect(second.settled()).toBeUndefined();
+    queue.done('ns/a');
+    await flushMicrotasks();
+    expect(second.settled()).toEqual({ key: 'ns/a', shutdown: false });
+  });
+
+  it('hands out keys held back by the cap after shutdown as slots free, then reports shutdown', async () => {
+    const queue = fairQueue(1);
+    queue.add('ns/a');
+    queue.add('ns/b');
+    expect(await getKey(queue)).toBe('ns/a');
+    const waiting = pendingGet(queue);
+    queue.shutDown();
+    await flushMicrotasks();
+    expect(waiting.settled()).toBeUndefined();
+    queue.done('ns/a');
+    await flushMicrotasks();
+    expect(waiting.settled()).toEqual({ key: 'ns/b', shutdown: false });
+    const last = pendingGet(queue);
+    await flushMicrotasks();
+    expect(last.settled()).toEqual({ shutdown: true });
+  });
+
+  it('drops held-back keys with dropQueued and tells every waiting worker to stop', async () => {
+    const queue = fairQueue(1);
+    queue.add('ns/a');
+    queue.add('ns/b');
+    expect(await getKey(queue)).toBe('ns/a');
+    const waiting = pendingGet(queue);
+    queue.shutDown({ dropQueued: true });
+    await flushMicrotasks();
+    expect(waiting.settled()).toEqual({ shutdown: true });
+    expect(queue.len()).toBe(0);
+  });
+
+  it('rejects a cap below 1', () => {
+    expect(() => fairQueue(0)).toThrow(/maxInFlightPerGroup/);
+  });
+
+  // Random adds and dones over several namespaces and workers: the rules hold at every step, and no
+  // worker waits while a key it may take is queued.
+  it.each([1, 2, 3])('holds its rules under random load (cap %i, 4 workers)', async (cap) => {
+    const queue = fairQueue(cap);
+    const random = seededRandom(cap * 7919);
+    const namespaces = ['a', 'b', 'c'];
+    const keys = namespaces.flatMap((ns) => [1, 2, 3, 4].map((i) => `${ns}/k${i}`));
+    const held = new Map<number, string>();
+    const idle = new Map<number, ReturnType<typeof pendingGet>>();
+    const processed = new Set<string>();
+    // A model of client-go's rule: a key added is dirty until a worker takes it.
+    const dirty = new Set<string>();
+    const groupOf = (key: string): string => key.split('/')[0] ?? '';
+    for (let w = 0; w < 4; w++) idle.set(w, pendingGet(queue));
+    for (let step = 0; step < 2000; step++) {
+      if (random() < 0.55) {
+        const key = keys[Math.floor(random() * keys.length)] ?? 'a/k1';
+        queue.add(key);
+        dirty.add(key);
+      } else {
+        const busy = [...held.keys()];
+        const w = busy[Math.floor(random() * busy.length)];
+        if (w !== undefined) {
+          queue.done(held.get(w) ?? '');
+          held.delete(w);
+          idle.set(w, pendingGet(queue));
+        }
+      }
+      await flushMicrotasks();
+      for (const [w, get] of idle) {
+        const result = get.settled();
+        if (result === undefined) continue;
+        if (result.shutdown) throw new Error('unexpected shutdown');
+        idle.delete(w);
+        held.set(w, result.key);
+        dirty.delete(result.key);
+        processed.add(result.key);
+      }
+      const inFlight = [...held.values()];
+      const inFlightOf = (ns: string): number => inFlight.filter((k) => groupOf(k) === ns).length;
+      expect(new Set(inFlight).size).toBe(inFlight.length);
+      for (const ns of namespaces) expect(inFlightOf(ns)).toBeLessThanOrEqual(cap);
+      // Work-conserving: a worker waits only while every queued key is in flight already or belongs
+      // to a namespace at its cap.
+      const queued = [...dirty].filter((k) => !inFlight.includes(k));
+      expect(queue.len()).toBe(queued.length);
+      if (idle.size > 0) {
+        expect(queued.filter((k) => inFlightOf(groupOf(k)) < cap)).toEqual([]);
+      }
+    }
+    expect(processed.size).toBe(keys.length);
+  });
+});
+
 describe('rate limiters', () => {
   it('backs off exponentially per key and caps the delay', () => {
     const limiter = new ItemExponentialFailureRateLimiter(5, 1000);

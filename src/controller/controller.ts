@@ -1,14 +1,20 @@
 // Wires informers to the work queue and runs N workers. Event handlers only enqueue keys; all
-// decisions happen in the reconciler. Only the operator's own labelled Secrets are watched: the
-// user's Secrets are read by GET when a reconcile needs them, so memory does not grow with the
-// number of unrelated Secrets in the cluster.
+// decisions happen in the reconciler. Only the operator's own Secrets are watched, and only their
+// metadata: the user's Secrets are read by GET when a reconcile needs them, so memory does not grow
+// with the number or the size of the Secrets in the cluster.
+//
+// Labels select what is watched, but they are not trusted: any tenant can put them on a Secret. An
+// output Secret's event reaches a connection only through its controller owner reference, which
+// names a connection in the Secret's own namespace, and only while that connection has the UID the
+// reference names.
 import * as k8s from '@kubernetes/client-node';
 import type { OAuthConnection } from '../api/v1alpha1.ts';
-import { GROUP, PLURAL, VERSION } from '../api/v1alpha1.ts';
+import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../api/v1alpha1.ts';
 import type { Clock } from '../kube/clock.ts';
 import { WorkQueue } from '../kube/workqueue.ts';
 import { errorFields, type Logger } from '../observability/log.ts';
 import { CONTROLLER_NAME, type OperatorMetrics } from '../observability/metrics.ts';
+import { controllingConnection, outputSecretOwnerKey } from './output-secret.ts';
 import type { Reconciler } from './reconciler.ts';
 import {
   CONNECTION_NAME_ANNOTATION,
@@ -19,6 +25,14 @@ import {
 } from './state-store.ts';
 
 const INFORMER_RESTART_MS = 5_000;
+/** A reconcile's provider requests and logins are aborted after this long (--reconcile-deadline). */
+const DEFAULT_RECONCILE_DEADLINE_MS = 180_000;
+// Kubernetes' metadata-only representation (what client-go's metadata informers ask for): the API
+// server sends a PartialObjectMetadata per object, so a Secret's data never reaches this process.
+const PARTIAL_METADATA_LIST = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1';
+const PARTIAL_METADATA = 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1';
+/** Objects per list page: what one response holds in memory before it is trimmed. */
+const LIST_PAGE_SIZE = 200;
 
 export interface ControllerOptions {
   kubeConfig: k8s.KubeConfig;
@@ -29,6 +43,10 @@ export interface ControllerOptions {
   /** Watch connections in one namespace only; all namespaces when unset. */
   watchNamespace?: string;
   workers: number;
+  /** Reconciles of one namespace at once (--max-in-flight-per-namespace); default workers - 1. */
+  maxInFlightPerNamespace?: number;
+  /** Aborts a reconcile's outbound work after this long (--reconcile-deadline). Default 3 min. */
+  reconcileDeadlineMs?: number;
 }
 
 type Watched = k8s.Informer<k8s.KubernetesObject> & k8s.ObjectCache<k8s.KubernetesObject>;
@@ -48,6 +66,11 @@ export class Controller {
       clock: options.clock,
       name: CONTROLLER_NAME,
       metrics: options.metrics.workQueue,
+      // Keys are namespace/name: namespaces are served in turn, and one namespace's slow
+      // connections (a tarpit provider) cannot hold every worker.
+      fairness: {
+        maxInFlightPerGroup: options.maxInFlightPerNamespace ?? Math.max(1, options.workers - 1),
+      },
     });
     const kc = options.kubeConfig;
     const custom = kc.makeApiClient(k8s.CustomObjectsApi);
@@ -67,22 +90,30 @@ export class Controller {
         : await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL });
       return list as k8s.KubernetesListObject<OAuthConnection>;
     });
-    const stateSelector = `${MANAGED_BY_LABEL}=${MANAGED_BY},${ROLE_LABEL}=state`;
-    const outputSelector = `${MANAGED_BY_LABEL}=${MANAGED_BY},${ROLE_LABEL}=output`;
-    const stateSecrets = k8s.makeInformer<k8s.V1Secret>(
+    // State Secrets live in the operator's namespace only, where tenants cannot write.
+    const stateSecrets = secretMetadataInformer(
       kc,
-      `/api/v1/namespaces/${options.operatorNamespace}/secrets`,
-      () => core.listNamespacedSecret({ namespace: options.operatorNamespace, labelSelector: stateSelector }),
-      stateSelector,
+      core,
+      options.operatorNamespace,
+      `${MANAGED_BY_LABEL}=${MANAGED_BY},${ROLE_LABEL}=state`,
+      (meta) => ({
+        annotations: {
+          [CONNECTION_NAMESPACE_ANNOTATION]: meta.annotations?.[CONNECTION_NAMESPACE_ANNOTATION] ?? '',
+          [CONNECTION_NAME_ANNOTATION]: meta.annotations?.[CONNECTION_NAME_ANNOTATION] ?? '',
+        },
+      }),
     );
-    const outputSecrets = k8s.makeInformer<k8s.V1Secret>(
+    const outputSecrets = secretMetadataInformer(
       kc,
-      ns ? `/api/v1/namespaces/${ns}/secrets` : '/api/v1/secrets',
-      () =>
-        ns
-          ? core.listNamespacedSecret({ namespace: ns, labelSelector: outputSelector })
-          : core.listSecretForAllNamespaces({ labelSelector: outputSelector }),
-      outputSelector,
+      core,
+      ns,
+      `${MANAGED_BY_LABEL}=${MANAGED_BY},${ROLE_LABEL}=output`,
+      (meta) => {
+        const owner = controllingConnection(meta);
+        return owner
+          ? { ownerReferences: [{ apiVersion: API_VERSION, kind: KIND, controller: true, ...owner }] }
+          : {};
+      },
     );
     this.secrets = [stateSecrets, outputSecrets];
     this.wire();
@@ -154,10 +185,14 @@ export class Controller {
       if (next.shutdown) return;
       const { key } = next;
       const started = clock.monotonic();
+      const deadline = this.deadline(signal);
       try {
-        const result = await reconciler.reconcile(key, signal);
-        this.queue.forget(key);
+        const result = await reconciler.reconcile(key, deadline.signal);
+        // A reconcile cut off by its deadline may have stopped between steps without deciding when
+        // to look again: it is retried with backoff rather than forgotten.
+        if (!deadline.expired()) this.queue.forget(key);
         if (result.requeueAfterMs !== undefined) this.queue.addAfter(key, result.requeueAfterMs);
+        else if (deadline.expired()) this.queue.addRateLimited(key);
         metrics.reconcileTotal.inc({
           controller: CONTROLLER_NAME,
           result: result.requeueAfterMs ? 'requeue_after' : 'success',
@@ -175,6 +210,13 @@ export class Controller {
         metrics.reconcileErrors.inc({ controller: CONTROLLER_NAME });
         this.queue.addRateLimited(key);
       } finally {
+        deadline.clear();
+        if (deadline.expired()) {
+          log.warn(
+            { key, deadlineMs: this.deadlineMs() },
+            'reconcile deadline reached: its provider requests were aborted; looking again with backoff',
+          );
+        }
         metrics.reconcileTime.observe({ controller: CONTROLLER_NAME }, (clock.monotonic() - started) / 1000);
         this.queue.done(key);
         if (this.queue.shuttingDown()) {
@@ -182,6 +224,39 @@ export class Controller {
         }
       }
     }
+  }
+
+  private deadlineMs(): number {
+    return this.options.reconcileDeadlineMs ?? DEFAULT_RECONCILE_DEADLINE_MS;
+  }
+
+  /**
+   * The signal one reconcile gets: aborted when `leading` aborts (drain deadline, lost leadership) or
+   * when the reconcile deadline passes. Built by hand, not with AbortSignal.any, so that nothing is
+   * left attached to the long-lived `leading` signal after each reconcile.
+   */
+  private deadline(leading: AbortSignal): { signal: AbortSignal; expired(): boolean; clear(): void } {
+    const { clock } = this.options;
+    const controller = new AbortController();
+    let expired = false;
+    const onLeading = (): void => {
+      controller.abort(leading.reason);
+    };
+    if (leading.aborted) onLeading();
+    else leading.addEventListener('abort', onLeading, { once: true });
+    const ms = this.deadlineMs();
+    const timer = clock.setTimeout(() => {
+      expired = true;
+      controller.abort(new DOMException(`reconcile deadline of ${String(ms)} ms reached`, 'TimeoutError'));
+    }, ms);
+    return {
+      signal: controller.signal,
+      expired: () => expired,
+      clear: () => {
+        clock.clearTimeout(timer);
+        leading.removeEventListener('abort', onLeading);
+      },
+    };
   }
 
   private wire(): void {
@@ -207,18 +282,24 @@ export class Controller {
     });
     this.restartOnError(this.connections, 'oauthconnections');
 
-    const onSecret = (secret: k8s.KubernetesObject): void => {
+    // Only the operator writes in its own namespace, so a state Secret's annotations can be trusted.
+    const onStateSecret = (secret: k8s.KubernetesObject): void => {
       const annotations = secret.metadata?.annotations ?? {};
-      const namespace = annotations[CONNECTION_NAMESPACE_ANNOTATION] ?? secret.metadata?.namespace;
+      const namespace = annotations[CONNECTION_NAMESPACE_ANNOTATION];
       const name = annotations[CONNECTION_NAME_ANNOTATION];
       if (namespace && name) this.queue.add(`${namespace}/${name}`);
     };
+    // An output Secret is deleted or edited: its connection writes it again.
+    const onOutputSecret = (secret: k8s.KubernetesObject): void => {
+      const key = outputSecretOwnerKey(secret, (namespace, name) => this.connections.get(name, namespace));
+      if (key !== undefined) this.queue.add(key);
+    };
     const [stateSecrets, outputSecrets] = this.secrets;
     // State Secrets are written by the reconciler itself; only their loss needs attention.
-    stateSecrets?.on('delete', onSecret);
+    stateSecrets?.on('delete', onStateSecret);
     if (stateSecrets) this.restartOnError(stateSecrets, 'state secrets');
-    outputSecrets?.on('delete', onSecret);
-    outputSecrets?.on('update', onSecret);
+    outputSecrets?.on('delete', onOutputSecret);
+    outputSecrets?.on('update', onOutputSecret);
     if (outputSecrets) this.restartOnError(outputSecrets, 'output secrets');
   }
 
@@ -241,4 +322,80 @@ export class Controller {
 
 export function keyOf(object: { metadata?: { namespace?: string; name?: string } }): string {
   return `${object.metadata?.namespace ?? ''}/${object.metadata?.name ?? ''}`;
+}
+
+/** Keeps of an object's metadata only what an event handler reads; the rest is dropped on arrival. */
+type Trim = (metadata: k8s.V1ObjectMeta) => Partial<k8s.V1ObjectMeta>;
+
+function trimmed(object: k8s.KubernetesObject, trim: Trim): k8s.KubernetesObject {
+  const { name, namespace, resourceVersion } = object.metadata ?? {};
+  // ListWatch keys its cache by namespace/name and detects changes by resourceVersion.
+  return { metadata: { name, namespace, resourceVersion, ...trim(object.metadata ?? {}) } };
+}
+
+/**
+ * A Watch that asks for PartialObjectMetadata and hands on trimmed objects. client-node's Watch takes
+ * its request options from the KubeConfig; a config derived from the real one adds the Accept header.
+ */
+class MetadataWatch extends k8s.Watch {
+  private readonly trim: Trim;
+
+  constructor(kc: k8s.KubeConfig, trim: Trim) {
+    const config = Object.create(kc) as k8s.KubeConfig;
+    // Watch asks for its options with no headers of its own.
+    config.applyToFetchOptions = (opts) =>
+      kc.applyToFetchOptions({ ...opts, headers: { Accept: PARTIAL_METADATA } });
+    super(config);
+    this.trim = trim;
+  }
+
+  override watch(
+    path: string,
+    queryParams: Record<string, string | number | boolean | undefined>,
+    callback: (phase: string, apiObj: k8s.KubernetesObject) => void,
+    done: (err: unknown) => void,
+  ): Promise<AbortController> {
+    return super.watch(
+      path,
+      queryParams,
+      // ERROR carries a Status (a 410 for an expired resourceVersion), which ListWatch reads as is.
+      (phase: string, object: k8s.KubernetesObject) => {
+        callback(phase, phase === 'ERROR' ? object : trimmed(object, this.trim));
+      },
+      done,
+    );
+  }
+}
+
+/**
+ * An informer over the Secrets a label selector picks (in one namespace, or all), holding their
+ * trimmed metadata only. client-node has no metadata informer; its ListWatch takes any list
+ * function and watcher, so both ask for PartialObjectMetadata here, and the list is read in pages.
+ */
+function secretMetadataInformer(
+  kc: k8s.KubeConfig,
+  core: k8s.CoreV1Api,
+  namespace: string | undefined,
+  labelSelector: string,
+  trim: Trim,
+): Watched {
+  const list = async (): Promise<k8s.KubernetesListObject<k8s.KubernetesObject>> => {
+    const items: k8s.KubernetesObject[] = [];
+    let resourceVersion: string | undefined;
+    let next: string | undefined;
+    do {
+      const page = { labelSelector, limit: LIST_PAGE_SIZE, ...(next ? { _continue: next } : {}) };
+      const options = k8s.setHeaderOptions('Accept', PARTIAL_METADATA_LIST);
+      const result = namespace
+        ? await core.listNamespacedSecret({ namespace, ...page }, options)
+        : await core.listSecretForAllNamespaces(page, options);
+      // An empty PartialObjectMetadataList comes with items: null, whatever the type says.
+      for (const item of (result.items as k8s.V1Secret[] | null) ?? []) items.push(trimmed(item, trim));
+      resourceVersion = result.metadata?.resourceVersion;
+      next = result.metadata?._continue;
+    } while (next);
+    return { metadata: { resourceVersion }, items };
+  };
+  const path = namespace ? `/api/v1/namespaces/${namespace}/secrets` : '/api/v1/secrets';
+  return new k8s.ListWatch(path, new MetadataWatch(kc, trim), list, false, labelSelector);
 }

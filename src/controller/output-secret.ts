@@ -1,11 +1,17 @@
 // The output Secret: what pods read. Always Opaque, owned by its connection (so the garbage
 // collector removes it with the connection), and never a Secret that someone else owns.
 //
-// Its keys and templates are the tenant's, the access token the provider's: rendering checks every
-// key against Kubernetes' rule, refuses keys used twice or that JavaScript mangles, and bounds the
-// token and the rendered size before building a single string (renderOutputData).
+// Its keys, templates, labels and annotations are the tenant's, the access token the provider's:
+// rendering checks every key against Kubernetes' rule, refuses keys used twice or that JavaScript
+// mangles, and bounds the token and the rendered size before building a single string
+// (renderOutputData); labels and annotations are checked, and the operator's own keys refused, before
+// anything is sent (outputMetadata). What the API server refuses anyway ends as an OutputRejected
+// status, not as a retry loop with a stale Ready=True.
+//
+// Ownership is the controller owner reference, never a label or annotation: those are what a tenant
+// can set on any Secret (controllingConnection).
 import * as k8s from '@kubernetes/client-node';
-import { API_VERSION, KIND, type OAuthConnection } from '../api/v1alpha1.ts';
+import { API_VERSION, GROUP, KIND, type OAuthConnection } from '../api/v1alpha1.ts';
 import { canonicalTokenType } from '../oauth/index.ts';
 import { CONNECTION_NAME_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, ROLE_LABEL } from './state-store.ts';
 
@@ -54,6 +60,22 @@ export class OutputTooLargeError extends OutputError {
   constructor(message: string) {
     super('OutputTooLarge', message);
     this.name = 'OutputTooLargeError';
+  }
+}
+
+/** A spec.output.labels or annotations key or value Kubernetes refuses, or a key the operator reserves. */
+export class InvalidOutputMetadataError extends OutputError {
+  constructor(message: string) {
+    super('InvalidOutputMetadata', message);
+    this.name = 'InvalidOutputMetadataError';
+  }
+}
+
+/** The API server refused to write the output Secret (400/422); the message names the spec field. */
+export class OutputRejectedError extends OutputError {
+  constructor(message: string) {
+    super('OutputRejected', message);
+    this.name = 'OutputRejectedError';
   }
 }
 
@@ -190,12 +212,195 @@ export function renderOutputData(connection: OAuthConnection, tokens: OutputToke
   return data;
 }
 
-function ownedBy(secret: k8s.V1Secret, connection: OAuthConnection): boolean {
-  return (secret.metadata?.ownerReferences ?? []).some(
-    (ref) =>
-      ref.kind === KIND &&
-      ref.apiVersion.startsWith('oauth.token-operator.dev/') &&
-      ref.uid === connection.metadata.uid,
+/** Label and annotation keys that are the operator's: it sets them, and tenants may not. */
+export function isReservedMetadataKey(key: string): boolean {
+  const lower = key.toLowerCase();
+  const prefix = lower.includes('/') ? lower.slice(0, lower.indexOf('/')) : '';
+  return (
+    lower === MANAGED_BY_LABEL || prefix === 'token-operator.dev' || prefix.endsWith('.token-operator.dev')
+  );
+}
+
+// Kubernetes' IsQualifiedName and IsValidLabelValue (k8s.io/apimachinery/pkg/util/validation).
+const QUALIFIED_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$/;
+/** The API server's limit on all annotations of an object, keys and values. */
+const MAX_ANNOTATIONS_BYTES = 256 * 1024;
+
+function qualifiedNameProblem(key: string): string | undefined {
+  const parts = key.split('/');
+  const name = parts.at(-1) ?? '';
+  if (parts.length > 2) return 'may contain at most one /';
+  if (parts.length === 2) {
+    const prefix = parts[0] ?? '';
+    if (prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix))
+      return 'has a prefix that is not a DNS subdomain (lower case, at most 253 characters)';
+  }
+  if (!QUALIFIED_NAME.test(name))
+    return "needs a name of at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
+  return undefined;
+}
+
+function quoted(text: string): string {
+  return JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}…` : text);
+}
+
+/**
+ * The labels and annotations of the output Secret: the tenant's (spec.output.labels/annotations)
+ * checked as the API server would check them, plus the operator's own. A tenant key the operator
+ * reserves is refused, not silently overridden, so the spec says what the Secret carries.
+ * Throws InvalidOutputMetadataError naming the field.
+ */
+export function outputMetadata(connection: OAuthConnection): {
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+} {
+  const output = connection.spec.output;
+  const check = (kind: 'labels' | 'annotations', entries: Record<string, string>): [string, string][] => {
+    const checked: [string, string][] = [];
+    let bytes = 0;
+    for (const [key, value] of Object.entries(entries)) {
+      const field = `spec.output.${kind}[${quoted(key)}]`;
+      // Annotation keys are checked lowercased by the API server (ValidateAnnotations).
+      const problem = qualifiedNameProblem(kind === 'annotations' ? key.toLowerCase() : key);
+      if (problem !== undefined) throw new InvalidOutputMetadataError(`${field}: the key ${problem}`);
+      if (isReservedMetadataKey(key)) {
+        throw new InvalidOutputMetadataError(
+          `${field}: the key is reserved for the operator (app.kubernetes.io/managed-by and keys under token-operator.dev/)`,
+        );
+      }
+      if (kind === 'labels' && !LABEL_VALUE.test(value)) {
+        throw new InvalidOutputMetadataError(
+          `${field}: the value must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`,
+        );
+      }
+      bytes += Buffer.byteLength(key) + Buffer.byteLength(value);
+      if (kind === 'annotations' && bytes > MAX_ANNOTATIONS_BYTES) {
+        throw new InvalidOutputMetadataError(
+          `spec.output.${kind}: over the ${MAX_ANNOTATIONS_BYTES} bytes Kubernetes allows`,
+        );
+      }
+      checked.push([key, value]);
+    }
+    return checked;
+  };
+  // Object.fromEntries defines own properties: no key name reaches a prototype.
+  return {
+    labels: Object.fromEntries([
+      ...check('labels', output.labels ?? {}),
+      [MANAGED_BY_LABEL, MANAGED_BY],
+      [ROLE_LABEL, 'output'],
+    ]),
+    annotations: Object.fromEntries([
+      ...check('annotations', output.annotations ?? {}),
+      [CONNECTION_NAME_ANNOTATION, connection.metadata.name],
+    ]),
+  };
+}
+
+/**
+ * The OAuthConnection that controls a Secret: its controller owner reference, when that names our
+ * kind. Owner references name objects in the Secret's own namespace, so a Secret can only ever
+ * point at a connection beside it; the API server allows one controller reference per object.
+ */
+export function controllingConnection(
+  metadata: Pick<k8s.V1ObjectMeta, 'ownerReferences'> | undefined,
+): { name: string; uid: string } | undefined {
+  const ref = (metadata?.ownerReferences ?? []).find((r) => r.controller === true);
+  if (ref?.kind !== KIND || ref.apiVersion.split('/')[0] !== GROUP) return undefined;
+  return { name: ref.name, uid: ref.uid };
+}
+
+/**
+ * The key (namespace/name) of the connection an output Secret's event is for: the connection its
+ * controller owner reference names, in the Secret's own namespace, while that connection exists with
+ * the UID the reference names; undefined otherwise, so a forged or leftover Secret wakes nothing.
+ */
+export function outputSecretOwnerKey(
+  secret: { metadata?: Pick<k8s.V1ObjectMeta, 'namespace' | 'ownerReferences'> },
+  connection: (namespace: string, name: string) => { metadata: { uid?: string } } | undefined,
+): string | undefined {
+  const namespace = secret.metadata?.namespace;
+  const owner = controllingConnection(secret.metadata);
+  if (namespace === undefined || owner === undefined) return undefined;
+  const uid = connection(namespace, owner.name)?.metadata.uid;
+  return uid !== undefined && uid === owner.uid ? `${namespace}/${owner.name}` : undefined;
+}
+
+/**
+ * Whether the operator may write an existing Secret for a connection: `owned` when the connection
+ * controls it; `adopt` for an output Secret an earlier version wrote without an owner reference (it
+ * carries this connection's name annotation and the operator's labels, and no controller at all),
+ * which gets the reference on this write; `foreign` for everything else, which is never touched.
+ */
+export function ownership(
+  existing: Pick<k8s.V1ObjectMeta, 'ownerReferences' | 'labels' | 'annotations'> | undefined,
+  connection: OAuthConnection,
+): 'owned' | 'adopt' | 'foreign' {
+  const controller = controllingConnection(existing);
+  if (controller !== undefined)
+    return controller.uid === connection.metadata.uid && controller.name === connection.metadata.name
+      ? 'owned'
+      : 'foreign';
+  if ((existing?.ownerReferences ?? []).some((r) => r.controller === true)) return 'foreign';
+  const marked =
+    existing?.labels?.[MANAGED_BY_LABEL] === MANAGED_BY &&
+    existing.labels[ROLE_LABEL] === 'output' &&
+    existing.annotations?.[CONNECTION_NAME_ANNOTATION] === connection.metadata.name;
+  return marked ? 'adopt' : 'foreign';
+}
+
+const MAX_REJECTION_CHARS = 1024;
+const REDACTED = '[redacted]';
+
+/** The spec field behind a field of the output Secret, as the API server names it. */
+function specFieldOf(secretField: string | undefined): string {
+  if (secretField === undefined || secretField === '') return 'spec.output';
+  if (secretField.startsWith('metadata.labels')) return 'spec.output.labels';
+  if (secretField.startsWith('metadata.annotations')) return 'spec.output.annotations';
+  if (secretField.startsWith('metadata.name')) return 'spec.output.secretName';
+  // Secret data comes from keys and templates together (a key, or the total size).
+  if (secretField.startsWith('data')) return 'spec.output.keys, spec.output.templates';
+  return 'spec.output';
+}
+
+/**
+ * The API server's refusal (400 or 422) of an output Secret write as an OutputRejectedError whose
+ * message names the spec field of each cause; undefined for any other failure (retried as before).
+ * Every value in `secrets` (the token, the rendered data, raw and base64) is redacted before the text
+ * is truncated, so no cut can leave part of a secret behind.
+ */
+export function rejectionOf(
+  err: unknown,
+  secretName: string,
+  secrets: readonly string[],
+): OutputRejectedError | undefined {
+  if (!(err instanceof k8s.ApiException) || (err.code !== 400 && err.code !== 422)) return undefined;
+  let status: { message?: unknown; details?: { causes?: { field?: unknown; message?: unknown }[] } } = {};
+  try {
+    const body: unknown = typeof err.body === 'string' ? JSON.parse(err.body) : err.body;
+    if (body !== null && typeof body === 'object') status = body;
+  } catch {
+    // Not a Status: only the HTTP code is known.
+  }
+  const causes = (status.details?.causes ?? []).map((cause) => {
+    const field = typeof cause.field === 'string' ? cause.field : undefined;
+    const text = typeof cause.message === 'string' ? cause.message : 'invalid';
+    return `${specFieldOf(field)}: ${text}${field !== undefined ? ` (${field})` : ''}`;
+  });
+  const detail =
+    causes.length > 0
+      ? causes.join('; ')
+      : `spec.output: ${typeof status.message === 'string' ? status.message : `HTTP ${err.code}`}`;
+  let redacted = detail;
+  // Longest first, so that a value containing another is redacted whole.
+  for (const secret of [...secrets].filter((v) => v !== '').sort((a, b) => b.length - a.length)) {
+    redacted = redacted.split(secret).join(REDACTED);
+  }
+  const message = `the API server refused the output Secret ${secretName}: ${redacted}`;
+  return new OutputRejectedError(
+    message.length > MAX_REJECTION_CHARS ? `${message.slice(0, MAX_REJECTION_CHARS - 1)}…` : message,
   );
 }
 
@@ -209,6 +414,10 @@ function sameData(a: Record<string, string> | undefined, b: Record<string, strin
   return aKeys.length === bKeys.length && aKeys.every((k, i) => k === bKeys[i] && a?.[k] === b[k]);
 }
 
+function sameEntries(actual: Record<string, string> | undefined, wanted: Record<string, string>): boolean {
+  return Object.entries(wanted).every(([k, v]) => actual?.[k] === v);
+}
+
 export class OutputSecretWriter {
   private readonly core: k8s.CoreV1Api;
 
@@ -220,30 +429,15 @@ export class OutputSecretWriter {
   async write(connection: OAuthConnection, tokens: OutputTokens): Promise<boolean> {
     const { namespace } = connection.metadata;
     const name = connection.spec.output.secretName;
-    const data = encode(renderOutputData(connection, tokens));
-    const labels = {
-      ...(connection.spec.output.labels ?? {}),
-      [MANAGED_BY_LABEL]: MANAGED_BY,
-      [ROLE_LABEL]: 'output',
-    };
-    const annotations = {
-      ...(connection.spec.output.annotations ?? {}),
-      [CONNECTION_NAME_ANNOTATION]: connection.metadata.name,
-    };
-    const metadata: k8s.V1ObjectMeta = {
-      name,
-      namespace,
-      labels,
-      annotations,
-      ownerReferences: [
-        {
-          apiVersion: API_VERSION,
-          kind: KIND,
-          name: connection.metadata.name,
-          uid: connection.metadata.uid ?? '',
-          controller: true,
-        },
-      ],
+    const { labels, annotations } = outputMetadata(connection);
+    const rendered = renderOutputData(connection, tokens);
+    const data = encode(rendered);
+    const ownerReference: k8s.V1OwnerReference = {
+      apiVersion: API_VERSION,
+      kind: KIND,
+      name: connection.metadata.name,
+      uid: connection.metadata.uid ?? '',
+      controller: true,
     };
     let existing: k8s.V1Secret | undefined;
     try {
@@ -251,39 +445,57 @@ export class OutputSecretWriter {
     } catch (err) {
       if (!(err instanceof k8s.ApiException && err.code === 404)) throw err;
     }
-    if (!existing) {
-      await this.core.createNamespacedSecret({
-        namespace,
-        body: { apiVersion: 'v1', kind: 'Secret', type: 'Opaque', metadata, data },
-      });
-      return true;
-    }
-    if (!ownedBy(existing, connection)) throw new OutputSecretNotOwnedError(name);
-    if (existing.type !== 'Opaque') {
-      // The type of a Secret is immutable; an owned Secret of another type is replaced.
-      await this.core.deleteNamespacedSecret({ name, namespace });
-      await this.core.createNamespacedSecret({
-        namespace,
-        body: { apiVersion: 'v1', kind: 'Secret', type: 'Opaque', metadata, data },
-      });
-      return true;
-    }
-    const sameLabels = Object.entries(labels).every(([k, v]) => existing.metadata?.labels?.[k] === v);
-    const sameAnnotations = Object.entries(annotations).every(
-      ([k, v]) => existing.metadata?.annotations?.[k] === v,
-    );
-    if (sameData(existing.data, data) && sameLabels && sameAnnotations) return false;
-    await this.core.replaceNamespacedSecret({
+    // Other owners' (non-controller) references are kept: they tie the Secret to other lifetimes.
+    const others = (existing?.metadata?.ownerReferences ?? []).filter((r) => r.uid !== ownerReference.uid);
+    const metadata: k8s.V1ObjectMeta = {
       name,
       namespace,
-      body: {
-        apiVersion: 'v1',
-        kind: 'Secret',
-        type: 'Opaque',
-        metadata: Object.assign({}, metadata, { resourceVersion: existing.metadata?.resourceVersion }),
-        data,
-      },
+      labels,
+      annotations,
+      ownerReferences: [ownerReference, ...others],
+    };
+    const body = (meta: k8s.V1ObjectMeta): k8s.V1Secret => ({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      type: 'Opaque',
+      metadata: meta,
+      data,
     });
-    return true;
+    // Every value that holds the token, as sent (base64) and as rendered: none may reach a status.
+    const secrets = Object.keys(rendered)
+      .filter((key) => rendered[key]?.includes(tokens.accessToken))
+      .flatMap((key) => [rendered[key] ?? '', data[key] ?? '']);
+    const refused = (err: unknown): unknown =>
+      rejectionOf(err, name, [tokens.accessToken, ...secrets]) ?? err;
+    try {
+      if (!existing) {
+        await this.core.createNamespacedSecret({ namespace, body: body(metadata) });
+        return true;
+      }
+      const owner = ownership(existing.metadata, connection);
+      if (owner === 'foreign') throw new OutputSecretNotOwnedError(name);
+      if (existing.type !== 'Opaque') {
+        // The type of a Secret is immutable; an owned Secret of another type is replaced.
+        await this.core.deleteNamespacedSecret({ name, namespace });
+        await this.core.createNamespacedSecret({ namespace, body: body(metadata) });
+        return true;
+      }
+      if (
+        owner === 'owned' &&
+        sameData(existing.data, data) &&
+        sameEntries(existing.metadata?.labels, labels) &&
+        sameEntries(existing.metadata?.annotations, annotations)
+      ) {
+        return false;
+      }
+      await this.core.replaceNamespacedSecret({
+        name,
+        namespace,
+        body: body(Object.assign({}, metadata, { resourceVersion: existing.metadata?.resourceVersion })),
+      });
+      return true;
+    } catch (err) {
+      throw refused(err);
+    }
   }
 }

@@ -49,8 +49,9 @@ const keycloak = fixture('refresh-token-keycloak-direct.yaml');
 // Every spec.refresh duration at its maximum.
 const bounds = fixture('refresh-token-generic-bounds.yaml');
 
-// Each invalid connection and the text the API server's answer must contain: the offending field.
-const invalid: { name: string; body: Obj; field: string }[] = [
+// Each invalid connection and the text the API server's answer must contain: the offending field
+// (and, where several rules guard one field, words of the rule that must have fired).
+const invalid: { name: string; body: Obj; field: string; says?: string }[] = [
   { name: 'no clientID', body: mutated(exact, 'spec.clientID', undefined), field: 'spec.clientID' },
   {
     name: 'unknown preset',
@@ -191,6 +192,100 @@ const invalid: { name: string; body: Obj; field: string }[] = [
     body: mutated(exact, 'spec.refresh.keepAlive', '3000000000h'),
     field: 'spec.refresh.keepAlive',
   },
+  // Output labels and annotations: what the API server would refuse on the Secret, refused here
+  // already, and the operator's own keys, which a tenant may not set.
+  {
+    name: 'a label key with a space',
+    body: mutated(exact, 'spec.output.labels', { 'my label': 'x' }),
+    field: 'spec.output.labels',
+    says: 'label keys must be qualified names',
+  },
+  {
+    name: 'a label key with a capital prefix',
+    body: mutated(exact, 'spec.output.labels', { 'Example.com/tier': 'x' }),
+    field: 'spec.output.labels',
+    says: 'label keys must be qualified names',
+  },
+  {
+    name: 'a label key prefix over 253 characters',
+    body: mutated(exact, 'spec.output.labels', { [`${'p'.repeat(250)}.com/x`]: 'x' }),
+    field: 'spec.output.labels',
+    says: 'label keys must be qualified names',
+  },
+  {
+    name: 'a label value with a space',
+    body: mutated(exact, 'spec.output.labels', { app: 'two words' }),
+    field: 'spec.output.labels.app',
+  },
+  {
+    name: 'the role label the operator sets',
+    body: mutated(exact, 'spec.output.labels', { 'oauth.token-operator.dev/role': 'state' }),
+    field: 'spec.output.labels',
+    says: 'reserved for the operator',
+  },
+  {
+    name: 'the managed-by label',
+    body: mutated(exact, 'spec.output.labels', { 'app.kubernetes.io/managed-by': 'someone' }),
+    field: 'spec.output.labels',
+    says: 'reserved for the operator',
+  },
+  {
+    name: 'the connection annotations, in any case',
+    body: mutated(exact, 'spec.output.annotations', { 'OAuth.Token-Operator.dev/connection-namespace': 'b' }),
+    field: 'spec.output.annotations',
+    says: 'reserved for the operator',
+  },
+  {
+    name: 'an annotation key with two slashes',
+    body: mutated(exact, 'spec.output.annotations', { 'a/b/c': 'x' }),
+    field: 'spec.output.annotations',
+    says: 'annotation keys must be qualified names',
+  },
+  // Output keys: two items writing one Secret key, and names Kubernetes or JavaScript refuse.
+  {
+    name: 'tokenType under the access token key',
+    body: mutated(exact, 'spec.output.keys', { tokenType: 'access_token' }),
+    field: 'spec.output.keys.tokenType',
+  },
+  {
+    name: 'expiresAt under a renamed access token key',
+    body: mutated(exact, 'spec.output.keys', { accessToken: 'token', expiresAt: 'token' }),
+    field: 'spec.output.keys.expiresAt',
+  },
+  {
+    name: 'the Authorization header under the default expiry key',
+    body: mutated(exact, 'spec.output.keys', { authorizationHeader: 'expires_at' }),
+    field: 'spec.output.keys.authorizationHeader',
+  },
+  {
+    name: 'a template under the default token type key',
+    body: mutated(exact, 'spec.output.templates', [{ key: 'token_type', template: 'x' }]),
+    field: 'spec.output.templates',
+    says: "a template's key names the same Secret key",
+  },
+  {
+    name: 'two templates under one key',
+    body: mutated(exact, 'spec.output.templates', [
+      { key: 'cfg', template: 'a' },
+      { key: 'cfg', template: 'b' },
+    ]),
+    field: 'spec.output.templates[1]',
+  },
+  {
+    name: '__proto__ as the access token key',
+    body: mutated(exact, 'spec.output.keys', { accessToken: '__proto__' }),
+    field: 'spec.output.keys.accessToken',
+  },
+  {
+    name: 'constructor as a template key',
+    body: mutated(exact, 'spec.output.templates', [{ key: 'constructor', template: 'x' }]),
+    field: 'spec.output.templates[0].key',
+  },
+  {
+    name: '..data (the directory the kubelet writes) as the expiry key',
+    body: mutated(exact, 'spec.output.keys', { expiresAt: '..data' }),
+    field: 'spec.output.keys.expiresAt',
+  },
 ];
 
 describe('the OAuthConnection CRD on the real API server', () => {
@@ -248,7 +343,7 @@ describe('the OAuthConnection CRD on the real API server', () => {
     expect(created.spec.revokeOnDelete).toBe(false);
   });
 
-  it.each(invalid)('rejects $name, naming $field', async ({ body, field }) => {
+  it.each(invalid)('rejects $name, naming $field', async ({ body, field, says }) => {
     const named = mutated(body, 'metadata.name', `invalid-${Math.random().toString(36).slice(2, 8)}`);
     const error = await create(named).then(
       () => undefined,
@@ -259,6 +354,7 @@ describe('the OAuthConnection CRD on the real API server', () => {
     expect([400, 422]).toContain(error.code);
     const status = JSON.parse(error.body) as { message: string };
     expect(status.message).toContain(field);
+    if (says !== undefined) expect(status.message).toContain(says);
   });
 
   it('teaches the API through kubectl explain', async () => {

@@ -1,12 +1,22 @@
+import * as k8s from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import type { OAuthConnection } from '../../src/api/v1alpha1.ts';
 import {
+  controllingConnection,
   InvalidOutputKeyError,
+  InvalidOutputMetadataError,
+  isReservedMetadataKey,
   MAX_ACCESS_TOKEN_BYTES,
   MAX_RENDERED_BYTES,
   OutputError,
+  OutputRejectedError,
   OutputSecretNotOwnedError,
+  OutputSecretWriter,
+  outputMetadata,
+  outputSecretOwnerKey,
   OutputTooLargeError,
+  ownership,
+  rejectionOf,
   renderOutputData,
 } from '../../src/controller/output-secret.ts';
 
@@ -297,5 +307,477 @@ describe('output errors carry the Ready=False reason', () => {
 
   it('OutputSecretNotOwnedError keeps its code', () => {
     expect(new OutputSecretNotOwnedError('s').code).toBe('output_not_owned');
+  });
+});
+
+describe('outputMetadata: labels and annotations', () => {
+  it("adds the operator's keys to the tenant's, which follow Kubernetes' rules", () => {
+    const { labels, annotations } = outputMetadata(
+      withOutput({
+        secretName: 's',
+        labels: { app: 'billing', 'example.com/tier': '', 'team.example.com/Owner_1': 'a.b-c_D' },
+        // Annotation keys are checked lowercased, as the API server does: a capital prefix is fine.
+        annotations: { 'Reloader.Stakater.com/match': 'true', note: 'any text at all: "quoted", spaces' },
+      }),
+    );
+    expect(labels).toEqual({
+      app: 'billing',
+      'example.com/tier': '',
+      'team.example.com/Owner_1': 'a.b-c_D',
+      'app.kubernetes.io/managed-by': 'oauth-token-operator',
+      'oauth.token-operator.dev/role': 'output',
+    });
+    expect(annotations).toEqual({
+      'Reloader.Stakater.com/match': 'true',
+      note: 'any text at all: "quoted", spaces',
+      'oauth.token-operator.dev/connection-name': 'c',
+    });
+  });
+
+  it.each<{ name: string; output: Partial<Output>; message: RegExp }>([
+    {
+      name: 'the role label',
+      output: { labels: { 'oauth.token-operator.dev/role': 'state' } },
+      message:
+        /^spec\.output\.labels\["oauth\.token-operator\.dev\/role"\]: the key is reserved for the operator/,
+    },
+    {
+      name: 'the managed-by label',
+      output: { labels: { 'app.kubernetes.io/managed-by': 'argocd' } },
+      message: /^spec\.output\.labels\["app\.kubernetes\.io\/managed-by"\]: the key is reserved/,
+    },
+    {
+      name: 'the connection-namespace annotation that once steered events to another namespace',
+      output: { annotations: { 'oauth.token-operator.dev/connection-namespace': 'victim' } },
+      message: /^spec\.output\.annotations\["oauth\.token-operator\.dev\/connection-namespace"\]: .*reserved/,
+    },
+    {
+      name: 'a reserved annotation in capitals (annotation keys compare lowercased)',
+      output: { annotations: { 'OAuth.Token-Operator.DEV/connection-name': 'x' } },
+      message: /^spec\.output\.annotations\["OAuth\.Token-Operator\.DEV\/connection-name"\]: .*reserved/,
+    },
+    {
+      name: 'any key under token-operator.dev',
+      output: { labels: { 'token-operator.dev/anything': 'x' } },
+      message: /reserved for the operator/,
+    },
+    {
+      name: 'a label key with a space (the API server would answer 422)',
+      output: { labels: { 'my label': 'x' } },
+      message: /^spec\.output\.labels\["my label"\]: the key needs a name of at most 63/,
+    },
+    {
+      name: 'a label key with a capital prefix',
+      output: { labels: { 'Example.com/x': 'x' } },
+      message: /^spec\.output\.labels\["Example\.com\/x"\]: the key has a prefix that is not a DNS subdomain/,
+    },
+    {
+      name: 'a key with two slashes',
+      output: { annotations: { 'a/b/c': 'x' } },
+      message: /^spec\.output\.annotations\["a\/b\/c"\]: the key may contain at most one \//,
+    },
+    {
+      name: 'a key name over 63 characters',
+      output: { annotations: { [`example.com/${'n'.repeat(64)}`]: 'x' } },
+      message: /the key needs a name of at most 63/,
+    },
+    {
+      name: 'a key prefix over 253 characters',
+      output: { labels: { [`${'p'.repeat(254)}/x`]: 'x' } },
+      message: /the key has a prefix that is not a DNS subdomain/,
+    },
+    {
+      name: '__proto__ as a label key (JavaScript would lose it)',
+      output: { labels: JSON.parse('{"__proto__": "x"}') as Record<string, string> },
+      message: /^spec\.output\.labels\["__proto__"\]: the key needs a name/,
+    },
+    {
+      name: 'a label value with a space',
+      output: { labels: { app: 'two words' } },
+      message: /^spec\.output\.labels\["app"\]: the value must be at most 63 letters/,
+    },
+    {
+      name: 'a label value over 63 characters',
+      output: { labels: { app: 'v'.repeat(64) } },
+      message: /^spec\.output\.labels\["app"\]: the value must be/,
+    },
+    {
+      name: 'annotations over 256 KiB together',
+      output: {
+        annotations: Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`a${i}`, 'x'.repeat(4000)])),
+      },
+      message: /^spec\.output\.annotations: over the 262144 bytes Kubernetes allows$/,
+    },
+  ])('refuses $name: InvalidOutputMetadata', ({ output, message }) => {
+    let caught: unknown;
+    try {
+      outputMetadata(withOutput({ secretName: 's', ...output }));
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(InvalidOutputMetadataError);
+    expect(caught).toMatchObject({ reason: 'InvalidOutputMetadata', code: 'configuration' });
+    expect((caught as Error).message).toMatch(message);
+  });
+
+  it.each([
+    ['app.kubernetes.io/managed-by', true],
+    ['oauth.token-operator.dev/role', true],
+    ['OAUTH.token-operator.dev/x', true],
+    ['token-operator.dev/x', true],
+    ['app.kubernetes.io/name', false],
+    ['example.com/token-operator.dev', false],
+    ['nottoken-operator.dev/x', false],
+    ['token-operator.dev', false],
+  ])('isReservedMetadataKey(%s) is %s', (key, reserved) => {
+    expect(isReservedMetadataKey(key)).toBe(reserved);
+  });
+});
+
+const UID = '6a1c0e3e-0000-4000-8000-000000000001';
+const connection: OAuthConnection = {
+  ...withOutput({ secretName: 's' }),
+  metadata: { name: 'c', namespace: 'n', uid: UID },
+};
+const ref = (overrides: Partial<k8s.V1OwnerReference> = {}): k8s.V1OwnerReference => ({
+  apiVersion: 'oauth.token-operator.dev/v1alpha1',
+  kind: 'OAuthConnection',
+  name: 'c',
+  uid: UID,
+  controller: true,
+  ...overrides,
+});
+const outputLabels = {
+  'app.kubernetes.io/managed-by': 'oauth-token-operator',
+  'oauth.token-operator.dev/role': 'output',
+};
+
+describe('ownership: the controller owner reference, never a label', () => {
+  it.each([
+    { name: 'no owner reference', refs: undefined, owner: undefined },
+    { name: 'our controller reference', refs: [ref()], owner: { name: 'c', uid: UID } },
+    {
+      name: 'ours among other owners',
+      refs: [ref({ kind: 'Deployment', apiVersion: 'apps/v1', controller: false }), ref()],
+      owner: { name: 'c', uid: UID },
+    },
+    {
+      name: 'a reference to us that is not the controller',
+      refs: [ref({ controller: false })],
+      owner: undefined,
+    },
+    { name: 'the controller is another kind', refs: [ref({ kind: 'Deployment' })], owner: undefined },
+    {
+      name: 'our kind name in another API group',
+      refs: [ref({ apiVersion: 'evil.example.com/v1alpha1' })],
+      owner: undefined,
+    },
+  ])('controllingConnection: $name', ({ refs, owner }) => {
+    expect(controllingConnection({ ownerReferences: refs })).toEqual(owner);
+  });
+
+  const live = (namespace: string, name: string) =>
+    namespace === 'n' && name === 'c' ? { metadata: { uid: UID } } : undefined;
+  it.each([
+    {
+      name: 'an output Secret of a live connection',
+      secret: { namespace: 'n', ownerReferences: [ref()] },
+      key: 'n/c',
+    },
+    {
+      name: 'a forged Secret in another namespace naming the same connection and UID',
+      secret: { namespace: 'attacker', ownerReferences: [ref()] },
+      key: undefined,
+    },
+    {
+      name: 'a Secret naming the connection with another UID (a leftover, or a guess)',
+      secret: { namespace: 'n', ownerReferences: [ref({ uid: 'other' })] },
+      key: undefined,
+    },
+    {
+      name: "a Secret with only the operator's labels and the old annotations",
+      secret: {
+        namespace: 'attacker',
+        labels: outputLabels,
+        annotations: {
+          'oauth.token-operator.dev/connection-namespace': 'n',
+          'oauth.token-operator.dev/connection-name': 'c',
+        },
+      },
+      key: undefined,
+    },
+    {
+      name: 'a Secret naming a connection that does not exist',
+      secret: { namespace: 'n', ownerReferences: [ref({ name: 'gone' })] },
+      key: undefined,
+    },
+  ])('outputSecretOwnerKey: $name', ({ secret, key }) => {
+    expect(outputSecretOwnerKey({ metadata: secret }, live)).toBe(key);
+  });
+
+  const marked = { labels: outputLabels, annotations: { 'oauth.token-operator.dev/connection-name': 'c' } };
+  it.each([
+    { name: 'controlled by this connection', meta: { ownerReferences: [ref()] }, expected: 'owned' },
+    {
+      name: 'controlled by an earlier connection of the same name',
+      meta: { ownerReferences: [ref({ uid: 'earlier' })] },
+      expected: 'foreign',
+    },
+    {
+      name: "written by an earlier version: the operator's labels and name annotation, no controller",
+      meta: marked,
+      expected: 'adopt',
+    },
+    {
+      name: 'marked, with a non-controller owner besides',
+      meta: { ...marked, ownerReferences: [ref({ kind: 'ConfigMap', apiVersion: 'v1', controller: false })] },
+      expected: 'adopt',
+    },
+    {
+      name: 'marked, but controlled by something else',
+      meta: {
+        ...marked,
+        ownerReferences: [ref({ kind: 'ExternalSecret', apiVersion: 'external-secrets.io/v1' })],
+      },
+      expected: 'foreign',
+    },
+    {
+      name: 'marked for another connection',
+      meta: { ...marked, annotations: { 'oauth.token-operator.dev/connection-name': 'other' } },
+      expected: 'foreign',
+    },
+    {
+      name: 'the annotation without the labels',
+      meta: { annotations: marked.annotations },
+      expected: 'foreign',
+    },
+    { name: 'a plain Secret', meta: {}, expected: 'foreign' },
+  ])('ownership: $name is $expected', ({ meta, expected }) => {
+    expect(ownership(meta, connection)).toBe(expected);
+  });
+});
+
+/** An ApiException as client-node builds it from the API server's answer. */
+function apiError(code: number, body: unknown): k8s.ApiException<string> {
+  return new k8s.ApiException(code, 'Unknown API Status Code!', JSON.stringify(body), {});
+}
+
+function invalid(causes: { field?: string; message: string }[]): k8s.ApiException<string> {
+  return apiError(422, {
+    kind: 'Status',
+    apiVersion: 'v1',
+    status: 'Failure',
+    message: `Secret "s" is invalid: ${causes.map((c) => `${c.field}: ${c.message}`).join(', ')}`,
+    reason: 'Invalid',
+    details: {
+      name: 's',
+      kind: 'Secret',
+      causes: causes.map((c) => ({ reason: 'FieldValueInvalid', ...c })),
+    },
+    code: 422,
+  });
+}
+
+describe('rejectionOf: what the API server refuses becomes a status naming the field', () => {
+  const token = canaryToken(200);
+  it.each([
+    {
+      name: 'an invalid label',
+      err: invalid([
+        { field: 'metadata.labels', message: 'Invalid value: "a b": name part must consist of …' },
+      ]),
+      message:
+        /^the API server refused the output Secret s: spec\.output\.labels: Invalid value: "a b": name part must consist of … \(metadata\.labels\)$/,
+    },
+    {
+      name: 'two causes',
+      err: invalid([
+        { field: 'metadata.annotations', message: 'Too long: may not be more than 262144 bytes' },
+        { field: 'data', message: 'Too long: may not be more than 1048576 bytes' },
+      ]),
+      message:
+        /spec\.output\.annotations: Too long: .* \(metadata\.annotations\); spec\.output\.keys, spec\.output\.templates: Too long/,
+    },
+    {
+      name: 'a 400 with a message and no causes',
+      err: apiError(400, { kind: 'Status', message: 'bad request body', code: 400 }),
+      message: /^the API server refused the output Secret s: spec\.output: bad request body$/,
+    },
+    {
+      name: 'a body that is no Status',
+      err: new k8s.ApiException(422, 'x', '<html>', {}),
+      message: /^the API server refused the output Secret s: spec\.output: HTTP 422$/,
+    },
+  ])('$name', ({ err, message }) => {
+    const rejected = rejectionOf(err, 's', [token]);
+    expect(rejected).toBeInstanceOf(OutputRejectedError);
+    expect(rejected).toMatchObject({ reason: 'OutputRejected', code: 'configuration' });
+    expect(rejected?.message).toMatch(message);
+  });
+
+  it.each([
+    ['a conflict', apiError(409, { code: 409 })],
+    ['forbidden', apiError(403, { code: 403 })],
+    ['a server error', apiError(500, { code: 500 })],
+    ['no API error at all', new Error('socket hang up')],
+  ])('leaves %s to the retry path', (_name, err) => {
+    expect(rejectionOf(err, 's', [token])).toBeUndefined();
+  });
+
+  it('redacts every secret value, raw and base64, before it truncates', () => {
+    const encoded = Buffer.from(`Bearer ${token}`).toString('base64');
+    // The token sits right across the 1024-character cut: truncating first would keep its head.
+    const err = invalid([
+      { field: 'metadata.labels', message: `${'x'.repeat(1000)} ${token}` },
+      { field: 'data[authorization]', message: `Invalid value: "${encoded}"` },
+    ]);
+    const rejected = rejectionOf(err, 's', [token, `Bearer ${token}`, encoded]);
+    expect(rejected?.message.length).toBeLessThanOrEqual(1024);
+    expect(rejected?.message).not.toContain(token.slice(0, 16));
+    expect(rejected?.message).not.toContain(encoded.slice(0, 16));
+    const whole = rejectionOf(
+      invalid([{ field: 'data[authorization]', message: `"${encoded}" ${token}` }]),
+      's',
+      [token, encoded],
+    );
+    expect(whole?.message).toBe(
+      'the API server refused the output Secret s: spec.output.keys, spec.output.templates: "[redacted]" [redacted] (data[authorization])',
+    );
+  });
+});
+
+/** The Secrets of one namespace, with the calls the writer makes; errors can be injected per verb. */
+class FakeSecrets {
+  readonly secrets = new Map<string, k8s.V1Secret>();
+  readonly calls: string[] = [];
+  readonly fail: Partial<Record<'create' | 'replace', Error>> = {};
+  private version = 1;
+
+  readNamespacedSecret({ name }: { name: string }): Promise<k8s.V1Secret> {
+    this.calls.push(`read ${name}`);
+    const secret = this.secrets.get(name);
+    return secret ? Promise.resolve(structuredClone(secret)) : Promise.reject(apiError(404, { code: 404 }));
+  }
+
+  createNamespacedSecret({ body }: { body: k8s.V1Secret }): Promise<k8s.V1Secret> {
+    return this.store('create', body);
+  }
+
+  replaceNamespacedSecret({ body }: { body: k8s.V1Secret }): Promise<k8s.V1Secret> {
+    return this.store('replace', body);
+  }
+
+  deleteNamespacedSecret({ name }: { name: string }): Promise<void> {
+    this.calls.push(`delete ${name}`);
+    this.secrets.delete(name);
+    return Promise.resolve();
+  }
+
+  private store(verb: 'create' | 'replace', body: k8s.V1Secret): Promise<k8s.V1Secret> {
+    const name = body.metadata?.name ?? '';
+    this.calls.push(`${verb} ${name}`);
+    if (this.fail[verb] !== undefined) return Promise.reject(this.fail[verb]);
+    const stored = structuredClone(body);
+    stored.metadata = Object.assign({}, stored.metadata, { resourceVersion: String(this.version++) });
+    this.secrets.set(name, stored);
+    return Promise.resolve(stored);
+  }
+}
+
+describe('OutputSecretWriter', () => {
+  const token = canaryToken(100);
+  const write = (fake: FakeSecrets, conn: OAuthConnection = connection) =>
+    new OutputSecretWriter(fake as unknown as k8s.CoreV1Api).write(conn, { ...tokens, accessToken: token });
+
+  it('creates the Secret Opaque, controlled by the connection, with the operator labels', async () => {
+    const fake = new FakeSecrets();
+    expect(await write(fake)).toBe(true);
+    const secret = fake.secrets.get('s');
+    expect(secret?.type).toBe('Opaque');
+    expect(secret?.metadata?.ownerReferences).toEqual([ref()]);
+    expect(secret?.metadata?.labels).toEqual(outputLabels);
+    expect(Buffer.from(secret?.data?.access_token ?? '', 'base64').toString()).toBe(token);
+    expect(await write(fake)).toBe(false);
+    expect(fake.calls).toEqual(['read s', 'create s', 'read s']);
+  });
+
+  it('gives a Secret written by an earlier version the owner reference, keeping other owners', async () => {
+    const fake = new FakeSecrets();
+    const other = ref({ kind: 'ConfigMap', apiVersion: 'v1', name: 'x', uid: 'u2', controller: false });
+    fake.secrets.set('s', {
+      type: 'Opaque',
+      metadata: {
+        name: 's',
+        labels: outputLabels,
+        annotations: { 'oauth.token-operator.dev/connection-name': 'c' },
+        ownerReferences: [other],
+        resourceVersion: '7',
+      },
+      data: {},
+    });
+    expect(await write(fake)).toBe(true);
+    expect(fake.calls).toEqual(['read s', 'replace s']);
+    expect(fake.secrets.get('s')?.metadata?.ownerReferences).toEqual([ref(), other]);
+  });
+
+  it.each([
+    { name: 'a plain Secret', metadata: { name: 's' } },
+    {
+      name: "a Secret with the operator's labels and annotation, controlled by something else",
+      metadata: {
+        name: 's',
+        labels: outputLabels,
+        annotations: { 'oauth.token-operator.dev/connection-name': 'c' },
+        ownerReferences: [ref({ kind: 'ExternalSecret', apiVersion: 'external-secrets.io/v1' })],
+      },
+    },
+  ])('never touches $name', async ({ metadata }) => {
+    const fake = new FakeSecrets();
+    fake.secrets.set('s', { type: 'Opaque', metadata, data: { mine: 'eA==' } });
+    await expect(write(fake)).rejects.toBeInstanceOf(OutputSecretNotOwnedError);
+    expect(fake.calls).toEqual(['read s']);
+  });
+
+  it('sends nothing for a reserved label', async () => {
+    const fake = new FakeSecrets();
+    const conn = {
+      ...connection,
+      spec: {
+        ...connection.spec,
+        output: { secretName: 's', labels: { 'oauth.token-operator.dev/role': 'x' } },
+      },
+    };
+    await expect(write(fake, conn)).rejects.toBeInstanceOf(InvalidOutputMetadataError);
+    expect(fake.calls).toEqual([]);
+  });
+
+  it.each(['create', 'replace'] as const)(
+    'turns a 422 on %s into OutputRejected without the token',
+    async (verb) => {
+      const fake = new FakeSecrets();
+      if (verb === 'replace') await write(fake);
+      const encoded = Buffer.from(token).toString('base64');
+      fake.fail[verb] = invalid([
+        { field: 'data[access_token]', message: `Invalid value: "${encoded}" ${token}` },
+      ]);
+      const conn = {
+        ...connection,
+        spec: { ...connection.spec, output: { secretName: 's', keys: { expiresAt: 'when' } } },
+      };
+      const err: unknown = await write(fake, conn).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OutputRejectedError);
+      expect((err as Error).message).toMatch(
+        /^the API server refused the output Secret s: spec\.output\.keys, spec\.output\.templates: /,
+      );
+      expect(`${(err as Error).message} ${String((err as Error).stack)}`).not.toContain(token.slice(0, 16));
+      expect((err as Error).message).not.toContain(encoded.slice(0, 16));
+    },
+  );
+
+  it('leaves other API errors to the retry path', async () => {
+    const fake = new FakeSecrets();
+    const conflict = apiError(409, { code: 409 });
+    fake.fail.create = conflict;
+    await expect(write(fake)).rejects.toBe(conflict);
   });
 });

@@ -209,3 +209,86 @@ describe('onFailure', () => {
     expect(decision.event).toBeUndefined();
   });
 });
+
+describe('onFailure: an output the operator will not or cannot write', () => {
+  // What the output writer throws (src/controller/output-secret.ts), as the reconciler records it.
+  it.each([
+    {
+      reason: 'OutputRejected',
+      message:
+        'the API server refused the output Secret s: spec.output.labels: Invalid value: "a b": name part must consist of … (metadata.labels)',
+      field: 'spec.output.labels',
+    },
+    {
+      reason: 'InvalidOutputMetadata',
+      message:
+        'spec.output.annotations["oauth.token-operator.dev/connection-namespace"]: the key is reserved for the operator',
+      field: 'spec.output.annotations',
+    },
+    {
+      reason: 'InvalidOutputKey',
+      message: 'spec.output.keys.accessToken: the Secret data key "__proto__" is reserved',
+      field: 'spec.output.keys.accessToken',
+    },
+    {
+      reason: 'OutputTooLarge',
+      message: 'spec.output.templates[2]: the template renders 1024001 bytes',
+      field: 'spec.output.templates[2]',
+    },
+    {
+      reason: 'OutputSecretNotOwned',
+      message:
+        'Secret s exists and is not owned by this connection; it is left untouched (spec.output.secretName)',
+      field: 'spec.output.secretName',
+    },
+  ])('$reason replaces a stale Ready=True, names $field, and tells once', ({ reason, message, field }) => {
+    const readyBefore = success({}).status;
+    expect(ready(readyBefore)?.status).toBe('True');
+    const failure: Failure = { kind: 'configuration', reason, message };
+    const first = onFailure({
+      previous: readyBefore,
+      generation: 3,
+      nowMs: T0 + 1000,
+      failure,
+      // The token itself is still valid: it is the output that is wrong.
+      accessTokenExpiresAtMs: T0 + 600_000,
+      inputsVersion: 'v1',
+    });
+    expect(ready(first.status)).toMatchObject({
+      status: 'False',
+      reason,
+      message,
+      observedGeneration: 3,
+      lastTransitionTime: iso(T0 + 1000),
+    });
+    expect(ready(first.status)?.message).toContain(field);
+    expect(first.status.conditions?.find((c) => c.type === 'Degraded')).toMatchObject({
+      status: 'True',
+      reason,
+    });
+    expect(first.status.conditions?.find((c) => c.type === 'Refreshing')).toMatchObject({
+      status: 'False',
+      reason: 'Stopped',
+    });
+    expect(first.event).toEqual({ type: 'Warning', reason, message });
+    expect(first.requeueAfterMs).toBeGreaterThanOrEqual(60_000);
+
+    // The same refusal again: status stays, the backoff grows, no second Event.
+    const second = onFailure({
+      previous: first.status,
+      generation: 3,
+      nowMs: T0 + 1000 + first.requeueAfterMs,
+      failure,
+      accessTokenExpiresAtMs: T0 + 600_000,
+      inputsVersion: 'v1',
+    });
+    expect(ready(second.status)?.lastTransitionTime).toBe(iso(T0 + 1000));
+    expect(second.requeueAfterMs).toBeGreaterThan(first.requeueAfterMs);
+    expect(second.event).toBeUndefined();
+
+    // Fixed (a new generation publishes): Ready again, announced.
+    const fixed = success(second.status, T0 + 2000 + first.requeueAfterMs);
+    expect(ready(fixed.status)).toMatchObject({ status: 'True', reason: 'TokenValid' });
+    expect(fixed.event?.reason).toBe('TokenReady');
+  });
+});

@@ -8,7 +8,13 @@ import { createHash } from 'node:crypto';
 import type { OAuthConnection, SecretKeyRef } from '../api/v1alpha1.ts';
 import { parseDuration } from '../kube/duration.ts';
 import { isTokenError, type ClientConfig, type EndpointSettings } from '../oauth/index.ts';
-import { clientConfigFor, endpointSettingsFor, unsupportedBy } from '../providers/configure.ts';
+import {
+  clientConfigFor,
+  endpointSettingsFor,
+  probeSettingsFor,
+  unsupportedBy,
+  type ProbeSettings,
+} from '../providers/configure.ts';
 import { presetDefaults, type PresetDefaults } from '../providers/presets.ts';
 import type { RefreshTiming } from './schedule.ts';
 
@@ -58,6 +64,8 @@ export interface ResolvedInputs {
   timing: RefreshTiming;
   assumedLifetimeMs: number;
   graceWindowMs: number;
+  /** spec.probe with the preset's defaults; absent when the connection is not probed. */
+  probe?: ProbeSettings;
 }
 
 const DEFAULT_ASSUMED_LIFETIME_MS = 3_600_000;
@@ -198,10 +206,11 @@ export async function resolveInputs(
     if (isTokenError(err)) throw new ConfigurationError(err.reason, `spec.provider.region: ${err.message}`);
     throw err;
   }
-  if (preset.protocol !== 'oauth2') {
+  // The CRD requires both for the folio preset; checked again so that no request goes without them.
+  if (preset.protocol === 'folio' && (!spec.provider.baseURL || !spec.provider.tenant)) {
     throw new ConfigurationError(
-      'ProtocolNotSupported',
-      `spec.provider.preset: ${preset.preset} speaks its own login protocol, which this operator version does not implement yet`,
+      'ProviderIncomplete',
+      `spec.provider.${spec.provider.baseURL ? 'tenant' : 'baseURL'}: the folio preset needs baseURL (the Okapi or Kong gateway) and tenant`,
     );
   }
   const unsupported = unsupportedBy(spec, preset);
@@ -230,6 +239,8 @@ export async function resolveInputs(
   if (before !== undefined) inputs.timing.beforeMs = before;
   const keepAlive = durationField(spec.refresh?.keepAlive, 'spec.refresh.keepAlive') ?? preset.keepAliveMs;
   if (keepAlive !== undefined) inputs.timing.keepAliveMs = keepAlive;
+  const probe = probeSettingsFor(spec, preset, durationField(spec.probe?.interval, 'spec.probe.interval'));
+  if (probe !== undefined) inputs.probe = probe;
 
   // Every Secret read is recorded by name and resourceVersion: together they are the inputs' version.
   const versions: string[] = [];
@@ -237,9 +248,14 @@ export async function resolveInputs(
     ref: SecretKeyRef,
     field: string,
     defaultKey: string,
+    versionBy: 'resourceVersion' | 'value' = 'resourceVersion',
   ): Promise<VersionedSecretValue> => {
     const value = await readSecretKeyVersioned(core, namespace, ref, field, defaultKey, options);
-    versions.push(`${field}=${value.name}@${value.resourceVersion}`);
+    const id =
+      versionBy === 'value'
+        ? createHash('sha256').update(value.value).digest('hex').slice(0, 16)
+        : value.resourceVersion;
+    versions.push(`${field}=${value.name}@${id}`);
     return value;
   };
   const versionOf = (parts: readonly string[]): string =>
@@ -258,7 +274,14 @@ export async function resolveInputs(
   }
   if (grantType === 'refreshToken' && spec.grant?.seedSecretRef) {
     try {
-      inputs.seed = await read(spec.grant.seedSecretRef, 'spec.grant.seedSecretRef', 'refresh_token');
+      // By its value: the operator annotates the seed Secret itself (the consumed-by mark), which
+      // changes its resourceVersion, and that must not pass for a person's answer to a failure.
+      inputs.seed = await read(
+        spec.grant.seedSecretRef,
+        'spec.grant.seedSecretRef',
+        'refresh_token',
+        'value',
+      );
     } catch (err) {
       // Without a login to fall back on, a missing seed is a configuration error; with one, the
       // chain is bootstrapped by logging in instead. A Secret the policy refuses is reported all

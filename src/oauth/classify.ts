@@ -323,7 +323,9 @@ export function classifyTokenFailure(input: TokenFailureInput): TokenFailure {
     if (input.httpStatus !== undefined) failure.httpStatus = input.httpStatus;
     if (parsed.oauthError !== undefined) failure.oauthError = parsed.oauthError;
     if (description !== undefined) failure.description = description;
-    failure.message = buildMessage(failure);
+    // Concur documents its errors by number: the message names it, so a reader can look it up.
+    const concurCode = input.errorDialect === 'concur' ? parsed.concurCode : undefined;
+    failure.message = buildMessage(failure, concurCode);
     return failure;
   };
 
@@ -411,10 +413,11 @@ export function classifyTokenFailure(input: TokenFailureInput): TokenFailure {
   return finish(statusVerdict(status));
 }
 
-function buildMessage(failure: TokenFailure): string {
+function buildMessage(failure: TokenFailure, concurCode?: number): string {
   const summary = SUMMARY[failure.reason] ?? 'token request failed';
   const details: string[] = [];
   if (failure.httpStatus !== undefined) details.push(`HTTP ${failure.httpStatus}`);
+  if (concurCode !== undefined) details.push(`code ${concurCode}`);
   if (failure.oauthError !== undefined) {
     details.push(
       failure.description !== undefined

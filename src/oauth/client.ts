@@ -1,12 +1,16 @@
 // OAuthClient: the OAuth layer's one object. It owns the Transport every request goes through, the
 // discovery cache and the clock, and offers what the controller needs of a provider: endpoints,
-// tokens, revocation, introspection and the headless login.
+// tokens (OAuth grants, or FOLIO's login and refresh, by the client's protocol), revocation,
+// introspection and the headless login.
 import type { Clock } from '../kube/clock.ts';
 import { DiscoveryCache } from './discovery.ts';
 import { resolveEndpoints } from './endpoints.ts';
+import { configurationError } from './exchange.ts';
+import { requestFolioTokens } from './folio.ts';
 import { requestTokens } from './grants.ts';
 import { introspectToken, type IntrospectionVerdict } from './introspection.ts';
 import { performLogin, type LoginParams, type LoginResult } from './login.ts';
+import { probeToken, type ProbeResult } from './probe.ts';
 import type { ClientConfig, EndpointSettings, ResolvedEndpoints, TokenGrant, TokenSet } from './model.ts';
 import { revokeToken } from './revocation.ts';
 import { Transport, type TransportOptions } from './transport.ts';
@@ -39,23 +43,36 @@ export class OAuthClient {
     return resolveEndpoints(this.transport, this.discovery, settings);
   }
 
-  /** One token request; every failure is a classified TokenError. */
+  /**
+   * One token request in the client's protocol (an OAuth grant, or FOLIO's login and refresh for
+   * the password and refresh_token grants); every failure is a classified TokenError.
+   */
   requestTokens(
     client: ClientConfig,
     endpoints: ResolvedEndpoints,
     grant: TokenGrant,
     signal?: AbortSignal,
   ): Promise<TokenSet> {
+    if (client.protocol?.kind === 'folio') {
+      return requestFolioTokens(this.transport, client, endpoints, grant, this.clock.now(), signal);
+    }
     return requestTokens(this.transport, client, endpoints, grant, this.clock.now(), signal);
   }
 
   /** RFC 7009 revocation; throws TokenError. */
-  revoke(
+  async revoke(
     client: ClientConfig,
     endpoints: ResolvedEndpoints,
     token: string,
     tokenTypeHint: 'refresh_token' | 'access_token' = 'refresh_token',
   ): Promise<void> {
+    // A revocation URL set on a FOLIO connection would get the refresh token in an RFC 7009 form.
+    if (client.protocol?.kind === 'folio') {
+      throw configurationError(
+        'RevocationNotSupported',
+        'FOLIO offers no RFC 7009 revocation; the refresh token expires by itself',
+      );
+    }
     return revokeToken(this.transport, client, endpoints, token, tokenTypeHint, this.clock.now());
   }
 
@@ -65,7 +82,17 @@ export class OAuthClient {
     endpoints: ResolvedEndpoints,
     token: string,
   ): Promise<IntrospectionVerdict> {
+    // FOLIO has no introspection, and asking would mean sending its refresh token somewhere.
+    if (client.protocol?.kind === 'folio') return Promise.resolve('unknown');
     return introspectToken(this.transport, client, endpoints, token);
+  }
+
+  /**
+   * The token liveness probe: GET `url` with the access token. 'rejected' only on 401; throws
+   * TokenError when the endpoint policy refuses the URL or its addresses.
+   */
+  probe(url: string, accessToken: string, signal?: AbortSignal): Promise<ProbeResult> {
+    return probeToken(this.transport, url, accessToken, signal);
   }
 
   /** The headless login walk (code or implicit flow). */

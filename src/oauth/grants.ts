@@ -8,6 +8,7 @@ import {
   type TokenEndpointResponse,
 } from 'openid-client';
 import { normaliseGeolocation } from './classify.ts';
+import { TokenError } from './errors.ts';
 import { configurationError, endpointCall, failureFrom } from './exchange.ts';
 import {
   canonicalTokenType,
@@ -37,6 +38,43 @@ const RESERVED_PARAMETERS = new Set([
   'token',
   'token_type_hint',
 ]);
+
+/**
+ * The largest access or refresh token kept, in bytes. Real tokens are far smaller (opaque tokens
+ * are tens of bytes, Keycloak's JWTs one or two KiB), and an access token is sent in an
+ * Authorization header, which servers cap at 8 to 16 KiB for all headers together (Node's
+ * --max-http-header-size, https://nodejs.org/api/cli.html#--max-http-header-sizesize; nginx's
+ * large_client_header_buffers, https://nginx.org/en/docs/http/ngx_http_core_module.html). A token
+ * above it is a provider (or a tenant's own server) bent on filling the operator's memory, the
+ * state Secret and every output rendered from it.
+ */
+export const MAX_TOKEN_BYTES = 16 * 1024;
+
+/**
+ * Refuses an answer whose access or refresh token is above MAX_TOKEN_BYTES, after the provider
+ * answered: a refresh token presented with this request is consumed by the answer (the provider
+ * rotated it), and the successor is refused, so the chain is broken (chain_broken: never presented
+ * again; a recovery login or a new seed starts a new one). It must not be lost silently. Without
+ * a rotated successor nothing was consumed: a configuration problem of the provider.
+ */
+function checkTokenSizes(tokens: TokenSet, grant: TokenGrant): void {
+  const oversized = [
+    Buffer.byteLength(tokens.accessToken) > MAX_TOKEN_BYTES ? 'an access token' : undefined,
+    tokens.refreshToken !== undefined && Buffer.byteLength(tokens.refreshToken) > MAX_TOKEN_BYTES
+      ? 'a refresh token'
+      : undefined,
+  ].filter((what) => what !== undefined);
+  if (oversized.length === 0) return;
+  const rotated =
+    grant.type === 'refresh_token' &&
+    tokens.refreshToken !== undefined &&
+    tokens.refreshToken !== grant.refreshToken;
+  throw new TokenError({
+    code: rotated ? 'chain_broken' : 'configuration',
+    reason: 'TokenTooLarge',
+    message: `the provider issued ${oversized.join(' and ')} over ${String(MAX_TOKEN_BYTES)} bytes, which the operator does not keep${rotated ? '; the refresh token presented is used up, so the chain is broken' : ''}`,
+  });
+}
 
 /** Values above this are epoch seconds rather than a lifetime (about 10 years). */
 const EPOCH_SECONDS_THRESHOLD = 315_360_000;
@@ -227,5 +265,7 @@ export async function requestTokens(
       nowMs,
     });
   }
-  return toTokenSet(result, extras);
+  const tokens = toTokenSet(result, extras);
+  checkTokenSizes(tokens, grant);
+  return tokens;
 }

@@ -3,8 +3,9 @@
 // - OAuthClient (client.ts): the one object. Built with a clock and a Transport (or its options),
 //   it resolves a client's endpoints (explicit, OIDC discovery with a per-client cache, defaults),
 //   requests tokens (refresh token, client credentials, password with a one-time code, authorization
-//   code with PKCE), revokes (RFC 7009), introspects (RFC 7662) and walks a provider's HTML login
-//   headlessly (code or implicit flow, a TOTP page included).
+//   code with PKCE; or FOLIO's cookie-borne login and refresh, folio.ts), revokes (RFC 7009),
+//   introspects (RFC 7662), probes an API endpoint with the access token (probe.ts) and walks a provider's HTML login headlessly (code or implicit flow, a
+//   TOTP page included).
 // - Transport (transport.ts): every outbound request of the operator, OAuth or not. It enforces the
 //   endpoint policy (endpoint-policy.ts) once per request and pins each connection to the addresses
 //   it checked; it caps time and size, never follows a redirect, and reports to one observer.
@@ -18,6 +19,7 @@
 // - TOTP (totp.ts): parsing an authenticator secret and a generator that never hands out a code
 //   twice. Login form profiles (login-form.ts) say which form and fields a provider's pages use.
 export { OAuthClient, type OAuthClientOptions } from './client.ts';
+export type { ProbeResult, ProbeVerdict } from './probe.ts';
 export {
   Transport,
   TransportFailure,
@@ -39,6 +41,7 @@ export {
   type ResolvedEndpoints,
   type TokenGrant,
   type TokenGrantType,
+  type TokenProtocol,
   type TokenSet,
 } from './model.ts';
 export type { IntrospectionVerdict } from './introspection.ts';

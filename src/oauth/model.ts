@@ -6,8 +6,17 @@ export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'n
 /** How a provider spells errors beyond RFC 6749 §5.2, where that changes their meaning. */
 export type ErrorDialect = 'rfc6749' | 'concur';
 
+/**
+ * The wire protocol of a client's token requests. 'oauth2' (the default): RFC 6749 token requests.
+ * 'folio': FOLIO's own login and refresh (folio.ts), which carry the tokens in cookies and send the
+ * tenant in the X-Okapi-Tenant header; the client ID and secret are not sent.
+ */
+export type TokenProtocol = { kind: 'oauth2' } | { kind: 'folio'; tenant: string };
+
 /** One OAuth client at one provider: who it is and how its requests are shaped. */
 export interface ClientConfig {
+  /** Default { kind: 'oauth2' }. */
+  protocol?: TokenProtocol;
   clientID: string;
   clientSecret?: string;
   authMethod: ClientAuthMethod;
@@ -40,6 +49,8 @@ export interface ResolvedEndpoints {
   revocationEndpoint?: string;
   /** RFC 7662; used to settle whether an in-doubt refresh token was consumed. */
   introspectionEndpoint?: string;
+  /** OIDC userinfo, from discovery. */
+  userinfoEndpoint?: string;
   issuer?: string;
 }
 

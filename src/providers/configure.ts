@@ -7,6 +7,7 @@ import {
   type ClientConfig,
   type EndpointSettings,
   type FormProfile,
+  type ResolvedEndpoints,
 } from '../oauth/index.ts';
 import type { PresetDefaults } from './presets.ts';
 
@@ -24,6 +25,7 @@ export function clientConfigFor(
     clientID: spec.clientID,
     authMethod: spec.clientAuthMethod ?? preset.clientAuthMethod,
   };
+  if (preset.protocol === 'folio') client.protocol = { kind: 'folio', tenant: spec.provider.tenant ?? '' };
   if (clientSecret !== undefined) client.clientSecret = clientSecret;
   if (spec.scopes !== undefined) client.scopes = spec.scopes;
   if (spec.extraParameters !== undefined) client.extraParameters = spec.extraParameters;
@@ -54,6 +56,12 @@ export function endpointSettingsFor(
   }
   const defaults: NonNullable<EndpointSettings['defaults']> = {};
   if (preset.tokenURL !== undefined) defaults.tokenURL = preset.tokenURL;
+  if (preset.baseURLTokenPath !== undefined && provider.baseURL !== undefined) {
+    // A gateway with a path (an Okapi URL such as https://folio.example.org/okapi) keeps it.
+    let base = provider.baseURL;
+    while (base.endsWith('/')) base = base.slice(0, -1);
+    defaults.tokenURL = `${base}${preset.baseURLTokenPath}`;
+  }
   if (preset.authorizationURL !== undefined) defaults.authorizationURL = preset.authorizationURL;
   if (preset.revocationURL !== undefined) defaults.revocationURL = preset.revocationURL;
   return {
@@ -62,6 +70,39 @@ export function endpointSettingsFor(
     ...(provider.authorizationURL !== undefined ? { authorizationURL: provider.authorizationURL } : {}),
     ...(provider.revocationURL !== undefined ? { revocationURL: provider.revocationURL } : {}),
     defaults,
+  };
+}
+
+/** spec.probe with the preset's defaults: where to probe (once the endpoints are known) and how often. */
+export interface ProbeSettings {
+  intervalMs: number;
+  /** The probe URL; throws TokenError 'configuration' ProbeURLUnknown when neither spec nor preset names one. */
+  urlFor(endpoints: ResolvedEndpoints): string;
+}
+
+const DEFAULT_PROBE_INTERVAL_MS = 60_000;
+
+/** Undefined when spec.probe is absent: probing costs API calls, so it is opted into. */
+export function probeSettingsFor(
+  spec: OAuthConnectionSpec,
+  preset: PresetDefaults,
+  intervalMs: number | undefined,
+): ProbeSettings | undefined {
+  if (spec.probe === undefined) return undefined;
+  const explicit = spec.probe.url?.trim() || undefined;
+  const defaults = preset.probe;
+  return {
+    intervalMs: intervalMs ?? defaults?.intervalMs ?? DEFAULT_PROBE_INTERVAL_MS,
+    urlFor(endpoints) {
+      if (explicit !== undefined) return explicit;
+      if (defaults?.path !== undefined) return new URL(defaults.path, endpoints.tokenEndpoint).href;
+      if (defaults?.userinfo === true && endpoints.userinfoEndpoint !== undefined)
+        return endpoints.userinfoEndpoint;
+      throw configurationError(
+        'ProbeURLUnknown',
+        `spec.probe.url: preset ${preset.preset} has no well-known endpoint to probe${defaults?.userinfo === true ? ' (discovery names no userinfo_endpoint)' : ''}; set spec.probe.url`,
+      );
+    },
   };
 }
 

@@ -49,6 +49,12 @@ export interface PresetTable {
    * every refresh.
    */
   passwordStartsChain?: boolean;
+  /**
+   * Defaults of spec.probe: a well-known endpoint that answers 401 to a rejected access token (a
+   * path on the token endpoint's origin, or OIDC userinfo from discovery) and an interval that
+   * fits the provider's API budget.
+   */
+  probe?: { path?: string; userinfo?: boolean; intervalMs: number };
   /** The provider's login pages, for the code and implicit recovery flows. */
   loginForm?: FormProfile;
   totp?: TotpParameters;

@@ -11,6 +11,10 @@
 //   sameSite), Max-Age from the tenant's lifetimes (TOKEN_EXPIRATION_SECONDS, defaults 600 and
 //   604800); body {"accessTokenExpiration","refreshTokenExpiration"} as ISO instants. Wrong
 //   credentials: 422 with code wrong.username.or.wrong.password.or.account.blocked.
+// - mod-login's lockout (LoginAttemptsHelper): the login.fail.attempts-th wrong password (default 5)
+//   within login.fail.timeout minutes of the previous one (default 10) deactivates the user, whose
+//   logins are then refused with the same 422 whatever the password (option lockout). A successful
+//   login resets the count.
 // - POST /authn/refresh with Cookie: folioRefreshToken=… → 201, same shape. No Cookie header, no
 //   refresh cookie, or a duplicated one (either cookie): 400 token.parse.failure. Any refusal by
 //   mod-authtoken (expired, unknown, already used) becomes 422 token.refresh.unprocessable.
@@ -69,11 +73,19 @@ export interface FolioSimulatorOptions extends SimTimeOptions {
   sameSite?: 'Strict' | 'Lax' | 'None';
   /** Path of the Okapi URL, e.g. '/okapi'. Default '' (Okapi at the root). */
   pathPrefix?: string;
+  /**
+   * mod-login's lockout: `attempts` wrong passwords, each within `timeoutMinutes` (provider minutes,
+   * compressed by timeScale) of the previous one, deactivate the user. Default { attempts: 5,
+   * timeoutMinutes: 10 }, mod-login's defaults; false turns it off.
+   */
+  lockout?: { attempts: number; timeoutMinutes: number } | false;
 }
 
 export interface FolioStats {
   logins: number;
   failedLogins: number;
+  /** Users deactivated by the lockout. */
+  deactivations: number;
   /** Successful refreshes. */
   refreshes: number;
   /** Refreshes answered 422. */
@@ -104,6 +116,8 @@ export interface FolioSimulator {
   refreshTokenState(refreshToken: string): FolioRefreshTokenState;
   /** Revokes every refresh token of a user; returns how many were still usable. */
   revokeAll(username: string): number;
+  /** Whether a user may log in (false once the lockout deactivated it, or for an unknown user). */
+  isActive(username: string): boolean;
   close(): Promise<void>;
 }
 
@@ -112,6 +126,10 @@ interface User {
   username: string;
   password: string;
   tenant: string;
+  active: boolean;
+  /** mod-login's auth_attempts record. */
+  failedAttempts: number;
+  lastFailureMs: number | undefined;
 }
 
 interface RefreshRecord {
@@ -153,7 +171,11 @@ export async function startFolioSimulator(options: FolioSimulatorOptions = {}): 
     username: u.username,
     password: u.password,
     tenant: u.tenant ?? firstTenant,
+    active: true,
+    failedAttempts: 0,
+    lastFailureMs: undefined,
   }));
+  const lockout = options.lockout ?? { attempts: 5, timeoutMinutes: 10 };
   const prefix = (options.pathPrefix ?? '').replace(/\/+$/, '');
   const paths = {
     login: `${prefix}/authn/login-with-expiry`,
@@ -164,6 +186,7 @@ export async function startFolioSimulator(options: FolioSimulatorOptions = {}): 
   const stats: FolioStats = {
     logins: 0,
     failedLogins: 0,
+    deactivations: 0,
     refreshes: 0,
     refusedRefreshes: 0,
     parseFailures: 0,
@@ -231,6 +254,21 @@ export async function startFolioSimulator(options: FolioSimulatorOptions = {}): 
     return live;
   };
 
+  /** LoginAttemptsHelper: count a wrong password; enough of them close together deactivate the user. */
+  const countFailure = (user: User): void => {
+    if (lockout === false) return;
+    const now = time.now();
+    const window = time.scaled(lockout.timeoutMinutes * 60_000);
+    if (user.lastFailureMs !== undefined && now - user.lastFailureMs > window) user.failedAttempts = 0;
+    user.failedAttempts++;
+    user.lastFailureMs = now;
+    if (user.failedAttempts >= lockout.attempts) {
+      user.active = false;
+      user.failedAttempts = 0;
+      stats.deactivations++;
+    }
+  };
+
   const login = (req: SimRequest, tenant: string): Reply => {
     let body: unknown;
     try {
@@ -243,14 +281,21 @@ export async function startFolioSimulator(options: FolioSimulatorOptions = {}): 
     if (typeof username !== 'string') return textReply(400, 'You must provide a username or userId');
     if (typeof password !== 'string') return textReply(400, 'You must provide a password');
     const user = users.find((u) => u.username === username && u.tenant === tenant);
-    if (user?.password !== password) {
+    const refuse = (): Reply => {
       stats.failedLogins++;
       return folioErrors(
         422,
         'Wrong username or wrong password or account blocked',
         'wrong.username.or.wrong.password.or.account.blocked',
       );
+    };
+    // An inactive user is refused before the password is looked at (requireActiveUser).
+    if (user === undefined || !user.active) return refuse();
+    if (user.password !== password) {
+      countFailure(user);
+      return refuse();
     }
+    user.failedAttempts = 0;
     stats.logins++;
     return tokenResponse(user);
   };
@@ -354,6 +399,7 @@ export async function startFolioSimulator(options: FolioSimulatorOptions = {}): 
       const user = userNamed(username);
       return user === undefined ? 0 : revokeAll(user);
     },
+    isActive: (username) => userNamed(username)?.active === true,
     close: () => server.close(),
   };
 }

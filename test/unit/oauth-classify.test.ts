@@ -503,6 +503,14 @@ describe('classifyTokenFailure', () => {
     expect(failure.message).not.toContain('eyJ');
   });
 
+  it('names the Concur error code in the message, in the concur dialect only', () => {
+    const body = { code: 108, error: 'invalid_grant', error_description: 'bad or expired refresh token' };
+    expect(classifyTokenFailure({ errorDialect: 'concur', httpStatus: 400, nowMs: NOW, body }).message).toBe(
+      'refresh token was rejected as invalid or expired (chain broken) (HTTP 400, code 108, error=invalid_grant: bad or expired refresh token)',
+    );
+    expect(classifyTokenFailure({ httpStatus: 400, nowMs: NOW, body }).message).not.toContain('code 108');
+  });
+
   it('keeps Retry-After in the message and the fields', () => {
     const failure = classifyTokenFailure({
       httpStatus: 429,
@@ -579,6 +587,26 @@ describe('sanitising upstream text', () => {
     expect(text?.startsWith('line1 line2 word')).toBe(true);
     expect(text?.length).toBe(200);
     expect(text?.endsWith('…')).toBe(true);
+  });
+
+  // The work bound cuts hostile input at 800 characters; padding that collapses (spaces, control
+  // characters) puts whatever was cut right into the 200 characters shown.
+  it.each([
+    { name: 'a known secret', sensitive: 'hunter2-Secret-Value', secrets: ['hunter2-Secret-Value'] },
+    {
+      name: 'a known secret with spaces',
+      sensitive: 'correct horse battery staple',
+      secrets: ['correct horse battery staple'],
+    },
+    { name: 'a known secret, URL-encoded', sensitive: 'p%40ss%2Fw0rd%3D%3D', secrets: ['p@ss/w0rd=='] },
+    { name: 'an unknown opaque token', sensitive: 'tok8xK2mQ9pL4vR7tY1zzQ', secrets: [] },
+    { name: 'an unknown JWT', sensitive: 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjMifQ.sig', secrets: [] },
+  ])('redacts before it truncates: $name across the cut', ({ sensitive, secrets }) => {
+    for (const offset of [1, 4, 9]) {
+      const text = sanitizeDescription(`denied ${' '.repeat(800 - 7 - offset)}${sensitive} end`, secrets);
+      const fragments = Array.from({ length: sensitive.length - 3 }, (_, i) => sensitive.slice(i, i + 4));
+      expect(fragments.filter((fragment) => text?.includes(fragment))).toEqual([]);
+    }
   });
 
   it('returns undefined for non-strings and blanks', () => {

@@ -275,6 +275,59 @@ describe('requestTokens', () => {
     });
   });
 
+  // Token size caps (MAX_TOKEN_BYTES, 16 KiB). A refused successor of a rotated refresh token
+  // leaves the chain broken: the presented token was used up by the answer.
+  const KIB16 = 16 * 1024;
+  it.each([
+    {
+      name: 'an access token of exactly 16 KiB is kept',
+      answer: { access_token: 'a'.repeat(KIB16), refresh_token: 'rt-NEW-2' },
+      expected: undefined,
+    },
+    {
+      name: 'a rotated chain with an access token over 16 KiB is broken',
+      answer: { access_token: 'a'.repeat(KIB16 + 1), refresh_token: 'rt-NEW-2' },
+      expected: { code: 'chain_broken', reason: 'TokenTooLarge' },
+    },
+    {
+      name: 'a refresh token over 16 KiB breaks the chain',
+      answer: { access_token: 'at-3', refresh_token: `rt-NEW-${'r'.repeat(KIB16)}` },
+      expected: { code: 'chain_broken', reason: 'TokenTooLarge' },
+    },
+    {
+      name: 'bytes count, not characters',
+      answer: { access_token: 'é'.repeat(KIB16 / 2 + 1), refresh_token: 'rt-NEW-2' },
+      expected: { code: 'chain_broken', reason: 'TokenTooLarge' },
+    },
+    {
+      name: 'without a new refresh token nothing was used up: configuration',
+      answer: { access_token: 'a'.repeat(KIB16 + 1) },
+      expected: { code: 'configuration', reason: 'TokenTooLarge' },
+    },
+    {
+      name: 'the presented refresh token given back is not used up either',
+      answer: { access_token: 'a'.repeat(KIB16 + 1), refresh_token: REFRESH_TOKEN },
+      expected: { code: 'configuration', reason: 'TokenTooLarge' },
+    },
+    {
+      name: 'client credentials: configuration',
+      answer: { access_token: 'a'.repeat(KIB16 + 1) },
+      grant: { type: 'client_credentials' } as const,
+      expected: { code: 'configuration', reason: 'TokenTooLarge' },
+    },
+  ])('caps token sizes: $name', async ({ answer, grant, expected }) => {
+    respond(200, { token_type: 'Bearer', expires_in: 60, ...answer });
+    const request = refresh(grant !== undefined ? { grant } : {});
+    if (expected === undefined) {
+      expect((await request).accessToken).toHaveLength(KIB16);
+      return;
+    }
+    const error = await failure(request);
+    expect(error).toMatchObject(expected);
+    expect(error.message).toContain('16384 bytes');
+    expect(error.message.length).toBeLessThan(300);
+  });
+
   it('classifies a reused Exact refresh token as a broken chain', async () => {
     respond(401, { error: 'unauthorized_client', error_description: 'Old refresh token used.' });
     const error = await failure(refresh());

@@ -116,6 +116,30 @@ describe('FOLIO simulator: login', () => {
     if (status === 422) expect(errorCode(answer)).toBe('wrong.username.or.wrong.password.or.account.blocked');
   });
 
+  // mod-login's LoginAttemptsHelper: login.fail.attempts (5) within login.fail.timeout (10 min,
+  // 6 s at this scale) of each other deactivate the user.
+  it.each([
+    { name: 'five wrong passwords in a row deactivate the user', gapsMs: [0, 0, 0, 0], active: false },
+    { name: 'a pause past the timeout starts the count again', gapsMs: [0, 0, 6001, 0], active: true },
+    { name: 'a successful login in between resets the count', gapsMs: [0, 0, 0, 0], login: 2, active: true },
+    { name: 'with the lockout off nobody is deactivated', gapsMs: [0, 0, 0, 0], off: true, active: true },
+  ])('lockout: $name', async ({ gapsMs, login, off, active }) => {
+    const sim = await simulator(off === true ? { lockout: false } : {});
+    const wrong = { ...ALICE, password: 'nope' };
+    expect((await loginAs(sim, wrong)).status).toBe(422);
+    for (const [i, gap] of gapsMs.entries()) {
+      await fx.clock.advance(gap);
+      if (login === i) expect((await loginAs(sim, ALICE)).status).toBe(201);
+      expect((await loginAs(sim, wrong)).status).toBe(422);
+    }
+    expect(sim.isActive(ALICE.username)).toBe(active);
+    const right = await loginAs(sim, ALICE);
+    expect(right.status).toBe(active ? 201 : 422);
+    if (!active) expect(errorCode(right)).toBe('wrong.username.or.wrong.password.or.account.blocked');
+    expect(sim.stats()).toMatchObject({ failedLogins: 5 + (active ? 0 : 1), deactivations: active ? 0 : 1 });
+    expect(sim.isActive(BOB.username)).toBe(true);
+  });
+
   it('routes nothing without a known tenant', async () => {
     const sim = await simulator();
     expect((await loginAs(sim, ALICE, null)).status).toBe(404);

@@ -1,0 +1,478 @@
+// The folio preset end to end: the operator as a separate process against the real API server and
+// the FOLIO simulator (test/simulators/folio.ts), FOLIO's lifetimes compressed by the simulator's
+// timeScale. Each test has a simulator of its own (its own users, tokens, faults and counters) and a
+// connection of its own; one operator watches this file's namespace, and the tests run side by side,
+// each waiting on what it can observe.
+//
+// Time compression: at SCALE the 600 s access token lives 6 s. With --secret-propagation 1s the
+// default margin (a third of the lifetime) refreshes 2 s before expiry, about every 4 s; the test
+// harness's 1 s minimum request gap keeps about the production proportion.
+//
+// The counters that matter are the simulator's: logins (successful), failedLogins, refreshes,
+// refusedRefreshes (422), reuses (a refresh token presented after it was used or revoked).
+import * as k8s from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { stateSecretName } from '../../src/controller/state-store.ts';
+import {
+  condition,
+  createSecret,
+  getConnectionStatus,
+  readSecretData,
+  waitFor,
+  type ConnectionStatus,
+} from '../harness/builders.ts';
+import { createNamespace, GROUP, PLURAL, VERSION } from '../harness/kube.ts';
+import { canary, findLeaks } from '../harness/leaks.ts';
+import type { OperatorProcess } from '../harness/operator.ts';
+import { Scenario } from '../harness/scenario.ts';
+import { StatusRecorder } from '../harness/status-watch.ts';
+import { startFolioSimulator, type FolioSimulator, type FolioSimulatorOptions } from '../simulators/folio.ts';
+
+/** 600 s access tokens live 6 s; 7-day refresh tokens 100 minutes. */
+const SCALE = 0.01;
+const TENANT = 'diku';
+const USERNAME = 'circ-sync';
+const POKE_FINALIZER = 'test.oauth.token-operator.dev/poke';
+
+/** What the tests read of status beyond builders.ts's ConnectionStatus. */
+type Status = ConnectionStatus & {
+  observedGeneration?: number;
+  loginAttempts?: string[];
+  lastRecoveryTime?: string;
+};
+
+describe('folio preset against the FOLIO simulator', () => {
+  let scenario: Scenario;
+  let admin: k8s.KubeConfig;
+  let core: k8s.CoreV1Api;
+  let custom: k8s.CustomObjectsApi;
+  let operatorNamespace: string;
+  let namespace: string;
+  let operator: OperatorProcess;
+  const simulators: FolioSimulator[] = [];
+  const password = canary('folio-password');
+  const wrongPassword = canary('folio-wrong-password');
+  /** Values that must never leave the operator: the leak scan at the end looks for each. */
+  const secrets = [password, wrongPassword];
+
+  beforeAll(async () => {
+    scenario = await Scenario.open(inject('kubeconfig'));
+    admin = scenario.admin;
+    core = admin.makeApiClient(k8s.CoreV1Api);
+    custom = admin.makeApiClient(k8s.CustomObjectsApi);
+    const env = await scenario.operatorEnvironment();
+    operatorNamespace = env.namespace;
+    namespace = await createNamespace(admin, 'folio');
+    await createSecret(admin, namespace, 'folio-login', { username: USERNAME, password });
+    operator = scenario.startOperator({
+      env,
+      identity: 'folio',
+      watchNamespace: namespace,
+      args: ['--secret-propagation', '1s'],
+    });
+  });
+
+  afterAll(async () => {
+    await scenario.close();
+    await Promise.all(simulators.map((s) => s.close()));
+  });
+
+  async function simulator(options: FolioSimulatorOptions = {}): Promise<FolioSimulator> {
+    const sim = await startFolioSimulator({
+      timeScale: SCALE,
+      users: [{ username: USERNAME, password }],
+      ...options,
+    });
+    simulators.push(sim);
+    return sim;
+  }
+
+  /**
+   * A folio connection as docs/providers/folio.md shows it: the password grant, and an output
+   * Secret with what FOLIO clients send (x-okapi-token, the Cookie header form, the tenant).
+   */
+  async function folioConnection(
+    sim: FolioSimulator,
+    name: string,
+    overrides: { tenant?: string; loginSecret?: string } = {},
+  ): Promise<void> {
+    const login = { name: overrides.loginSecret ?? 'folio-login' };
+    await custom.createNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace,
+      plural: PLURAL,
+      body: {
+        apiVersion: `${GROUP}/${VERSION}`,
+        kind: 'OAuthConnection',
+        metadata: { name, namespace },
+        spec: {
+          provider: { preset: 'folio', baseURL: sim.okapiUrl, tenant: overrides.tenant ?? TENANT },
+          clientID: 'folio-circulation-sync',
+          grant: { type: 'password', usernameRef: login, passwordRef: login },
+          output: {
+            secretName: `${name}-token`,
+            keys: { accessToken: 'x-okapi-token', tokenType: '' },
+            templates: [
+              { key: 'cookie', template: 'folioAccessToken={{accessToken}}' },
+              { key: 'x-okapi-tenant', template: TENANT },
+            ],
+          },
+        },
+      },
+    });
+  }
+
+  const status = async (name: string): Promise<Status> => getConnectionStatus(admin, namespace, name);
+  const ready = (s: Status): boolean => condition(s, 'Ready')?.status === 'True';
+
+  async function until(
+    name: string,
+    what: string,
+    check: (s: Status) => boolean,
+    timeoutMs = 60_000,
+  ): Promise<Status> {
+    return waitFor(
+      `${name}: ${what}`,
+      async () => {
+        const s = await status(name);
+        return check(s) ? s : undefined;
+      },
+      timeoutMs,
+      100,
+    );
+  }
+
+  /** The operator's log records about one connection of this file. */
+  function records(name: string): Record<string, unknown>[] {
+    return operator.lines.flatMap((line) => {
+      try {
+        const record = JSON.parse(line) as Record<string, unknown>;
+        return record.namespace === namespace && record.name === name ? [record] : [];
+      } catch {
+        return [];
+      }
+    });
+  }
+
+  const failedRequests = (name: string): Record<string, unknown>[] =>
+    records(name).filter((r) => r.msg === 'token request failed');
+
+  const failedLogins = (name: string): Record<string, unknown>[] =>
+    records(name).filter((r) => r.msg === 'login failed');
+
+  const decisions = (name: string): string[] =>
+    records(name)
+      .filter((r) => r.msg === 'chain decision')
+      .map((r) => String(r.action));
+
+  /**
+   * Makes the operator look at the connection again without lifting its backoff, and waits for its
+   * decisions: a finalizer of another controller, added and removed, wakes it (it reconciles on a
+   * change of finalizers), while neither the spec generation nor an input Secret changes.
+   */
+  async function poke(name: string): Promise<string[]> {
+    const before = decisions(name).length;
+    const object = { group: GROUP, version: VERSION, namespace, plural: PLURAL, name };
+    for (const on of [true, false]) {
+      const seen = decisions(name).length;
+      const current = (await custom.getNamespacedCustomObject(object)) as {
+        metadata: { finalizers?: string[]; resourceVersion?: string };
+      };
+      const others = (current.metadata.finalizers ?? []).filter((f) => f !== POKE_FINALIZER);
+      await custom.patchNamespacedCustomObject(
+        {
+          ...object,
+          body: {
+            metadata: {
+              resourceVersion: current.metadata.resourceVersion,
+              finalizers: on ? [...others, POKE_FINALIZER] : others,
+            },
+          },
+        },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+      );
+      await waitFor(`${name}: a decision after the poke`, () => decisions(name).length > seen, 30_000, 100);
+    }
+    return decisions(name).slice(before);
+  }
+
+  async function patchSpec(name: string, spec: Record<string, unknown>): Promise<void> {
+    await custom.patchNamespacedCustomObject(
+      { group: GROUP, version: VERSION, namespace, plural: PLURAL, name, body: { spec } },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+    );
+  }
+
+  /** The refresh token the operator holds for a connection (for the leak scan). */
+  async function storedRefreshToken(name: string): Promise<string | undefined> {
+    const secret = await core.readNamespacedSecret({
+      name: stateSecretName(namespace, name),
+      namespace: operatorNamespace,
+    });
+    const state = JSON.parse(Buffer.from(secret.data?.['state.json'] ?? '', 'base64').toString('utf8')) as {
+      refreshToken?: string;
+    };
+    return state.refreshToken;
+  }
+
+  /** What an API call at the simulator answers with the output Secret's values, sent as header and as cookie. */
+  async function apiStatuses(sim: FolioSimulator, data: Record<string, string>): Promise<number[]> {
+    const forms = [
+      { 'x-okapi-tenant': data['x-okapi-tenant'] ?? '', 'x-okapi-token': data['x-okapi-token'] ?? '' },
+      { 'x-okapi-tenant': data['x-okapi-tenant'] ?? '', cookie: data.cookie ?? '' },
+    ];
+    return Promise.all(
+      forms.map(async (headers) => {
+        const res = await fetch(`${sim.usersEndpoint}?limit=1`, { headers });
+        await res.arrayBuffer();
+        return res.status;
+      }),
+    );
+  }
+
+  describe.concurrent('chains', () => {
+    it('logs in once, then rotates 20 times: no error, no reuse, Ready throughout, every published token accepted', async ({
+      expect,
+    }) => {
+      // An Okapi URL with a path: the login, the refresh and the cookie paths move under it.
+      const sim = await simulator({ pathPrefix: '/okapi' });
+      const startedAt = Date.now();
+      await folioConnection(sim, 'rotating');
+      const polled: Status[] = [];
+      const published = new Map<string, number[]>();
+      let lastData: Record<string, string> | undefined;
+      const done = await waitFor(
+        'rotating: 20 rotations',
+        async () => {
+          const s = await status('rotating');
+          polled.push(s);
+          const data = await readSecretData(admin, namespace, 'rotating-token');
+          const token = data?.['x-okapi-token'];
+          if (data !== undefined && token !== undefined && !published.has(token)) {
+            secrets.push(token);
+            lastData = data;
+            published.set(token, await apiStatuses(sim, data));
+          }
+          return (s.rotations ?? 0) >= 20 ? s : undefined;
+        },
+        150_000,
+        100,
+      );
+      const stats = sim.stats();
+      console.log(
+        `folio rotation: ${String(done.rotations)} rotations in ${String(Date.now() - startedAt)} ms at timeScale ${String(SCALE)}; ` +
+          `${String(published.size)} tokens seen in the output Secret; stats ${JSON.stringify(stats)}`,
+      );
+      expect(stats).toMatchObject({
+        logins: 1,
+        failedLogins: 0,
+        reuses: 0,
+        refusedRefreshes: 0,
+        parseFailures: 0,
+      });
+      expect(stats.refreshes).toBeGreaterThanOrEqual(20);
+      expect(stats.refreshes, 'every refresh answer was stored').toBeLessThanOrEqual(
+        (done.rotations ?? 0) + 1,
+      );
+      expect(done.chainGeneration).toBe(1);
+      expect(failedRequests('rotating')).toEqual([]);
+      const firstReady = polled.findIndex(ready);
+      expect(firstReady).toBeGreaterThanOrEqual(0);
+      expect(
+        polled
+          .slice(firstReady)
+          .filter((s) => !ready(s))
+          .map((s) => condition(s, 'Ready')),
+      ).toEqual([]);
+      expect(polled.filter((s) => condition(s, 'Degraded')?.status === 'True')).toEqual([]);
+      expect(polled.filter((s) => condition(s, 'ChainBroken')?.status === 'True')).toEqual([]);
+      // What FOLIO clients send: every published token was accepted as x-okapi-token and as cookie.
+      expect(published.size).toBeGreaterThanOrEqual(10);
+      expect([...published.values()].filter((codes) => codes.some((c) => c !== 200))).toEqual([]);
+      const token = lastData?.['x-okapi-token'] ?? '';
+      expect(lastData).toEqual({
+        'x-okapi-token': token,
+        cookie: `folioAccessToken=${token}`,
+        'x-okapi-tenant': TENANT,
+        expires_at: expect.any(String) as string,
+      });
+    }, 180_000);
+
+    it('a chain revoked at FOLIO (as after a reuse) is RefreshTokenRejected, recovered by exactly one password login', async ({
+      expect,
+    }) => {
+      const sim = await simulator();
+      await folioConnection(sim, 'revoked');
+      await until('revoked', 'Ready after a rotation', (s) => ready(s) && (s.rotations ?? 0) >= 1);
+      const statuses = await StatusRecorder.start(admin, namespace, 'revoked');
+      const startedAt = Date.now();
+      expect(sim.revokeAll(USERNAME), 'live refresh tokens revoked').toBe(1);
+      const recovered = await until(
+        'revoked',
+        'a new chain that rotated',
+        (s) => (s.chainGeneration ?? 0) >= 2 && (s.rotations ?? 0) >= 2 && ready(s),
+      );
+      statuses.stop();
+      const stats = sim.stats();
+      console.log(
+        `folio revoked: chain ${String(recovered.chainGeneration)} with ${String(recovered.rotations)} rotations ` +
+          `${String(Date.now() - startedAt)} ms after the revocation; stats ${JSON.stringify(stats)}`,
+      );
+      expect(stats.logins, 'the first login and exactly one recovery login').toBe(2);
+      expect(stats.failedLogins).toBe(0);
+      // The revoked token was presented once (nothing else can tell the operator it was revoked);
+      // FOLIO counts that as a reuse. It was never presented again.
+      expect(stats).toMatchObject({ refusedRefreshes: 1, reuses: 1 });
+      const failed = failedRequests('revoked');
+      expect(failed.map((r) => [r.code, r.reason, r.httpStatus])).toEqual([
+        ['chain_broken', 'RefreshTokenRejected', 422],
+      ]);
+      const broken = statuses.with('ChainBroken', 'True').map((o) => condition(o.status, 'ChainBroken'));
+      expect(broken.length, 'a status with ChainBroken=True').toBeGreaterThan(0);
+      expect(new Set(broken.map((c) => c?.reason))).toEqual(new Set(['RefreshTokenRejected']));
+      expect(statuses.with('Recovering', 'True').length).toBeGreaterThan(0);
+      expect(condition(recovered, 'ChainBroken')?.status).toBe('False');
+      expect(recovered.loginAttempts?.length).toBe(1);
+      expect(recovered.lastRecoveryTime).toBeDefined();
+      const events = await core.listNamespacedEvent({ namespace });
+      const reasons = events.items.filter((e) => e.involvedObject.name === 'revoked').map((e) => e.reason);
+      expect(reasons).toEqual(expect.arrayContaining(['LoggedIn', 'ChainBroken', 'RecoveryLoginSucceeded']));
+    }, 120_000);
+
+    it('a refresh answer lost after FOLIO rotated: never presented again, the chain restarted by one login', async ({
+      expect,
+    }) => {
+      const sim = await simulator();
+      await folioConnection(sim, 'lost');
+      await until('lost', 'Ready after a rotation', (s) => ready(s) && (s.rotations ?? 0) >= 1);
+      const statuses = await StatusRecorder.start(admin, namespace, 'lost');
+      sim.faults.dropNext(1, '/authn/refresh');
+      const recovered = await until(
+        'lost',
+        'a new chain that rotated',
+        (s) => (s.chainGeneration ?? 0) >= 2 && (s.rotations ?? 0) >= 1 && ready(s),
+      );
+      statuses.stop();
+      const stats = sim.stats();
+      console.log(`folio lost answer: stats ${JSON.stringify(stats)}`);
+      // A second use of the consumed token would have revoked every refresh token of the user.
+      expect(stats).toMatchObject({ reuses: 0, refusedRefreshes: 0, revocations: 0, logins: 2 });
+      expect(failedRequests('lost').map((r) => [r.code, r.reason])).toEqual([['in_doubt', 'ResponseLost']]);
+      const broken = statuses.with('ChainBroken', 'True').map((o) => condition(o.status, 'ChainBroken'));
+      expect(broken.map((c) => c?.reason)).toContain('RefreshResponseLost');
+      expect(recovered.chainGeneration).toBe(2);
+      expect(recovered.loginAttempts?.length).toBe(1);
+      // The access token was valid throughout: Ready stayed True.
+      expect(statuses.observed.filter((o) => !ready(o.status))).toEqual([]);
+    }, 120_000);
+
+    it('a gateway outage (503) is transient: Degraded ProviderUnavailable, Ready kept, the chain intact', async ({
+      expect,
+    }) => {
+      // 30-minute access tokens (18 s): the retry 2 s after the failure is well before expiry.
+      const sim = await simulator({ tenants: { [TENANT]: { accessTokenSeconds: 1800 } } });
+      await folioConnection(sim, 'outage');
+      await until('outage', 'Ready', ready);
+      const statuses = await StatusRecorder.start(admin, namespace, 'outage');
+      sim.faults.failNext(1, 503, '/authn/refresh');
+      const after = await until(
+        'outage',
+        'a rotation after the outage',
+        (s) => (s.rotations ?? 0) >= 1 && ready(s),
+      );
+      statuses.stop();
+      const stats = sim.stats();
+      console.log(`folio outage: stats ${JSON.stringify(stats)}`);
+      const degraded = statuses.with('Degraded', 'True').map((o) => condition(o.status, 'Degraded'));
+      expect(degraded.map((c) => c?.reason)).toContain('ProviderUnavailable');
+      expect(failedRequests('outage').map((r) => [r.code, r.reason, r.httpStatus])).toEqual([
+        ['transient', 'ProviderUnavailable', 503],
+      ]);
+      expect(statuses.observed.filter((o) => !ready(o.status))).toEqual([]);
+      expect(statuses.with('ChainBroken', 'True')).toEqual([]);
+      expect(after.chainGeneration).toBe(1);
+      expect(stats).toMatchObject({ logins: 1, reuses: 0, refusedRefreshes: 0 });
+      expect(stats.refreshes).toBeGreaterThanOrEqual(1);
+    }, 120_000);
+
+    it('a wrong password: one attempt, Ready=False LoginFailed, nothing more until the password Secret changes', async ({
+      expect,
+    }) => {
+      const sim = await simulator();
+      await createSecret(admin, namespace, 'wrongpw-login', { username: USERNAME, password: wrongPassword });
+      await folioConnection(sim, 'wrongpw', { loginSecret: 'wrongpw-login' });
+      const failed = await until('wrongpw', 'Ready=False', (s) => condition(s, 'Ready')?.status === 'False');
+      expect(condition(failed, 'Ready')?.reason).toBe('LoginFailed');
+      expect(condition(failed, 'Ready')?.message).toContain('HTTP 422');
+      expect(sim.stats()).toMatchObject({ logins: 0, failedLogins: 1 });
+      expect(failedLogins('wrongpw').map((r) => [r.code, r.reason, r.httpStatus])).toEqual([
+        ['configuration', 'InvalidCredentials', 422],
+      ]);
+      // The operator looks again (its requeue, forced by a poke) and stays inside its backoff.
+      const poked = await poke('wrongpw');
+      expect(new Set(poked)).toEqual(new Set(['back-off']));
+      // A spec change lifts the backoff, not the block: the operator decides again and sends nothing.
+      await patchSpec('wrongpw', { refresh: { keepAlive: '1h' } });
+      const decided = await until(
+        'wrongpw',
+        'a status for the new generation',
+        (s) => s.observedGeneration === 2 && (s.failedAttempts ?? 0) >= 2,
+      );
+      expect(condition(decided, 'Ready')?.reason).toBe('LoginFailed');
+      expect(sim.stats()).toMatchObject({ logins: 0, failedLogins: 1 });
+      expect(sim.isActive(USERNAME), 'the account is not locked').toBe(true);
+      // The right password in the Secret: one login at the next look.
+      await core.replaceNamespacedSecret({
+        name: 'wrongpw-login',
+        namespace,
+        body: {
+          metadata: { name: 'wrongpw-login', namespace },
+          type: 'Opaque',
+          stringData: { username: USERNAME, password },
+        },
+      });
+      const afterFix = await poke('wrongpw');
+      const fixed = await until('wrongpw', 'Ready', ready);
+      console.log(
+        `folio wrong password: ${JSON.stringify(condition(failed, 'Ready'))}; decisions after a poke ${JSON.stringify(poked)}, ` +
+          `after the fix ${JSON.stringify(afterFix)}; stats ${JSON.stringify(sim.stats())}`,
+      );
+      expect(afterFix).toContain('start-chain');
+      expect(fixed.chainGeneration).toBe(1);
+      expect(sim.stats()).toMatchObject({ logins: 1, failedLogins: 1 });
+    }, 120_000);
+
+    it('a tenant the gateway does not know: Ready=False UnknownTenant, no login attempt', async ({
+      expect,
+    }) => {
+      const sim = await simulator();
+      await folioConnection(sim, 'tenant', { tenant: 'nosuch' });
+      const failed = await until('tenant', 'Ready=False', (s) => condition(s, 'Ready')?.status === 'False');
+      expect(condition(failed, 'Ready')?.reason).toBe('UnknownTenant');
+      expect(condition(failed, 'Degraded')?.reason).toBe('UnknownTenant');
+      expect(failedLogins('tenant').map((r) => [r.code, r.reason, r.httpStatus])).toEqual([
+        ['configuration', 'UnknownTenant', 400],
+      ]);
+      expect(sim.stats()).toMatchObject({ logins: 0, failedLogins: 0 });
+    });
+  });
+
+  it('leaks no secret value into logs, Events or status', async () => {
+    for (const name of ['rotating', 'revoked', 'lost', 'outage', 'wrongpw']) {
+      const token = await storedRefreshToken(name);
+      if (token !== undefined) secrets.push(token);
+    }
+    for (const sim of simulators) secrets.push(...sim.validRefreshTokens(USERNAME));
+    const hits = await findLeaks(secrets, {
+      lines: operator.lines,
+      kubeConfig: admin,
+      namespaces: [namespace],
+    });
+    expect(hits).toEqual([]);
+    expect(operator.lines.length).toBeGreaterThan(100);
+    console.log(
+      `folio leak scan: ${String(secrets.length)} secret values, ${String(operator.lines.length)} log lines`,
+    );
+  });
+});

@@ -19,6 +19,7 @@ import { KubeEventRecorder } from './observability/events.ts';
 import { createLogger, errorFields, type Logger } from './observability/log.ts';
 import { OperatorMetrics } from './observability/metrics.ts';
 import { OAuthClient } from './oauth/index.ts';
+import { PRESET_TABLES } from './providers/presets.ts';
 
 /**
  * How long past leaseDuration a leader's lease may go unrenewed before /healthz fails. A working
@@ -85,6 +86,19 @@ function serveHealth(
   });
 }
 
+/**
+ * Hosts the operator's own configuration names (every preset's endpoints, the exact entries of
+ * --allowed-hosts): the only values the metrics' `host` label may take, so a tenant cannot create
+ * series by naming hosts of its own.
+ */
+function configuredHosts(config: OperatorConfig): string[] {
+  const urls = Object.values(PRESET_TABLES).flatMap((table) =>
+    Object.values(table.regions ?? {}).flatMap((r) => [r.tokenURL, r.authorizationURL, r.revocationURL]),
+  );
+  const hosts = urls.flatMap((url) => (url === undefined ? [] : [new URL(url).host]));
+  return [...hosts, ...config.allowedHosts.filter((pattern) => !pattern.startsWith('*'))];
+}
+
 function splitAddress(address: string): [string | undefined, string] {
   const index = address.lastIndexOf(':');
   const host = address.slice(0, index);
@@ -113,7 +127,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
   const kc = loadKubeConfig(config);
   const core = kc.makeApiClient(k8s.CoreV1Api);
   const custom = kc.makeApiClient(k8s.CustomObjectsApi);
-  const metrics = new OperatorMetrics();
+  const metrics = new OperatorMetrics({ knownHosts: configuredHosts(config) });
   const controller = new Controller({
     kubeConfig: kc,
     clock,
@@ -122,6 +136,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     operatorNamespace: config.namespace,
     ...(config.watchNamespace ? { watchNamespace: config.watchNamespace } : {}),
     workers: config.workers,
+    maxInFlightPerNamespace: config.maxInFlightPerNamespace,
+    reconcileDeadlineMs: config.reconcileDeadlineMs,
   });
   const policy = {
     allowInsecureHttp: config.allowInsecureHttp,
@@ -136,11 +152,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       maxResponseBytes: config.maxResponseBytes,
       onRequest: (host, status, _durationMs, purpose) => {
         // Login pages are not token endpoint calls; the login's own outcome has its metric.
-        if (purpose !== 'login') metrics.tokenEndpointRequests.inc({ host, status: String(status) });
+        if (purpose !== 'login') metrics.countTokenEndpointRequest(host, status);
       },
     },
   });
-  const recovery = new RecoveryLogin({ oauth, clock });
+  const recovery = new RecoveryLogin({ oauth, clock, loginDeadlineMs: config.loginDeadlineMs });
   // Assigned below; the reconciler asks it whether this replica still leads.
   // eslint-disable-next-line prefer-const
   let elector: LeaderElector | undefined;
@@ -151,7 +167,13 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       state: new StateStore(core, config.namespace),
       output: new OutputSecretWriter(core),
       oauth,
-      hostLimiter: new HostLimiter(config.maxConcurrentPerHost),
+      // A key turned away by a busy host is woken (queued) when a slot is kept for it.
+      hostLimiter: new HostLimiter(config.maxConcurrentPerHost, {
+        clock,
+        wake: (key) => {
+          controller.queue.add(key);
+        },
+      }),
       recovery,
       events: new KubeEventRecorder(core, 'oauth-token-operator', clock, log),
       metrics,

@@ -152,6 +152,19 @@ export interface OAuthConnectionSpec {
     graceWindow?: string;
   };
   /**
+   * A token liveness probe - an authenticated GET, with the current access token, of an endpoint on the provider's API at an interval, so that a chain revoked from outside (an administrator, a second installation, a provider incident) is noticed within one interval rather than at the next scheduled refresh. A 401 answer leads to an immediate refresh attempt, below the provider's minInterval (the absolute floor between two token requests still holds), and on a broken chain to recovery. Every other answer leaves the chain alone. Each probe is an API call that counts against the provider's API budget (Exact Online - 5,000 a day per company). Absent - no probe.
+   */
+  probe?: {
+    /**
+     * The endpoint to GET with the access token as a Bearer token. Default - the preset's well-known endpoint (exact-online - /api/v1/current/Me on the token endpoint's host; keycloak - the userinfo endpoint from discovery). Subject to the same endpoint policy as the token endpoint.
+     */
+    url?: string;
+    /**
+     * How often to probe. Default - the preset's (exact-online 5m, 288 of the 5,000 API calls a day; others 1m). Never more often than the operator's --min-request-gap.
+     */
+    interval?: string;
+  };
+  /**
    * What to do when the chain breaks.
    */
   recovery?: {
@@ -250,7 +263,7 @@ export interface OAuthConnectionSpec {
      */
     secretName: string;
     /**
-     * Key names in the output Secret. An empty string leaves that item out.
+     * Key names in the output Secret. An empty string leaves that item out. Each key is a Secret data key (letters, digits, '-', '_', '.'; not '.', '..' or __proto__, constructor, prototype) and no two items may share one.
      * Default: {}.
      */
     keys?: {
@@ -288,11 +301,11 @@ export interface OAuthConnectionSpec {
       template: string;
     }[];
     /**
-     * Labels added to the output Secret.
+     * Labels added to the output Secret. Keys and values follow Kubernetes' label rules; app.kubernetes.io/managed-by and keys under token-operator.dev/ are the operator's.
      */
     labels?: Record<string, string>;
     /**
-     * Annotations added to the output Secret (for example for reloaders).
+     * Annotations added to the output Secret (for example for reloaders). Keys follow Kubernetes' rules; app.kubernetes.io/managed-by and keys under token-operator.dev/ are the operator's.
      */
     annotations?: Record<string, string>;
   };

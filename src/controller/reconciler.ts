@@ -13,6 +13,7 @@ import { isTokenError, type OAuthClient } from '../oauth/index.ts';
 import type { EventRecorder } from '../observability/events.ts';
 import { errorFields, type Logger } from '../observability/log.ts';
 import type { OperatorMetrics } from '../observability/metrics.ts';
+import { ProbeSchedule } from './chain/probe-schedule.ts';
 import { ChainEngine } from './chain/engine.ts';
 import { ChainHandle } from './chain/handle.ts';
 import { failureOf } from './failures.ts';
@@ -84,6 +85,7 @@ const CONFLICT_REQUEUE_MS = 1_000;
 export class Reconciler {
   private readonly deps: ReconcilerDeps;
   private readonly options: ReconcilerOptions;
+  private readonly probes = new ProbeSchedule();
 
   constructor(deps: ReconcilerDeps, options: ReconcilerOptions) {
     this.deps = deps;
@@ -162,6 +164,7 @@ export class Reconciler {
       minRequestGapMs: this.options.minRequestGapMs ?? DEFAULT_MIN_REQUEST_GAP_MS,
       log,
       signal,
+      probes: this.probes,
       ...(this.options.faults?.crashAfterTokenResponse === true ? { crashAfterTokenResponse: true } : {}),
     });
     try {
@@ -254,6 +257,7 @@ export class Reconciler {
       (connection.metadata.finalizers ?? []).filter((f) => f !== FINALIZER),
     );
     await this.deps.metrics.forgetConnection(namespace, name);
+    this.probes.forget(connection.metadata.uid ?? '');
     return {};
   }
 

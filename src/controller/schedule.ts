@@ -18,6 +18,8 @@ export interface ScheduleInput extends RefreshTiming {
   issuedAtMs: number;
   /** When the current access token expires. */
   expiresAtMs: number;
+  /** When the refresh token expires, when the provider said (refresh_expires_in: Keycloak, Concur). */
+  refreshExpiresAtMs?: number;
   /** A number in [0, 1) that spreads refreshes out; tests pass a fixed one. */
   jitter: number;
 }
@@ -44,8 +46,9 @@ export function refreshMargin(
 }
 
 /**
- * due = max(issuedAt + minInterval, expiresAt − margin − jitter), pulled earlier by keepAlive, and
- * never before the provider floor allows.
+ * due = max(issuedAt + minInterval, expiresAt − margin − jitter), pulled earlier by keepAlive and by
+ * the refresh token's own expiry (at two thirds of its life: Keycloak's session idle ends a chain
+ * whose access tokens outlive it), and never before the provider floor allows.
  */
 export function nextRefreshAt(input: ScheduleInput): number {
   const lifetime = Math.max(0, input.expiresAtMs - input.issuedAtMs);
@@ -54,6 +57,9 @@ export function nextRefreshAt(input: ScheduleInput): number {
   const floor = input.issuedAtMs + input.minIntervalMs;
   let due = input.expiresAtMs - margin - jitter;
   if (input.keepAliveMs !== undefined) due = Math.min(due, input.issuedAtMs + input.keepAliveMs);
+  if (input.refreshExpiresAtMs !== undefined) {
+    due = Math.min(due, input.issuedAtMs + ((input.refreshExpiresAtMs - input.issuedAtMs) * 2) / 3);
+  }
   return Math.max(due, floor);
 }
 

@@ -17,6 +17,7 @@ export interface DiscoveredMetadata {
   authorizationEndpoint?: string;
   revocationEndpoint?: string;
   introspectionEndpoint?: string;
+  userinfoEndpoint?: string;
 }
 
 function discoveryFailure(err: unknown, exchange: Exchange, host: string, nowMs: number): TokenError {
@@ -80,6 +81,7 @@ async function discover(transport: Transport, issuerURL: string, nowMs: number):
       found.revocationEndpoint = metadata.revocation_endpoint;
     if (typeof metadata.introspection_endpoint === 'string')
       found.introspectionEndpoint = metadata.introspection_endpoint;
+    if (typeof metadata.userinfo_endpoint === 'string') found.userinfoEndpoint = metadata.userinfo_endpoint;
     return found;
   } catch (err) {
     throw discoveryFailure(err, exchange, issuer.hostname, nowMs);

@@ -54,6 +54,8 @@ export async function resolveEndpoints(
   if (discovered?.introspectionEndpoint !== undefined) {
     endpoints.introspectionEndpoint = discovered.introspectionEndpoint;
   }
+  // OIDC userinfo: the Keycloak preset's default for the token liveness probe.
+  if (discovered?.userinfoEndpoint !== undefined) endpoints.userinfoEndpoint = discovered.userinfoEndpoint;
   if (discovered !== undefined) endpoints.issuer = discovered.issuer;
   return endpoints;
 }

@@ -2,11 +2,36 @@
 // namespace and name, and are removed when the connection is deleted. Also the names that existing
 // controller dashboards expect (workqueue_*, controller_runtime_reconcile_total,
 // leader_election_master_status).
+//
+// Label values tenants choose would let a tenant create series at will (a connection per made-up
+// host name), and every series costs memory here and in Prometheus. So the only labels whose values
+// come from a connection are `namespace` and `name` (one series set per connection, removed with
+// it); the token endpoint `host` is a label value only when the operator's own configuration names
+// it (a preset's hosts, --allowed-hosts), and every other host counts as "other".
+import { STATUS_CODES } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { WorkQueueMetrics } from '../kube/workqueue.ts';
 
 const PREFIX = 'oauth_token_operator_';
 export const CONTROLLER_NAME = 'oauthconnection';
+/** The `host` label of requests to a host the operator's configuration does not name. */
+export const OTHER_HOST_LABEL = 'other';
+
+export interface MetricsOptions {
+  /** Default true: the process metrics of prom-client. */
+  defaultMetrics?: boolean;
+  /**
+   * Hosts (host[:port], as a URL's host) that may appear as the `host` label: those the operator's
+   * configuration names, never a connection. Others are counted as OTHER_HOST_LABEL.
+   */
+  knownHosts?: Iterable<string>;
+}
+
+/** An HTTP status as a label: the registered codes, 'error' for no answer, 'other' for anything else. */
+export function statusLabel(status: number | 'error'): string {
+  if (status === 'error') return 'error';
+  return STATUS_CODES[status] !== undefined ? String(status) : 'other';
+}
 
 export class OperatorMetrics {
   readonly registry = new Registry();
@@ -53,6 +78,12 @@ export class OperatorMetrics {
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
     registers: [this.registry],
   });
+  readonly probes = new Counter({
+    name: `${PREFIX}probes_total`,
+    help: 'Token liveness probes (spec.probe) by verdict: accepted, rejected (401) or inconclusive.',
+    labelNames: ['namespace', 'name', 'verdict'],
+    registers: [this.registry],
+  });
   readonly recoveryLogins = new Counter({
     name: `${PREFIX}recovery_logins_total`,
     help: 'Recovery logins by result.',
@@ -73,7 +104,7 @@ export class OperatorMetrics {
   });
   readonly tokenEndpointRequests = new Counter({
     name: `${PREFIX}token_endpoint_requests_total`,
-    help: 'Requests to token endpoints by host and HTTP status (or error).',
+    help: 'Requests to token endpoints by HTTP status (or error), and by host where the operator configuration names the host ("other" otherwise).',
     labelNames: ['host', 'status'],
     registers: [this.registry],
   });
@@ -140,8 +171,22 @@ export class OperatorMetrics {
     registers: [this.registry],
   });
 
-  constructor(options: { defaultMetrics?: boolean } = {}) {
+  private readonly knownHosts: ReadonlySet<string>;
+
+  constructor(options: MetricsOptions = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+    this.knownHosts = new Set([...(options.knownHosts ?? [])].map((h) => h.toLowerCase()));
+  }
+
+  /** The `host` label for a request to `host`: itself when configured, else OTHER_HOST_LABEL. */
+  hostLabel(host: string): string {
+    const lower = host.toLowerCase();
+    return this.knownHosts.has(lower) ? lower : OTHER_HOST_LABEL;
+  }
+
+  /** Counts one request to a token endpoint (discovery, token, revocation, introspection). */
+  countTokenEndpointRequest(host: string, status: number | 'error'): void {
+    this.tokenEndpointRequests.inc({ host: this.hostLabel(host), status: statusLabel(status) });
   }
 
   readonly workQueue: WorkQueueMetrics = {
@@ -188,6 +233,7 @@ export class OperatorMetrics {
       this.lastSuccess,
       this.ready,
       this.refreshes,
+      this.probes,
       this.recoveryLogins,
       this.chainBroken,
       this.tokensLost,

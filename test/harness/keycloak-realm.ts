@@ -93,31 +93,141 @@ export function buildRealm(options: RealmOptions = {}): Record<string, unknown> 
       },
     ],
     users: [
-      {
-        username: TEST_USERNAME,
-        enabled: true,
-        email: `${TEST_USERNAME}@example.test`,
-        emailVerified: true,
-        firstName: 'Alice',
-        lastName: 'Operator',
-        requiredActions: [],
-        credentials: [
-          { type: 'password', value: TEST_PASSWORD, temporary: false },
-          {
-            type: 'otp',
-            userLabel: 'test authenticator',
-            secretData: JSON.stringify({ value: TEST_TOTP_RAW_SECRET }),
-            credentialData: JSON.stringify({
-              subType: 'totp',
-              digits: 6,
-              counter: 0,
-              period: 30,
-              algorithm: 'HmacSHA1',
-            }),
-          },
-        ],
-      },
+      realmUser({ username: TEST_USERNAME, password: TEST_PASSWORD, totpRawSecret: TEST_TOTP_RAW_SECRET }),
     ],
     ...options.overrides,
   };
+}
+
+export interface RealmUserOptions {
+  username: string;
+  password: string;
+  /** The OTP seed Keycloak stores (see TEST_TOTP_RAW_SECRET); without one the password alone logs in. */
+  totpRawSecret?: string;
+  /**
+   * Realm roles. A user from a realm import gets no default roles, and offline tokens need the
+   * `offline_access` role ("Offline tokens not allowed for the user or client" without it).
+   */
+  realmRoles?: string[];
+}
+
+/** A user representation for a realm import (`users` of buildRealm's result, or its overrides). */
+export function realmUser(options: RealmUserOptions): Record<string, unknown> {
+  const credentials: Record<string, unknown>[] = [
+    { type: 'password', value: options.password, temporary: false },
+  ];
+  if (options.totpRawSecret !== undefined) {
+    credentials.push({
+      type: 'otp',
+      userLabel: 'test authenticator',
+      secretData: JSON.stringify({ value: options.totpRawSecret }),
+      credentialData: JSON.stringify({
+        subType: 'totp',
+        digits: 6,
+        counter: 0,
+        period: 30,
+        algorithm: 'HmacSHA1',
+      }),
+    });
+  }
+  return {
+    username: options.username,
+    enabled: true,
+    email: `${options.username}@example.test`,
+    emailVerified: true,
+    firstName: 'Alice',
+    lastName: 'Operator',
+    requiredActions: [],
+    ...(options.realmRoles !== undefined ? { realmRoles: options.realmRoles } : {}),
+    credentials,
+  };
+}
+
+// Realm administration through Keycloak's Admin REST API
+// (https://www.keycloak.org/docs-api/latest/rest-api/index.html), for tests that give each case a realm
+// of its own (its own lifetimes and session limits) on one running server.
+
+/** What the admin helpers need of a running server (test/harness/keycloak.ts's KeycloakServer). */
+export interface KeycloakAdminTarget {
+  baseURL: string;
+  adminToken(): Promise<string>;
+}
+
+/** Calls `${baseURL}/admin/realms${path}`; throws unless the status is 2xx. Returns the parsed body. */
+export async function adminRequest<T = unknown>(
+  server: KeycloakAdminTarget,
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE',
+  path: string,
+  body?: unknown,
+): Promise<T> {
+  const response = await fetch(`${server.baseURL}/admin/realms${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${await server.adminToken()}`,
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+    },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`Keycloak admin ${method} ${path}: HTTP ${response.status} ${text}`);
+  return (text === '' ? undefined : JSON.parse(text)) as T;
+}
+
+/** Imports a realm (buildRealm's result) into a running server; returns its issuer. */
+export async function createRealm(
+  server: KeycloakAdminTarget,
+  realm: Record<string, unknown>,
+): Promise<string> {
+  await adminRequest(server, 'POST', '', realm);
+  return `${server.baseURL}/realms/${String(realm.realm)}`;
+}
+
+/** Changes realm settings (e.g. `offlineSessionIdleTimeout`); fields not named keep their value. */
+export async function updateRealm(
+  server: KeycloakAdminTarget,
+  realm: string,
+  fields: Record<string, unknown>,
+): Promise<void> {
+  const current = await adminRequest<Record<string, unknown>>(server, 'GET', `/${realm}`);
+  await adminRequest(server, 'PUT', `/${realm}`, { ...current, ...fields });
+}
+
+/** The id of a user of the realm, by exact username. */
+export async function userId(server: KeycloakAdminTarget, realm: string, username: string): Promise<string> {
+  const users = await adminRequest<{ id: string }[]>(
+    server,
+    'GET',
+    `/${realm}/users?username=${encodeURIComponent(username)}&exact=true`,
+  );
+  const id = users[0]?.id;
+  if (id === undefined) throw new Error(`no user ${username} in realm ${realm}`);
+  return id;
+}
+
+/** Realm settings that make Keycloak store the events of token requests and logins. */
+export const TOKEN_EVENTS = {
+  eventsEnabled: true,
+  enabledEventTypes: [
+    'LOGIN',
+    'LOGIN_ERROR',
+    'CODE_TO_TOKEN',
+    'CODE_TO_TOKEN_ERROR',
+    'REFRESH_TOKEN',
+    'REFRESH_TOKEN_ERROR',
+  ],
+} as const;
+
+/** A stored Keycloak event (GET /admin/realms/{realm}/events). */
+export interface KeycloakEvent {
+  time: number;
+  type: string;
+  sessionId?: string;
+  error?: string;
+  details?: Record<string, string>;
+}
+
+/** Every stored event of the realm, oldest first (the realm needs TOKEN_EVENTS). */
+export async function realmEvents(server: KeycloakAdminTarget, realm: string): Promise<KeycloakEvent[]> {
+  const events = await adminRequest<KeycloakEvent[]>(server, 'GET', `/${realm}/events?first=0&max=10000`);
+  return events.sort((a, b) => a.time - b.time);
 }

@@ -12,12 +12,15 @@
 //   company logins add refresh_expires_in (epoch seconds), user logins on option.
 // - The refresh token is usually returned unchanged (option rotateRefreshToken: a new one, and the
 //   old one is then refused). It expires six months after its last use: a refresh keeps it alive.
+// - Access tokens live an hour (option accessTokenLifetimeHours: another lifetime, for tests that
+//   need a keep-alive refresh to be the only one due before the refresh token expires).
 // - Tokens are refreshed at the principal's geolocation. Another geolocation answers code 16 "user
 //   lives elsewhere" naming the right one; moveUser() relocates the principal mid-chain.
 // - Errors: {"code":n,"error":…,"error_description":…,"geolocation":…} with the codes and texts of
 //   the documentation's table. Which HTTP status a code gets (400/401/403/404) is not documented:
 //   statusByCode chooses, with 400 by default, 401 for client authentication and 403 for a company
-//   not enabled for the app.
+//   not enabled for the app. Whether every error body names a geolocation is not confirmed either
+//   (option errorGeolocation: false leaves it out).
 // - DELETE /app-mgmt/v0/connections with the access token revokes the principal's refresh tokens.
 // - Every answer carries a concur-correlationid header.
 //
@@ -115,6 +118,14 @@ export interface ConcurBehaviour {
   refreshExpiresInForUsers?: boolean;
   /** HTTP status per error code; the rest 400 (53: 403; 61, 64: 401). */
   statusByCode?: Partial<Record<ConcurErrorCode, ConcurErrorStatus>>;
+  /** false: error bodies carry no geolocation, code 16 included. Default true. */
+  errorGeolocation?: boolean;
+  /**
+   * Lifetime of the access tokens issued from now on, in provider hours (compressed by timeScale
+   * like every provider duration). Default 1, Concur's. A test device: a lifetime above the refresh
+   * token's six months makes a keep-alive refresh the only one due before the refresh token expires.
+   */
+  accessTokenLifetimeHours?: number;
 }
 
 export type ConcurSimulatorOptions = ConcurIdentity & ConcurBehaviour & SimTimeOptions;
@@ -132,6 +143,21 @@ export interface ConcurStats {
 
 export type RefreshTokenState = 'valid' | 'expired' | 'revoked' | 'unknown';
 
+/** One request to the token endpoint, as the simulator answered it. */
+export interface ConcurTokenRequest {
+  /** Clock ms when it arrived. */
+  at: number;
+  /** The geolocation (name) that received it. */
+  geolocation: string;
+  /** The grant_type parameter as sent. */
+  grantType: string;
+  status: number;
+  /** The error code of an error answer. */
+  code?: number;
+  /** A refresh answered with a refresh token other than the one presented. */
+  rotated?: boolean;
+}
+
 export interface ConcurSimulator extends Readonly<SimCredentials> {
   /** Origin (http://127.0.0.1:port) per geolocation name. */
   readonly geolocations: Readonly<Record<string, string>>;
@@ -146,6 +172,13 @@ export interface ConcurSimulator extends Readonly<SimCredentials> {
   moveUser(geolocation: string): void;
   /** The refresh token last returned to a principal. */
   currentRefreshToken(principal?: ConcurPrincipal): string | undefined;
+  /**
+   * Starts a chain for a principal as a login long ago would have (no request, nothing counted):
+   * its refresh token, to seed a client with.
+   */
+  seedChain(principal?: ConcurPrincipal): string;
+  /** Every token endpoint request so far, in order of arrival (injected gateway errors excluded). */
+  tokenRequests(): ConcurTokenRequest[];
   refreshTokenState(refreshToken: string): RefreshTokenState;
   refreshTokenExpiresAt(refreshToken: string): number | undefined;
   /** Revokes every refresh token of a principal; returns how many were live. */
@@ -192,6 +225,7 @@ export async function startConcurSimulator(initial: ConcurSimulatorOptions = {})
     lastRefreshAt: undefined,
   };
   const refreshTokens = new Map<string, RefreshGrant>();
+  const requests: ConcurTokenRequest[] = [];
   const current = new Map<ConcurPrincipal, string>();
   const accessTokens = new Map<string, { principal: ConcurPrincipal; expiresAt: number }>();
   const origins: Record<string, string> = {};
@@ -205,7 +239,7 @@ export async function startConcurSimulator(initial: ConcurSimulatorOptions = {})
       code,
       error: err,
       error_description: description,
-      geolocation: originOf(geolocation),
+      ...(opts.errorGeolocation === false ? {} : { geolocation: originOf(geolocation) }),
     });
   };
 
@@ -227,7 +261,11 @@ export async function startConcurSimulator(initial: ConcurSimulatorOptions = {})
     const now = time.now();
     const grant = refreshTokens.get(refreshToken);
     const accessToken = randomToken(64);
-    const accessLifetime = time.scaled(ACCESS_TOKEN_LIFETIME);
+    const accessLifetime = time.scaled(
+      opts.accessTokenLifetimeHours !== undefined
+        ? opts.accessTokenLifetimeHours * HOUR
+        : ACCESS_TOKEN_LIFETIME,
+    );
     accessTokens.set(accessToken, { principal, expiresAt: now + accessLifetime });
     const iat = Math.floor(now / 1000);
     const issuer = originOf(home);
@@ -352,14 +390,34 @@ export async function startConcurSimulator(initial: ConcurSimulatorOptions = {})
     return live;
   };
 
+  /** What the request log keeps of one token request: no token, no secret. */
+  const requestRecord = (req: SimRequest, here: string, at: number, reply: Reply): ConcurTokenRequest => {
+    const form = isFormPost(req) ? formOf(req) : new URLSearchParams();
+    const record: ConcurTokenRequest = {
+      at,
+      geolocation: here,
+      grantType: form.get('grant_type') ?? '',
+      status: reply.status,
+    };
+    const body = JSON.parse(reply.body ?? '{}') as { code?: unknown; refresh_token?: unknown };
+    if (typeof body.code === 'number') record.code = body.code;
+    if (record.grantType === 'refresh_token' && reply.status === 200) {
+      record.rotated = body.refresh_token !== form.get('refresh_token');
+    }
+    return record;
+  };
+
   const handlerFor =
     (here: string) =>
     (req: SimRequest): Reply => {
       stats.requestsByGeolocation[here] = (stats.requestsByGeolocation[here] ?? 0) + 1;
       const path = req.url.pathname;
       let reply: Reply;
-      if (path === CONCUR_TOKEN_PATH && req.method === 'POST') reply = tokenEndpoint(req, here);
-      else if (path === CONCUR_CONNECTIONS_PATH && req.method === 'DELETE') reply = revokeConnections(req);
+      if (path === CONCUR_TOKEN_PATH && req.method === 'POST') {
+        const at = time.now();
+        reply = tokenEndpoint(req, here);
+        requests.push(requestRecord(req, here, at, reply));
+      } else if (path === CONCUR_CONNECTIONS_PATH && req.method === 'DELETE') reply = revokeConnections(req);
       else reply = jsonReply(404, { error: 'not_found' });
       return { ...reply, headers: { ...reply.headers, 'concur-correlationid': randomUUID() } };
     };
@@ -390,6 +448,8 @@ export async function startConcurSimulator(initial: ConcurSimulatorOptions = {})
       home = checkName(name);
     },
     currentRefreshToken: (principal = 'user') => current.get(principal),
+    seedChain: (principal = 'user') => newRefreshToken(principal),
+    tokenRequests: () => requests.map((r) => ({ ...r })),
     refreshTokenState: (token) => stateOf(refreshTokens.get(token)),
     refreshTokenExpiresAt: (token) => refreshTokens.get(token)?.expiresAt,
     revoke: (principal = 'user') => revokeAll(principal),

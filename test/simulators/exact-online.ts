@@ -31,8 +31,9 @@
 //   (response_type=token, no refresh token). Exact's field names are not public: this simulator
 //   picks its own and takes others as options. Codes live 3 minutes and are single use; PKCE (S256
 //   or plain) is optional.
-// - GET /api/v1/current/Me: authenticated by the access token (401 when unknown or expired); it
-//   counts towards the API limits and marks the token's generation as used.
+// - GET /api/v1/current/Me: authenticated by the access token (401 when unknown, expired or of a
+//   revoked chain: option revokeEndsAccessTokens); it counts towards the API limits and marks the
+//   token's generation as used.
 //
 // Every provider duration is compressed by timeScale and judged on an injectable clock; the TOTP
 // step is not (an authenticator's codes would not match).
@@ -115,6 +116,11 @@ export interface ExactOnlineBehaviour {
   tooEarlyKillsChain?: boolean;
   /** Status of answers to a blocked app key (not documented by Exact). Default 429. */
   blockedStatus?: 401 | 429;
+  /**
+   * Whether the access tokens of a revoked chain stop working at the API at once (an app whose
+   * access was revoked; how fast Exact applies it is not documented). Default true.
+   */
+  revokeEndsAccessTokens?: boolean;
   /** Lifetime of an unused refresh token, in provider days (30; it used to be 180). */
   refreshTokenLifetimeDays?: number;
   limits?: Partial<ExactLimits>;
@@ -480,7 +486,8 @@ export async function startExactOnlineSimulator(
     const key = `api|${grant.clientId}`;
     const refused = blockedAnswer(key);
     if (refused !== undefined) return refused;
-    if (time.now() >= grant.expiresAt) {
+    const revoked = grant.generation?.chain.revoked === true && opts.revokeEndsAccessTokens !== false;
+    if (revoked || time.now() >= grant.expiresAt) {
       noteError(key, 401);
       return textReply(401, 'Unauthorized', { 'WWW-Authenticate': 'Bearer' });
     }

@@ -105,6 +105,14 @@ const claim = (holder: string, ageMs: number) => ({
 });
 
 const login = { flow: 'code' as const, credentialsVersion: 'creds-1' };
+const anyText = expect.any(String) as string;
+/** A connection of a preset whose password starts a chain (FOLIO). */
+const passwordChain = {
+  grant: 'password',
+  seed: undefined,
+  passwordVersion: 'pw-1',
+  passwordStartsChain: true,
+} as const;
 const due = chain({ issuedAtMs: NOW - 9 * MIN, accessTokenExpiresAtMs: NOW + MIN });
 
 interface Row {
@@ -112,6 +120,8 @@ interface Row {
   input: ChainInput;
   expect: Partial<Action> & { kind: Action['kind'] };
   reason?: string;
+  /** When a 'fail' asks to be looked at again. */
+  recheckAtMs?: number;
 }
 
 const rows: Row[] = [
@@ -293,6 +303,69 @@ const rows: Row[] = [
     input: input({ state: chain({ claim: claim(ME, 40_000) }), introspection: 'unknown' }),
     expect: { kind: 'mark-broken', reason: 'RefreshResponseLost' },
   },
+  // The refresh token's own expiry and keepAlive cap the lifetime/10 loop guard.
+  {
+    name: 'a day-long access token with a 30 min refresh-token life is refreshed before the refresh token dies',
+    input: input({
+      state: chain({
+        issuedAtMs: NOW - 25 * MIN,
+        accessTokenExpiresAtMs: NOW + 24 * 60 * MIN,
+        refreshTokenExpiresAtMs: NOW + 5 * MIN,
+      }),
+    }),
+    expect: { kind: 'refresh' },
+  },
+  {
+    name: 'keepAlive below a tenth of the access-token lifetime still decides',
+    input: input({
+      state: chain({ issuedAtMs: NOW - 11 * MIN, accessTokenExpiresAtMs: NOW + 24 * 60 * MIN }),
+      timing: timing({ keepAliveMs: 10 * MIN }),
+    }),
+    expect: { kind: 'refresh' },
+  },
+  // The token liveness probe (spec.probe).
+  {
+    name: 'probe: a good token whose probe is due is probed first',
+    input: input({ probe: { nextAtMs: NOW - 1 } }),
+    expect: { kind: 'probe' },
+  },
+  {
+    name: 'probe: a good token whose probe is not due is published, looked at again at the probe',
+    input: input({ probe: { nextAtMs: NOW + 30_000 } }),
+    expect: { kind: 'publish', dueAtMs: NOW + 30_000 },
+  },
+  {
+    name: 'probe: accepted: published, looked at again at the next probe or the refresh, whichever is first',
+    input: input({ probe: { nextAtMs: NOW + 2_000, verdict: 'accepted' } }),
+    expect: { kind: 'publish', dueAtMs: NOW + 2_000 },
+  },
+  {
+    name: 'probe: rejected (401): the token is refreshed at once, below the provider floor',
+    input: input({
+      state: chain({ issuedAtMs: NOW - 20_000 }),
+      timing: timing({ minIntervalMs: 570_000 }),
+      probe: { nextAtMs: NOW + MIN, verdict: 'rejected' },
+    }),
+    expect: { kind: 'refresh' },
+  },
+  {
+    name: 'probe: rejected, but the absolute gap since the last request still holds',
+    input: input({
+      state: chain({ issuedAtMs: NOW - 2_000 }),
+      probe: { nextAtMs: NOW + MIN, verdict: 'rejected' },
+    }),
+    expect: { kind: 'back-off', untilMs: NOW - 2_000 + 10_000 },
+  },
+  {
+    name: 'probe: rejected while failing: the backoff still holds',
+    input: input({ status: failing(NOW + MIN), probe: { nextAtMs: NOW + MIN, verdict: 'rejected' } }),
+    expect: { kind: 'back-off', untilMs: NOW + MIN },
+  },
+  {
+    name: 'probe: inconclusive: published as if accepted',
+    input: input({ probe: { nextAtMs: NOW + MIN, verdict: 'inconclusive' } }),
+    expect: { kind: 'publish' },
+  },
   // Exact Online: a lost answer's token stays usable until its never-seen successor is used.
   ...(() => {
     const exact = timing({ reusableUntilSuccessorUsed: true, minIntervalMs: 570_000 });
@@ -304,13 +377,15 @@ const rows: Row[] = [
       {
         name: "Exact: a dead replica's lost answer waits for the floor, then presents the same token, never settles or breaks",
         input: input({ state: lost('replica-b', 200_000, -MIN), timing: exact }),
-        expect: { kind: 'fail', failure: expect.objectContaining({ recheckAtMs: retryAt(200_000) }) },
+        expect: { kind: 'fail' },
+        recheckAtMs: retryAt(200_000),
         reason: 'RefreshResponseLost',
       },
       {
         name: 'Exact: while the old access token is still valid, look again when it expires (Ready turns False on time)',
         input: input({ state: lost(ME, 40_000, 20_000), timing: exact }),
-        expect: { kind: 'fail', failure: expect.objectContaining({ recheckAtMs: NOW + 20_000 }) },
+        expect: { kind: 'fail' },
+        recheckAtMs: NOW + 20_000,
         reason: 'RefreshResponseLost',
       },
       {
@@ -331,7 +406,8 @@ const rows: Row[] = [
           login: { ...login, maxAttemptsPerHour: 1 },
           status: { ...recorded(chain()), loginAttempts: [iso(NOW - MIN)] },
         }),
-        expect: { kind: 'fail', failure: expect.objectContaining({ recheckAtMs: retryAt(200_000) }) },
+        expect: { kind: 'fail' },
+        recheckAtMs: retryAt(200_000),
         reason: 'RefreshResponseLost',
       },
       {
@@ -498,6 +574,90 @@ const rows: Row[] = [
     }),
     expect: { kind: 'refresh' },
   },
+  // A password that starts a chain (FOLIO): one login starts it, refreshes rotate it, and a broken or
+  // lost chain is started again by one login, never with a rejected password.
+  {
+    name: 'a password chain without a refresh token starts one by logging in',
+    input: input({ ...passwordChain, state: undefined, status: {} }),
+    expect: {
+      kind: 'start-chain',
+      why: { kind: 'chain_broken', reason: 'NoRefreshToken', message: anyText },
+    },
+  },
+  {
+    name: 'a password chain with a good token publishes',
+    input: input({ ...passwordChain }),
+    expect: { kind: 'publish' },
+  },
+  {
+    name: 'a password chain with a due token refreshes (its refresh token, not the password)',
+    input: input({ ...passwordChain, state: due, status: recorded(due) }),
+    expect: { kind: 'refresh' },
+  },
+  {
+    name: 'a broken password chain logs in to start a new one',
+    input: input({
+      ...passwordChain,
+      state: chain({ broken: { reason: 'RefreshTokenRejected', atMs: NOW } }),
+    }),
+    expect: {
+      kind: 'start-chain',
+      why: { kind: 'chain_broken', reason: 'RefreshTokenRejected', message: anyText },
+    },
+  },
+  {
+    name: 'a broken password chain whose password was rejected makes no attempt',
+    input: input({
+      ...passwordChain,
+      state: chain({ broken: { reason: 'RefreshTokenRejected', atMs: NOW } }),
+      status: { ...recorded(chain()), loginBlockedCredentials: 'pw-1' },
+    }),
+    expect: { kind: 'fail' },
+    reason: 'LoginFailed',
+  },
+  {
+    name: 'a broken password chain inside a backoff waits for it',
+    input: input({
+      ...passwordChain,
+      state: chain({ broken: { reason: 'RefreshTokenRejected', atMs: NOW } }),
+      status: failing(NOW + 5 * MIN),
+    }),
+    expect: { kind: 'back-off' },
+  },
+  {
+    name: 'a password chain whose state went back in time logs in, never presenting the old token',
+    input: input({
+      ...passwordChain,
+      state: chain({ rotations: 0, refreshToken: 'restored' }),
+      status: recorded(chain()),
+    }),
+    expect: { kind: 'start-chain', why: { kind: 'chain_broken', reason: 'StateLost', message: anyText } },
+  },
+  {
+    name: 'a password chain refresh whose answer was lost is settled, not presented again',
+    input: input({ ...passwordChain, state: chain({ claim: claim(ME, 2 * MIN) }) }),
+    expect: { kind: 'settle' },
+  },
+  {
+    name: 'a password chain refresh lost beyond settling breaks the chain',
+    input: input({ ...passwordChain, state: chain({ claim: claim(ME, 2 * MIN) }), introspection: 'unknown' }),
+    expect: { kind: 'mark-broken' },
+    reason: 'RefreshResponseLost',
+  },
+  {
+    name: 'a password chain login cut off by a crash is void: log in again',
+    input: input({
+      ...passwordChain,
+      state: {
+        connectionUID: UID,
+        chainGeneration: 0,
+        rotations: 0,
+        claim: { ...claim(ME, 2 * MIN), presented: undefined },
+      },
+      status: {},
+    }),
+    expect: { kind: 'start-chain' },
+  },
   // Schedule, backoff, hot loops.
   {
     name: 'a good token not yet due is published, nothing requested',
@@ -564,12 +724,12 @@ const rows: Row[] = [
     expect: { kind: 'publish', dueAtMs: NOW - 5_000 + 10_000 },
   },
   {
-    name: 'hot loop: keepAlive 0 still waits the minimum gap',
+    name: 'hot loop: keepAlive 0 still waits a minute (the smallest keepAlive the CRD allows)',
     input: input({
       state: chain({ issuedAtMs: NOW - 5_000, accessTokenExpiresAtMs: NOW + 3_595_000 }),
       timing: timing({ keepAliveMs: 0 }),
     }),
-    expect: { kind: 'publish', dueAtMs: NOW - 5_000 + 360_000 },
+    expect: { kind: 'publish', dueAtMs: NOW - 5_000 + 60_000 },
   },
 ];
 
@@ -578,9 +738,12 @@ describe('decide', () => {
     expect(rows.length).toBeGreaterThanOrEqual(40);
   });
 
-  it.each(rows)('$name', ({ input: given, expect: expected, reason }) => {
+  it.each(rows)('$name', ({ input: given, expect: expected, reason, recheckAtMs }) => {
     const action = decide(given, NOW);
     expect(action).toMatchObject(expected);
+    if (recheckAtMs !== undefined) {
+      expect(action.kind === 'fail' ? action.failure.recheckAtMs : undefined).toBe(recheckAtMs);
+    }
     if (reason !== undefined) {
       const got =
         action.kind === 'fail' ? action.failure.reason : action.kind === 'mark-broken' ? action.reason : '';

@@ -68,6 +68,16 @@ describe('nextRefreshAt', () => {
       expected: 5 * MIN,
     },
     {
+      name: 'a refresh token expiring first (Keycloak session idle) pulls the refresh to 2/3 of its life',
+      input: { expiresAtMs: 60 * MIN, refreshExpiresAtMs: 30 * MIN },
+      expected: 20 * MIN,
+    },
+    {
+      name: 'a refresh token outliving the access token changes nothing',
+      input: { expiresAtMs: 60 * MIN, refreshExpiresAtMs: 600 * MIN },
+      expected: 40 * MIN,
+    },
+    {
       name: 'jitter only ever moves earlier, by at most 10% of the margin',
       input: { expiresAtMs: 60 * MIN, jitter: 0.999 },
       expected: 40 * MIN - 0.999 * 30 * S,

@@ -101,6 +101,34 @@ describe('Concur simulator: grants and answers', () => {
     expect((await token(sim, 'us', refreshForm(sim, second))).status).toBe(200);
   });
 
+  it('issues access tokens of another lifetime on option (provider hours, compressed)', async () => {
+    const sim = await simulator();
+    const refreshToken = sim.seedChain();
+    sim.configure({ accessTokenLifetimeHours: 24 * 365 });
+    const answer = await token(sim, 'us', refreshForm(sim, refreshToken));
+    expect(answer.json.expires_in).toBe(String(Math.round((365 * DAY_MS) / 1000)));
+  });
+
+  it('seeds a chain without a request, and logs each token request without its tokens', async () => {
+    const sim = await simulator({ rotateRefreshToken: true });
+    const seed = sim.seedChain('company');
+    expect(sim.refreshTokenState(seed)).toBe('valid');
+    expect(sim.currentRefreshToken('company')).toBe(seed);
+    expect(sim.stats()).toMatchObject({ passwordGrants: 0, refreshes: 0, requestsByGeolocation: { us: 0 } });
+    const at = fx.clock.now();
+    const rotated = await token(sim, 'us', refreshForm(sim, seed));
+    expect(rotated.json).toMatchObject({ refresh_expires_in: Math.floor((at + 180 * DAY_MS) / 1000) });
+    sim.configure({ rotateRefreshToken: false });
+    await token(sim, 'us', refreshForm(sim, String(rotated.json.refresh_token)));
+    await token(sim, 'emea', refreshForm(sim, String(rotated.json.refresh_token)));
+    expect(sim.tokenRequests()).toEqual([
+      { at, geolocation: 'us', grantType: 'refresh_token', status: 200, rotated: true },
+      { at, geolocation: 'us', grantType: 'refresh_token', status: 200, rotated: false },
+      { at, geolocation: 'emea', grantType: 'refresh_token', status: 400, code: 16 },
+    ]);
+    expect(JSON.stringify(sim.tokenRequests())).not.toContain(seed);
+  });
+
   it('adds refresh_expires_in (epoch seconds) to company logins, and to user logins on option', async () => {
     const sim = await simulator();
     const company = await token(sim, 'us', {
@@ -187,6 +215,18 @@ describe('Concur simulator: errors', () => {
     expect(answer.json).toMatchObject({ code, geolocation: sim.geolocations.us });
     expect(Object.keys(answer.json).sort()).toEqual(['code', 'error', 'error_description', 'geolocation']);
     expect(sim.stats().errorsByCode).toEqual({ [code]: 1 });
+  });
+
+  it('leaves the geolocation out of error bodies on option, code 16 included', async () => {
+    const sim = await simulator({ errorGeolocation: false });
+    const refreshToken = sim.seedChain();
+    sim.moveUser('emea');
+    const moved = await token(sim, 'us', refreshForm(sim, refreshToken));
+    expect(moved.json).toEqual({
+      code: 16,
+      error: 'invalid_request',
+      error_description: 'user lives elsewhere',
+    });
   });
 
   it('takes the status of each code from statusByCode', async () => {

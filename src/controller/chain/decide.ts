@@ -14,7 +14,7 @@
 //   spec change or a changed input Secret lifts the backoff.
 // - No spec or provider answer can make token requests come faster than minRequestGap allows.
 import type { LoginFlow, OAuthConnectionStatus } from '../../api/v1alpha1.ts';
-import type { IntrospectionVerdict } from '../../oauth/index.ts';
+import type { IntrospectionVerdict, ProbeVerdict } from '../../oauth/index.ts';
 import { loginGate } from '../recovery.ts';
 import { nextRefreshAt, type RefreshTiming } from '../schedule.ts';
 import type { ChainState } from '../state-store.ts';
@@ -59,6 +59,11 @@ export interface ChainInput {
   grant: 'refreshToken' | 'clientCredentials' | 'password';
   /** The password grant's credentials version, when the grant is password. */
   passwordVersion?: string;
+  /**
+   * The password grant's answer starts a refresh-token chain (FOLIO): the chain is rotated with its
+   * refresh token like any other, and started (again) by one login with the grant's password.
+   */
+  passwordStartsChain?: boolean;
   /** spec.recovery.login, with the version of its credentials. */
   login?: { flow: LoginFlow; maxAttemptsPerHour?: number; credentialsVersion: string };
   seed?: SeedView;
@@ -71,6 +76,8 @@ export interface ChainInput {
   timing: ChainTiming;
   /** The provider's verdict on the presented token of an in-doubt claim, once asked. */
   introspection?: IntrospectionVerdict;
+  /** The token liveness probe (spec.probe): when it is next due, and its verdict in this reconcile. */
+  probe?: { nextAtMs: number; verdict?: ProbeVerdict };
 }
 
 /**
@@ -89,6 +96,8 @@ export type Action =
   | { kind: 'publish'; dueAtMs: number }
   /** Claim, request, persist, publish. `retry` when a previous claim is presented again. */
   | { kind: 'refresh'; retry?: RefreshRetry }
+  /** Call the probe endpoint with the access token, then decide again with its verdict. */
+  | { kind: 'probe' }
   /** Ask the provider (RFC 7662) whether the in-doubt token is still active, then decide again. */
   | { kind: 'settle' }
   /** Another replica's claim may still be in flight: do nothing until untilMs. */
@@ -97,17 +106,38 @@ export type Action =
   | { kind: 'mark-broken'; reason: string; detail: string }
   /** Start a new chain (or, in implicit mode, get the next access token) by logging in. */
   | { kind: 'recover'; attempts: string[]; why: Failure }
+  /** Start a new chain by logging in with the password grant's credentials (passwordStartsChain). */
+  | { kind: 'start-chain'; why: Failure }
   /** Nothing can be done now: record the failure in status. */
   | { kind: 'fail'; failure: Failure }
   /** A failing connection's backoff is not over: no request, no status change, look again later. */
   | { kind: 'back-off'; untilMs: number };
 
-/** The smallest gap between two token requests of one connection, whatever the spec or the provider says. */
+/** The caps on the loop guard stop here: the CRD's smallest keepAlive. */
+const LOOP_GUARD_FLOOR_MS = 60_000;
+
+/**
+ * The smallest gap between two token requests of one connection, whatever the spec or the provider
+ * says. A tenth of the access token's lifetime keeps a provider that answers ever shorter tokens from
+ * driving a refresh loop; keepAlive and a refresh token that expires sooner (Keycloak's session idle)
+ * cap that share, or a chain with long access tokens would die of idleness.
+ */
 export function minRequestGap(
-  timing: Pick<ChainTiming, 'minIntervalMs' | 'minRequestGapMs'>,
+  timing: Pick<ChainTiming, 'minIntervalMs' | 'minRequestGapMs' | 'keepAliveMs'>,
   lifetimeMs: number,
+  refreshLifeMs?: number,
 ): number {
-  return Math.max(timing.minIntervalMs, timing.minRequestGapMs, lifetimeMs / 10);
+  let cap = Infinity;
+  if (timing.keepAliveMs !== undefined) cap = timing.keepAliveMs;
+  if (refreshLifeMs !== undefined) cap = Math.min(cap, refreshLifeMs / 3);
+  const loopGuard = Math.min(lifetimeMs / 10, Math.max(cap, LOOP_GUARD_FLOOR_MS));
+  return Math.max(timing.minIntervalMs, timing.minRequestGapMs, loopGuard);
+}
+
+/** How long the refresh token lives from its issue, when the provider said (refresh_expires_in). */
+function refreshLife(state: ChainState, issuedAtMs: number): number | undefined {
+  const expiresAt = state.refreshTokenExpiresAtMs;
+  return expiresAt === undefined ? undefined : Math.max(0, expiresAt - issuedAtMs);
 }
 
 /** Spreads connections' refreshes deterministically, so a restart does not reshuffle them. */
@@ -117,8 +147,13 @@ export function stableJitter(seed: string, rotations: number): number {
   return ((hash >>> 0) % 10_000) / 10_000;
 }
 
-/** The earliest time another token request may be sent, after the last successful one. */
-function requestFloor(input: ChainInput, state: ChainState): number | undefined {
+/**
+ * The earliest time another token request may be sent, after the last one. An access token the
+ * probe saw rejected is replaced at once, below the provider's floor (a chain revoked from outside
+ * answers that it is broken; a live one at worst answers too early, once per probe interval): only
+ * the operator's absolute gap holds then.
+ */
+function requestFloor(input: ChainInput, state: ChainState, tokenRejected: boolean): number | undefined {
   const lastFailure = Date.parse(input.status.lastFailureTime ?? '');
   const last = Math.max(
     state.issuedAtMs ?? -Infinity,
@@ -128,7 +163,10 @@ function requestFloor(input: ChainInput, state: ChainState): number | undefined 
   const issued = state.issuedAtMs ?? last;
   const lifetime = Math.max(0, (state.accessTokenExpiresAtMs ?? issued) - issued);
   // From the last request, successful or not: a failure answered at once cannot shorten the gap.
-  return last + minRequestGap(input.timing, lifetime);
+  const gap = tokenRejected
+    ? input.timing.minRequestGapMs
+    : minRequestGap(input.timing, lifetime, refreshLife(state, issued));
+  return last + gap;
 }
 
 /** When the chain's access token is due for refresh. */
@@ -142,10 +180,13 @@ export function dueAt(
   const lifetime = Math.max(0, expiresAtMs - issuedAtMs);
   return nextRefreshAt({
     ...input.timing,
-    minIntervalMs: minRequestGap(input.timing, lifetime),
+    minIntervalMs: minRequestGap(input.timing, lifetime, refreshLife(state, issuedAtMs)),
     nowMs,
     issuedAtMs,
     expiresAtMs,
+    ...(state.refreshTokenExpiresAtMs !== undefined
+      ? { refreshExpiresAtMs: state.refreshTokenExpiresAtMs }
+      : {}),
     jitter: stableJitter(input.connectionUID, state.rotations),
   });
 }
@@ -195,6 +236,10 @@ function gated(input: ChainInput, nowMs: number, action: Action): Action {
 
 /** A recovery login, unless the backoff or the login budget holds it back. */
 function recover(input: ChainInput, nowMs: number, why: Failure): Action {
+  // A password chain logs in with its own credentials, never with ones the provider rejected.
+  if (input.passwordStartsChain === true) {
+    return passwordBlocked(input, nowMs) ?? gated(input, nowMs, { kind: 'start-chain', why });
+  }
   const login = input.login;
   if (login === undefined) return { kind: 'fail', failure: why };
   const gate = loginGate(input.status, login.maxAttemptsPerHour, login.credentialsVersion, nowMs);
@@ -254,7 +299,7 @@ function claimAction(input: ChainInput, state: ChainState, nowMs: number): Actio
   const claim = state.claim;
   if (claim === undefined) return undefined;
   const age = nowMs - claim.startedAtMs;
-  const presentsToken = input.grant === 'refreshToken' && claim.presented !== undefined;
+  const presentsToken = chained(input) && claim.presented !== undefined;
   // Inside the provider's grace window the token may be presented again whoever holds the claim:
   // the provider accepts it, and a holder still in flight loses its persist to our newer claim.
   if (presentsToken && age <= input.timing.graceWindowMs) {
@@ -319,6 +364,11 @@ function successorUnusedRetry(
   return gated(input, nowMs, { kind: 'fail', failure: { ...why, recheckAtMs } });
 }
 
+/** The connection rotates a refresh-token chain: the refreshToken grant, or a password that starts one. */
+function chained(input: ChainInput): boolean {
+  return input.grant === 'refreshToken' || input.passwordStartsChain === true;
+}
+
 export function decide(input: ChainInput, nowMs: number): Action {
   const state = input.state?.connectionUID === input.connectionUID ? input.state : undefined;
   const loginFlow = input.login?.flow;
@@ -326,7 +376,7 @@ export function decide(input: ChainInput, nowMs: number): Action {
   const seed = seedAction(input, state);
   if (seed !== undefined) return seed;
 
-  if (input.grant === 'refreshToken' && loginFlow !== 'implicit' && stateLost(state, input.status)) {
+  if (chained(input) && loginFlow !== 'implicit' && stateLost(state, input.status)) {
     return recover(input, nowMs, {
       kind: 'chain_broken',
       reason: 'StateLost',
@@ -357,7 +407,7 @@ export function decide(input: ChainInput, nowMs: number): Action {
     });
   }
 
-  if (input.grant === 'refreshToken' && state?.refreshToken === undefined) {
+  if (chained(input) && state?.refreshToken === undefined) {
     return recover(input, nowMs, {
       kind: 'chain_broken',
       reason: 'NoRefreshToken',
@@ -366,15 +416,24 @@ export function decide(input: ChainInput, nowMs: number): Action {
     });
   }
 
-  const due = state !== undefined ? tokenGood(input, state, nowMs) : undefined;
-  if (due !== undefined) return { kind: 'publish', dueAtMs: due };
+  const rejected = input.probe?.verdict === 'rejected';
+  const due = state !== undefined && !rejected ? tokenGood(input, state, nowMs) : undefined;
+  if (due !== undefined) return probeOrPublish(input, nowMs, due);
   // Never two requests closer than the gap, even when the last token is already expired (a provider
   // answering tokens that live less than the gap, or an answer stored long after it came).
-  const floor = state !== undefined ? requestFloor(input, state) : undefined;
+  const floor = state !== undefined ? requestFloor(input, state, rejected) : undefined;
   if (floor !== undefined && nowMs < floor) return { kind: 'back-off', untilMs: floor };
   const blocked = passwordBlocked(input, nowMs);
   if (blocked !== undefined) return blocked;
   return gated(input, nowMs, { kind: 'refresh' });
+}
+
+/** A good access token: probe it when the probe is due, else publish and look again at the earlier of both. */
+function probeOrPublish(input: ChainInput, nowMs: number, dueAtMs: number): Action {
+  const probe = input.probe;
+  if (probe === undefined) return { kind: 'publish', dueAtMs };
+  if (probe.verdict === undefined && nowMs >= probe.nextAtMs) return { kind: 'probe' };
+  return { kind: 'publish', dueAtMs: Math.min(dueAtMs, probe.nextAtMs) };
 }
 
 /**

@@ -5,11 +5,18 @@
 import type * as k8s from '@kubernetes/client-node';
 import type { OAuthConnection } from '../../api/v1alpha1.ts';
 import type { Clock } from '../../kube/clock.ts';
-import { isTokenError, type OAuthClient, type TokenGrant, type TokenSet } from '../../oauth/index.ts';
+import {
+  isTokenError,
+  type OAuthClient,
+  type ProbeResult,
+  type ProbeVerdict,
+  type TokenGrant,
+  type TokenSet,
+} from '../../oauth/index.ts';
 import type { Logger } from '../../observability/log.ts';
 import type { OperatorMetrics } from '../../observability/metrics.ts';
 import { failureOf } from '../failures.ts';
-import type { HostLimiter } from '../host-limiter.ts';
+import type { Admission, HostLimiter } from '../host-limiter.ts';
 import type { ResolvedInputs } from '../inputs.ts';
 import type { OutputSecretWriter } from '../output-secret.ts';
 import type { RecoveryLogin } from '../recovery.ts';
@@ -27,6 +34,7 @@ import {
   type RefreshRetry,
 } from './decide.ts';
 import { TokensNotPersistedError, type ChainHandle } from './handle.ts';
+import type { ProbeSchedule } from './probe-schedule.ts';
 import { markSeedConsumed, seedView, withConsumedMark } from './seed.ts';
 import {
   afterFailedLogin,
@@ -58,6 +66,8 @@ export interface EngineContext {
   minRequestGapMs: number;
   log: Logger;
   signal: AbortSignal;
+  /** When each connection was last probed (spec.probe); shared by every reconcile of this replica. */
+  probes: ProbeSchedule;
   /** Test fault: die right after the provider answered, before the answer is stored. */
   crashAfterTokenResponse?: boolean;
 }
@@ -73,6 +83,9 @@ export class ChainEngine {
   private readonly deps: EngineDeps;
   private readonly ctx: EngineContext;
   private introspection: ChainInput['introspection'];
+  private probeVerdict: ProbeVerdict | undefined;
+  /** Whether this reconcile already followed a geolocation the provider returned (Concur code 16). */
+  private relocated = false;
 
   constructor(deps: EngineDeps, ctx: EngineContext) {
     this.deps = deps;
@@ -118,12 +131,22 @@ export class ChainEngine {
         : {}),
       ...(inputs.seed !== undefined ? { seed: seedView(inputs.seed) } : {}),
       ...(inputs.passwordVersion !== undefined ? { passwordVersion: inputs.passwordVersion } : {}),
+      ...(inputs.preset.passwordStartsChain === true ? { passwordStartsChain: true } : {}),
       state: this.ctx.handle.state,
       status: this.ctx.status.current,
       inputsVersion: inputs.version,
       timing,
       ...(this.introspection !== undefined ? { introspection: this.introspection } : {}),
+      ...(inputs.probe !== undefined ? { probe: this.probeInput(inputs.probe.intervalMs) } : {}),
     };
+  }
+
+  private probeInput(intervalMs: number): NonNullable<ChainInput['probe']> {
+    // Never more often than the absolute gap between two requests of a connection.
+    const interval = Math.max(intervalMs, this.ctx.minRequestGapMs);
+    const uid = this.ctx.connection.metadata.uid ?? '';
+    const nextAtMs = this.ctx.probes.nextAt(uid, interval, this.deps.clock.now());
+    return this.probeVerdict !== undefined ? { nextAtMs, verdict: this.probeVerdict } : { nextAtMs };
   }
 
   async run(): Promise<EngineResult> {
@@ -167,6 +190,8 @@ export class ChainEngine {
         return this.publish(false);
       case 'refresh':
         return this.refresh(action.retry);
+      case 'probe':
+        return this.probe();
       case 'settle': {
         const state = handle.state;
         const endpoints = await this.deps.oauth.resolveEndpoints(
@@ -191,6 +216,8 @@ export class ChainEngine {
       }
       case 'recover':
         return this.recover(action.attempts, action.why);
+      case 'start-chain':
+        return this.startChain(action.why);
       case 'fail':
         return this.fail(action.failure);
       case 'back-off':
@@ -229,6 +256,9 @@ export class ChainEngine {
       case 'clientCredentials':
         return { type: 'client_credentials' };
       case 'password':
+        // A password that starts a chain (FOLIO) is sent only by startChain(): refreshes rotate.
+        if (inputs.preset.passwordStartsChain === true)
+          return { type: 'refresh_token', refreshToken: state?.refreshToken ?? '' };
         return { type: 'password', username: inputs.username ?? '', password: inputs.password ?? '' };
     }
   }
@@ -247,12 +277,14 @@ export class ChainEngine {
     if (retry !== undefined)
       log.warn({ retry }, 'a previous token request was cut off; presenting the same token again');
     const started = clock.monotonic();
-    const claim = await handle.claim(base, this.ctx.identity, presented);
+    const host = this.hostAdmission(endpoints.tokenEndpoint);
+    if (!('slot' in host)) return { requeueAfterMs: host.retryAfterMs };
+    const claim = await host.slot.releaseOnError(handle.claim(base, this.ctx.identity, presented));
     const claimed: ChainState = { ...base, claim };
 
     let tokens: TokenSet;
     try {
-      tokens = await this.deps.hostLimiter.run(new URL(endpoints.tokenEndpoint).host, () =>
+      tokens = await host.slot.run(() =>
         this.deps.oauth.requestTokens(inputs.client, endpoints, grant, this.ctx.signal),
       );
     } catch (err) {
@@ -266,6 +298,13 @@ export class ChainEngine {
       }
       if (err.code === 'chain_broken') {
         metrics.chainBroken.inc(this.labels);
+        return 'again';
+      }
+      // Concur's code 16 consumed nothing: the same token is presented at the returned geolocation,
+      // now stored with the chain, in this same reconcile. Only a second move in a row is a failure.
+      if (err.code === 'relocate' && err.geolocation !== undefined && !this.relocated) {
+        this.relocated = true;
+        log.info('the provider moved the user to another data center; asking there');
         return 'again';
       }
       // A rejected password is not tried again with the same credentials (decide.ts, passwordBlocked).
@@ -288,6 +327,12 @@ export class ChainEngine {
     if (persisted !== undefined) return persisted;
     metrics.refreshes.inc({ ...this.labels, result: 'success' });
     metrics.refreshDuration.observe((clock.monotonic() - started) / 1000);
+    if (this.probeVerdict === 'rejected' && next.accessToken !== undefined) {
+      this.ctx.probes.refreshedAfterRejection(
+        this.ctx.connection.metadata.uid ?? '',
+        fingerprint(next.accessToken),
+      );
+    }
     if (lifetimeIgnored) {
       this.ctx.status.record({
         type: 'Warning',
@@ -304,6 +349,158 @@ export class ChainEngine {
       'tokens refreshed',
     );
     return this.publish(true, endpoints.tokenEndpoint);
+  }
+
+  /**
+   * Starts a chain by logging in with the password grant's credentials (a preset whose password
+   * starts a chain: FOLIO), claimed and persisted like a refresh. A chain that broke is reported
+   * before the login as a recovery login reports it (ChainBroken and Recovering, the attempt, a
+   * Warning Event). A rejected password is LoginFailed and blocks further logins until the
+   * credentials Secrets change (decide.ts, passwordBlocked).
+   */
+  private async startChain(why: Failure): Promise<EngineResult | 'again'> {
+    const { clock, metrics } = this.deps;
+    const { handle, inputs, connection, log } = this.ctx;
+    const base: ChainState = handle.state ?? {
+      connectionUID: connection.metadata.uid ?? '',
+      chainGeneration: 0,
+      rotations: 0,
+    };
+    const restart = why.reason !== 'NoRefreshToken';
+    const endpoints = await this.deps.oauth.resolveEndpoints(inputs.endpoints(base.geolocation));
+    // Before the attempt is recorded or anything claimed (see hostAdmission).
+    const host = this.hostAdmission(endpoints.tokenEndpoint);
+    if (!('slot' in host)) return { requeueAfterMs: host.retryAfterMs };
+    if (restart) {
+      const nowMs = clock.now();
+      const broken = base.broken;
+      const cause =
+        broken !== undefined
+          ? `refresh-token chain ${base.chainGeneration} is broken (${broken.reason})${broken.detail ? `: ${broken.detail}` : ''}`
+          : `the refresh-token chain cannot continue (${why.reason})`;
+      const recovering = onRecovering({
+        previous: this.ctx.status.current,
+        generation: connection.metadata.generation,
+        nowMs,
+        why: { ...why, message: `${cause}; logging in with spec.grant's credentials to start a new one` },
+        attempts: (this.ctx.status.current.loginAttempts ?? []).filter(
+          (t) => Date.parse(t) > nowMs - 3_600_000,
+        ),
+        chainBroken: true,
+      });
+      await host.slot.releaseOnError(this.ctx.status.write(recovering.status, recovering.event));
+    }
+    log.info({ reason: why.reason }, 'logging in to start a refresh-token chain');
+    const claim = await host.slot.releaseOnError(handle.claim(base, this.ctx.identity, undefined));
+    const claimed: ChainState = { ...base, claim };
+    let tokens: TokenSet;
+    try {
+      tokens = await host.slot.run(() =>
+        this.deps.oauth.requestTokens(
+          inputs.client,
+          endpoints,
+          { type: 'password', username: inputs.username ?? '', password: inputs.password ?? '' },
+          this.ctx.signal,
+        ),
+      );
+    } catch (err) {
+      if (!isTokenError(err)) throw err;
+      const rejected = err.reason === 'InvalidCredentials';
+      const failure = { ...failureOf(err), ...(rejected ? { reason: 'LoginFailed' } : {}) };
+      if (restart) metrics.recoveryLogins.inc({ ...this.labels, result: failure.reason });
+      log.warn({ code: err.code, reason: err.reason, httpStatus: err.httpStatus }, 'login failed');
+      const released: ChainState = { ...claimed };
+      delete released.claim;
+      const persisted = await this.persistOrConflict(released, claim.id, claim.startedAtMs);
+      if (persisted !== undefined) return persisted;
+      return this.fail(failure, rejected ? inputs.passwordVersion : undefined);
+    }
+    const next = afterLogin(
+      handle.state,
+      connection.metadata.uid ?? '',
+      { ...tokens, flow: 'direct' },
+      {
+        nowMs: clock.now(),
+        assumedLifetimeMs: inputs.assumedLifetimeMs,
+        statusGeneration: this.ctx.status.current.chainGeneration,
+      },
+    );
+    const persisted = await this.persistOrConflict(next, claim.id, claim.startedAtMs);
+    if (persisted !== undefined) return persisted;
+    if (restart) metrics.recoveryLogins.inc({ ...this.labels, result: 'success' });
+    this.ctx.status.record({
+      type: 'Normal',
+      reason: restart ? 'RecoveryLoginSucceeded' : 'LoggedIn',
+      message: `logged in with spec.grant's credentials and started refresh-token chain ${next.chainGeneration}`,
+    });
+    log.info({ chainGeneration: next.chainGeneration }, 'logged in; refresh-token chain started');
+    return this.publish(true, endpoints.tokenEndpoint, true);
+  }
+
+  /**
+   * A slot for one token request to the endpoint's host (host-limiter.ts). It is asked for before
+   * anything is claimed or recorded, so a host at its limit costs nothing but a requeue: the worker
+   * is free at once, the limiter wakes the key when its turn comes, and no claim is left behind for
+   * a request that was never sent (a claim would have to be settled as in doubt). Whoever gets a
+   * slot must release it on every path: releaseOnError around what precedes the request, run()
+   * around the request.
+   */
+  private hostAdmission(tokenEndpoint: string): Admission {
+    const { namespace, name } = this.labels;
+    const host = new URL(tokenEndpoint).host;
+    const admission = this.deps.hostLimiter.tryAcquire(host, `${namespace}/${name}`);
+    if (!('slot' in admission))
+      this.ctx.log.debug({ host }, 'the token endpoint host is at its concurrency limit; requeued');
+    return admission;
+  }
+
+  /**
+   * The token liveness probe: GET spec.probe's URL with the current access token. A 401 makes the
+   * next decision refresh at once (and, on a broken chain, recover). A 401 for a token that a
+   * probe-triggered refresh just brought blames the probe URL instead, so a wrong URL cannot turn
+   * into a refresh every interval. A URL the endpoint policy refuses is a configuration failure.
+   */
+  private async probe(): Promise<EngineResult | 'again'> {
+    const { handle, inputs, log, connection } = this.ctx;
+    const state = handle.state;
+    const settings = inputs.probe;
+    if (settings === undefined || state?.accessToken === undefined)
+      throw new Error('probe without spec.probe or an access token');
+    const uid = connection.metadata.uid ?? '';
+    this.ctx.probes.probed(uid, this.deps.clock.now());
+    let result: ProbeResult;
+    try {
+      const endpoints = await this.deps.oauth.resolveEndpoints(inputs.endpoints(state.geolocation));
+      result = await this.deps.oauth.probe(settings.urlFor(endpoints), state.accessToken, this.ctx.signal);
+    } catch (err) {
+      if (!isTokenError(err)) throw err;
+      return this.fail({
+        ...failureOf(err),
+        kind: 'configuration',
+        reason: 'ProbeRefused',
+        message: `spec.probe.url: ${err.message}`,
+      });
+    }
+    let verdict = result.verdict;
+    if (verdict === 'rejected' && this.ctx.probes.isFreshFromRejection(uid, fingerprint(state.accessToken))) {
+      verdict = 'inconclusive';
+      this.ctx.status.record({
+        type: 'Warning',
+        reason: 'ProbeRejectsFreshToken',
+        message:
+          'spec.probe.url answered 401 to an access token the provider had just issued; the probe is ignored until the token changes: check that the URL accepts this token',
+      });
+    } else if (verdict === 'rejected') {
+      this.ctx.status.record({
+        type: 'Warning',
+        reason: 'ProbeRejected',
+        message: 'spec.probe.url answered 401 to the current access token: refreshing now',
+      });
+    }
+    this.deps.metrics.probes.inc({ ...this.labels, verdict });
+    log.info({ verdict, httpStatus: result.status }, 'token probe');
+    this.probeVerdict = verdict;
+    return 'again';
   }
 
   /**
@@ -338,7 +535,13 @@ export class ChainEngine {
     let result: Awaited<ReturnType<RecoveryLogin['login']>>;
     try {
       const endpoints = await this.deps.oauth.resolveEndpoints(inputs.endpoints(base.geolocation));
-      result = await this.deps.recovery.login(connection, inputs, endpoints, base.totpLastStep);
+      result = await this.deps.recovery.login(
+        connection,
+        inputs,
+        endpoints,
+        base.totpLastStep,
+        this.ctx.signal,
+      );
     } catch (err) {
       if (!isTokenError(err)) throw err;
       const failure = failureOf(err, 'login');
@@ -449,7 +652,12 @@ export class ChainEngine {
     if (state.refreshTokenExpiresAtMs !== undefined)
       metrics.refreshTokenExpiry.set(this.labels, state.refreshTokenExpiresAtMs / 1000);
     if (refreshed) metrics.lastSuccess.set(this.labels, nowMs / 1000);
-    return this.apply(decision);
+    const result = await this.apply(decision);
+    // One timer per connection: it fires at the refresh or at the next probe, whichever is first.
+    if (inputs.probe === undefined) return result;
+    const probeAtMs = this.probeInput(inputs.probe.intervalMs).nextAtMs;
+    const probeInMs = delayUntil(probeAtMs, nowMs);
+    return { requeueAfterMs: Math.min(result.requeueAfterMs ?? probeInMs, probeInMs) };
   }
 
   /** Records a failure in status; `blockCredentials` stops further logins with these credentials. */

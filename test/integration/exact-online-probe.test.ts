@@ -1,0 +1,100 @@
+// The token liveness probe (spec.probe) against the Exact Online simulator: a chain revoked at the
+// provider between two refreshes is noticed by the probe (GET /api/v1/current/Me answers 401) and
+// recovered by a TOTP login at once, instead of at the next scheduled refresh, which on Exact is up
+// to 570 s of 401s for every consumer.
+import * as k8s from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { condition, waitFor } from '../harness/builders.ts';
+import { ExactOnlineFixture, ready } from '../harness/exact-online.ts';
+import { createNamespace } from '../harness/kube.ts';
+import type { OperatorProcess } from '../harness/operator.ts';
+import { Scenario } from '../harness/scenario.ts';
+import { StatusRecorder } from '../harness/status-watch.ts';
+
+const PROBE_INTERVAL_MS = 1_000;
+
+describe('exact-online token liveness probe', () => {
+  let scenario: Scenario;
+  let admin: k8s.KubeConfig;
+  let namespace: string;
+  let exact: ExactOnlineFixture;
+  let operator: OperatorProcess;
+
+  beforeAll(async () => {
+    scenario = await Scenario.open(inject('kubeconfig'));
+    admin = scenario.admin;
+    const env = await scenario.operatorEnvironment();
+    namespace = await createNamespace(admin, 'exact-probe');
+    exact = new ExactOnlineFixture(admin, namespace);
+    await exact.createSecrets();
+    operator = scenario.startOperator({ env, identity: 'exact-probe', watchNamespace: namespace });
+  });
+
+  afterAll(async () => {
+    await scenario.close();
+    await exact.close();
+  });
+
+  it('recovers a chain revoked between two refreshes within one probe interval plus the login', async () => {
+    // timeScale 0.03: floor 17.1 s, tokens live 18 s. The next scheduled refresh is 17.2 s after
+    // the last; the probe runs every second.
+    const scale = 0.03;
+    const minIntervalMs = 17_200;
+    const sim = await exact.simulator(scale);
+    await exact.seededConnection(sim, 'probed', scale, {
+      refresh: { minInterval: '17.2s' },
+      extra: { recovery: exact.recoveryLogin(sim), probe: { interval: '1s' } },
+    });
+    const refreshed = await exact.until(
+      'probed',
+      'Ready after a refresh',
+      (s) => ready(s) && (s.rotations ?? 0) >= 1,
+    );
+    const refreshedAt = Date.parse(refreshed.lastRefreshTime ?? '');
+    // The probe has accepted the new token at least once (each probe is an API call at Exact).
+    const callsBefore = sim.stats().apiCalls;
+    await waitFor('a probe of the new token', () => sim.stats().apiCalls > callsBefore, 10_000, 20);
+
+    const statuses = await StatusRecorder.start(admin, namespace, 'probed');
+    const revokedAt = Date.now();
+    expect(sim.revoke(), 'chains revoked').toBe(1);
+    const recovered = await exact.until(
+      'probed',
+      'a new chain after the revoke',
+      (s) => ready(s) && (s.chainGeneration ?? 0) >= 2,
+      30_000,
+    );
+    const recoveredAt = Date.now();
+    statuses.stop();
+    // The login time: from the status written before the login (Recovering=True) to the new chain.
+    const recovering = statuses.with('Recovering', 'True')[0];
+    const loginMs = recoveredAt - (recovering?.at ?? revokedAt);
+    const elapsed = recoveredAt - revokedAt;
+    const stats = sim.stats();
+    console.log(
+      `exact-online probe: revoked chain recovered ${String(elapsed)} ms after the revoke ` +
+        `(probe interval ${String(PROBE_INTERVAL_MS)} ms, login ${String(loginMs)} ms); ` +
+        `the next scheduled refresh was ${String(refreshedAt + minIntervalMs - revokedAt)} ms away; stats ${JSON.stringify(stats)}`,
+    );
+    expect(recovering, 'a Recovering=True status before the login').toBeDefined();
+    // Noticed within one probe interval (plus the reconcile's own latency), then the login.
+    expect(elapsed).toBeLessThanOrEqual(PROBE_INTERVAL_MS + loginMs + 1_500);
+    expect(recoveredAt, 'recovered before the next scheduled refresh').toBeLessThan(
+      refreshedAt + minIntervalMs,
+    );
+    expect(condition(recovered, 'ChainBroken')?.status).toBe('False');
+    expect(stats.logins).toBe(1);
+    expect(stats.brokenChain, 'one refresh on the revoked chain, answered "invalid chainId"').toBe(1);
+    expect(stats.tooEarly).toBe(0);
+    expect(stats.reuses).toBe(0);
+    expect(
+      operator.lines.some((l) => l.includes('"probed"') && l.includes('"verdict":"rejected"')),
+      'the probe reported the rejection',
+    ).toBe(true);
+    const events = await admin.makeApiClient(k8s.CoreV1Api).listNamespacedEvent({ namespace });
+    expect(events.items.filter((e) => e.involvedObject.name === 'probed').map((e) => e.reason)).toContain(
+      'ProbeRejected',
+    );
+    await exact.closeSimulator(sim);
+  }, 120_000);
+});

@@ -1,14 +1,14 @@
 // Executes the chain engine's decisions for one reconcile of one connection: asks decide() what to
 // do, does it (the I/O: state Secret through the fenced ChainHandle, the provider through the OAuth
 // layer, the output Secret, status through the fenced StatusWriter), and asks again after the
-// steps that change what is known. Every rule lives in decide.ts; this file only acts.
+// steps that change what is known. Every rule lives in decide.ts; this file only acts (its login
+// steps are in logins.ts, the token probe in probe.ts).
 import type * as k8s from '@kubernetes/client-node';
 import type { OAuthConnection } from '../../api/v1alpha1.ts';
 import type { Clock } from '../../kube/clock.ts';
 import {
   isTokenError,
   type OAuthClient,
-  type ProbeResult,
   type ProbeVerdict,
   type TokenGrant,
   type TokenSet,
@@ -22,7 +22,7 @@ import type { OutputSecretWriter } from '../output-secret.ts';
 import type { RecoveryLogin } from '../recovery.ts';
 import { delayUntil } from '../schedule.ts';
 import { fingerprint, type ChainState } from '../state-store.ts';
-import { onFailure, onRecovering, onSuccess, type Decision, type Failure } from '../status.ts';
+import { onFailure, onSuccess, type Decision, type Failure } from '../status.ts';
 import type { StatusWriter } from '../status-writer.ts';
 import {
   brokenMessage,
@@ -34,16 +34,11 @@ import {
   type RefreshRetry,
 } from './decide.ts';
 import { TokensNotPersistedError, type ChainHandle } from './handle.ts';
+import { recoveryLogin, startChain } from './logins.ts';
+import { probeToken } from './probe.ts';
 import type { ProbeSchedule } from './probe-schedule.ts';
 import { markSeedConsumed, seedView, withConsumedMark } from './seed.ts';
-import {
-  afterFailedLogin,
-  afterFailure,
-  afterLogin,
-  afterSeedImport,
-  afterTokens,
-  markBroken,
-} from './transitions.ts';
+import { afterFailure, afterSeedImport, afterTokens, markBroken } from './transitions.ts';
 
 export interface EngineDeps {
   core: k8s.CoreV1Api;
@@ -76,12 +71,18 @@ export interface EngineResult {
   requeueAfterMs?: number;
 }
 
+/** What the steps in other files (logins.ts, probe.ts) use of the engine that runs them. */
+export type EngineSteps = Pick<
+  ChainEngine,
+  'deps' | 'ctx' | 'labels' | 'hostAdmission' | 'persistOrConflict' | 'publish' | 'fail'
+>;
+
 /** Steps that change what is known and are followed by another decision; a bound, not a budget. */
 const MAX_STEPS = 8;
 
 export class ChainEngine {
-  private readonly deps: EngineDeps;
-  private readonly ctx: EngineContext;
+  readonly deps: EngineDeps;
+  readonly ctx: EngineContext;
   private introspection: ChainInput['introspection'];
   private probeVerdict: ProbeVerdict | undefined;
   /** Whether this reconcile already followed a geolocation the provider returned (Concur code 16). */
@@ -92,7 +93,7 @@ export class ChainEngine {
     this.ctx = ctx;
   }
 
-  private get labels(): { namespace: string; name: string } {
+  get labels(): { namespace: string; name: string } {
     const { namespace, name } = this.ctx.connection.metadata;
     return { namespace, name };
   }
@@ -190,8 +191,12 @@ export class ChainEngine {
         return this.publish(false);
       case 'refresh':
         return this.refresh(action.retry);
-      case 'probe':
-        return this.probe();
+      case 'probe': {
+        const probed = await probeToken(this);
+        if (typeof probed !== 'string') return probed;
+        this.probeVerdict = probed;
+        return 'again';
+      }
       case 'settle': {
         const state = handle.state;
         const endpoints = await this.deps.oauth.resolveEndpoints(
@@ -215,9 +220,9 @@ export class ChainEngine {
         return 'again';
       }
       case 'recover':
-        return this.recover(action.attempts, action.why);
+        return recoveryLogin(this, action.attempts, action.why);
       case 'start-chain':
-        return this.startChain(action.why);
+        return startChain(this, action.why);
       case 'fail':
         return this.fail(action.failure);
       case 'back-off':
@@ -352,92 +357,6 @@ export class ChainEngine {
   }
 
   /**
-   * Starts a chain by logging in with the password grant's credentials (a preset whose password
-   * starts a chain: FOLIO), claimed and persisted like a refresh. A chain that broke is reported
-   * before the login as a recovery login reports it (ChainBroken and Recovering, the attempt, a
-   * Warning Event). A rejected password is LoginFailed and blocks further logins until the
-   * credentials Secrets change (decide.ts, passwordBlocked).
-   */
-  private async startChain(why: Failure): Promise<EngineResult | 'again'> {
-    const { clock, metrics } = this.deps;
-    const { handle, inputs, connection, log } = this.ctx;
-    const base: ChainState = handle.state ?? {
-      connectionUID: connection.metadata.uid ?? '',
-      chainGeneration: 0,
-      rotations: 0,
-    };
-    const restart = why.reason !== 'NoRefreshToken';
-    const endpoints = await this.deps.oauth.resolveEndpoints(inputs.endpoints(base.geolocation));
-    // Before the attempt is recorded or anything claimed (see hostAdmission).
-    const host = this.hostAdmission(endpoints.tokenEndpoint);
-    if (!('slot' in host)) return { requeueAfterMs: host.retryAfterMs };
-    if (restart) {
-      const nowMs = clock.now();
-      const broken = base.broken;
-      const cause =
-        broken !== undefined
-          ? `refresh-token chain ${base.chainGeneration} is broken (${broken.reason})${broken.detail ? `: ${broken.detail}` : ''}`
-          : `the refresh-token chain cannot continue (${why.reason})`;
-      const recovering = onRecovering({
-        previous: this.ctx.status.current,
-        generation: connection.metadata.generation,
-        nowMs,
-        why: { ...why, message: `${cause}; logging in with spec.grant's credentials to start a new one` },
-        attempts: (this.ctx.status.current.loginAttempts ?? []).filter(
-          (t) => Date.parse(t) > nowMs - 3_600_000,
-        ),
-        chainBroken: true,
-      });
-      await host.slot.releaseOnError(this.ctx.status.write(recovering.status, recovering.event));
-    }
-    log.info({ reason: why.reason }, 'logging in to start a refresh-token chain');
-    const claim = await host.slot.releaseOnError(handle.claim(base, this.ctx.identity, undefined));
-    const claimed: ChainState = { ...base, claim };
-    let tokens: TokenSet;
-    try {
-      tokens = await host.slot.run(() =>
-        this.deps.oauth.requestTokens(
-          inputs.client,
-          endpoints,
-          { type: 'password', username: inputs.username ?? '', password: inputs.password ?? '' },
-          this.ctx.signal,
-        ),
-      );
-    } catch (err) {
-      if (!isTokenError(err)) throw err;
-      const rejected = err.reason === 'InvalidCredentials';
-      const failure = { ...failureOf(err), ...(rejected ? { reason: 'LoginFailed' } : {}) };
-      if (restart) metrics.recoveryLogins.inc({ ...this.labels, result: failure.reason });
-      log.warn({ code: err.code, reason: err.reason, httpStatus: err.httpStatus }, 'login failed');
-      const released: ChainState = { ...claimed };
-      delete released.claim;
-      const persisted = await this.persistOrConflict(released, claim.id, claim.startedAtMs);
-      if (persisted !== undefined) return persisted;
-      return this.fail(failure, rejected ? inputs.passwordVersion : undefined);
-    }
-    const next = afterLogin(
-      handle.state,
-      connection.metadata.uid ?? '',
-      { ...tokens, flow: 'direct' },
-      {
-        nowMs: clock.now(),
-        assumedLifetimeMs: inputs.assumedLifetimeMs,
-        statusGeneration: this.ctx.status.current.chainGeneration,
-      },
-    );
-    const persisted = await this.persistOrConflict(next, claim.id, claim.startedAtMs);
-    if (persisted !== undefined) return persisted;
-    if (restart) metrics.recoveryLogins.inc({ ...this.labels, result: 'success' });
-    this.ctx.status.record({
-      type: 'Normal',
-      reason: restart ? 'RecoveryLoginSucceeded' : 'LoggedIn',
-      message: `logged in with spec.grant's credentials and started refresh-token chain ${next.chainGeneration}`,
-    });
-    log.info({ chainGeneration: next.chainGeneration }, 'logged in; refresh-token chain started');
-    return this.publish(true, endpoints.tokenEndpoint, true);
-  }
-
-  /**
    * A slot for one token request to the endpoint's host (host-limiter.ts). It is asked for before
    * anything is claimed or recorded, so a host at its limit costs nothing but a requeue: the worker
    * is free at once, the limiter wakes the key when its turn comes, and no claim is left behind for
@@ -445,7 +364,7 @@ export class ChainEngine {
    * slot must release it on every path: releaseOnError around what precedes the request, run()
    * around the request.
    */
-  private hostAdmission(tokenEndpoint: string): Admission {
+  hostAdmission(tokenEndpoint: string): Admission {
     const { namespace, name } = this.labels;
     const host = new URL(tokenEndpoint).host;
     const admission = this.deps.hostLimiter.tryAcquire(host, `${namespace}/${name}`);
@@ -455,141 +374,11 @@ export class ChainEngine {
   }
 
   /**
-   * The token liveness probe: GET spec.probe's URL with the current access token. A 401 makes the
-   * next decision refresh at once (and, on a broken chain, recover). A 401 for a token that a
-   * probe-triggered refresh just brought blames the probe URL instead, so a wrong URL cannot turn
-   * into a refresh every interval. A URL the endpoint policy refuses is a configuration failure.
-   */
-  private async probe(): Promise<EngineResult | 'again'> {
-    const { handle, inputs, log, connection } = this.ctx;
-    const state = handle.state;
-    const settings = inputs.probe;
-    if (settings === undefined || state?.accessToken === undefined)
-      throw new Error('probe without spec.probe or an access token');
-    const uid = connection.metadata.uid ?? '';
-    this.ctx.probes.probed(uid, this.deps.clock.now());
-    let result: ProbeResult;
-    try {
-      const endpoints = await this.deps.oauth.resolveEndpoints(inputs.endpoints(state.geolocation));
-      result = await this.deps.oauth.probe(settings.urlFor(endpoints), state.accessToken, this.ctx.signal);
-    } catch (err) {
-      if (!isTokenError(err)) throw err;
-      return this.fail({
-        ...failureOf(err),
-        kind: 'configuration',
-        reason: 'ProbeRefused',
-        message: `spec.probe.url: ${err.message}`,
-      });
-    }
-    let verdict = result.verdict;
-    if (verdict === 'rejected' && this.ctx.probes.isFreshFromRejection(uid, fingerprint(state.accessToken))) {
-      verdict = 'inconclusive';
-      this.ctx.status.record({
-        type: 'Warning',
-        reason: 'ProbeRejectsFreshToken',
-        message:
-          'spec.probe.url answered 401 to an access token the provider had just issued; the probe is ignored until the token changes: check that the URL accepts this token',
-      });
-    } else if (verdict === 'rejected') {
-      this.ctx.status.record({
-        type: 'Warning',
-        reason: 'ProbeRejected',
-        message: 'spec.probe.url answered 401 to the current access token: refreshing now',
-      });
-    }
-    this.deps.metrics.probes.inc({ ...this.labels, verdict });
-    log.info({ verdict, httpStatus: result.status }, 'token probe');
-    this.probeVerdict = verdict;
-    return 'again';
-  }
-
-  /**
-   * Starts a new chain (or, in implicit mode, gets the next access token) by logging in. The attempt
-   * is recorded in status before it is made, and the login is claimed and persisted like a refresh.
-   */
-  private async recover(attempts: string[], why: Failure): Promise<EngineResult | 'again'> {
-    const { clock, metrics } = this.deps;
-    const { handle, inputs, connection, log } = this.ctx;
-    const login = connection.spec.recovery?.login;
-    if (login === undefined || inputs.login === undefined)
-      throw new Error('recover without spec.recovery.login');
-    const chainBroken = why.reason !== 'NoRefreshToken' && why.reason !== 'LoginRequired';
-    const recovering = onRecovering({
-      previous: this.ctx.status.current,
-      generation: connection.metadata.generation,
-      nowMs: clock.now(),
-      why,
-      attempts,
-      chainBroken,
-    });
-    await this.ctx.status.write(recovering.status, recovering.event);
-    log.info({ flow: login.flow, reason: why.reason }, 'recovery login');
-
-    const base: ChainState = handle.state ?? {
-      connectionUID: connection.metadata.uid ?? '',
-      chainGeneration: 0,
-      rotations: 0,
-    };
-    const claim = await handle.claim(base, this.ctx.identity, undefined);
-    const claimed: ChainState = { ...base, claim };
-    let result: Awaited<ReturnType<RecoveryLogin['login']>>;
-    try {
-      const endpoints = await this.deps.oauth.resolveEndpoints(inputs.endpoints(base.geolocation));
-      result = await this.deps.recovery.login(
-        connection,
-        inputs,
-        endpoints,
-        base.totpLastStep,
-        this.ctx.signal,
-      );
-    } catch (err) {
-      if (!isTokenError(err)) throw err;
-      const failure = failureOf(err, 'login');
-      metrics.recoveryLogins.inc({ ...this.labels, result: failure.reason });
-      log.warn(
-        { reason: failure.reason, loginReason: err.reason, httpStatus: err.httpStatus },
-        'recovery login failed',
-      );
-      // The code sent (if any) is spent even though the login failed; the claim is released.
-      const secret = this.deps.recovery.parseSecret(inputs);
-      const step = secret ? this.deps.recovery.totp.lastUsedStep(secret) : undefined;
-      const released = { ...afterFailedLogin(claimed, step) };
-      delete released.claim;
-      const persisted = await this.persistOrConflict(released, claim.id, claim.startedAtMs);
-      if (persisted !== undefined) return persisted;
-      return this.fail(failure, failure.reason === 'LoginFailed' ? inputs.login.version : undefined);
-    }
-
-    const next = afterLogin(handle.state, connection.metadata.uid ?? '', result.tokens, {
-      nowMs: clock.now(),
-      assumedLifetimeMs: inputs.assumedLifetimeMs,
-      statusGeneration: this.ctx.status.current.chainGeneration,
-      ...(result.totpStep !== undefined ? { totpStep: result.totpStep } : {}),
-    });
-    const persisted = await this.persistOrConflict(next, claim.id, claim.startedAtMs);
-    if (persisted !== undefined) return persisted;
-    metrics.recoveryLogins.inc({ ...this.labels, result: 'success' });
-    const implicitContinuing = result.tokens.flow === 'implicit' && base.implicit === true;
-    if (!implicitContinuing) {
-      this.ctx.status.record({
-        type: 'Normal',
-        reason: 'RecoveryLoginSucceeded',
-        message:
-          result.tokens.flow === 'implicit'
-            ? 'logged in (implicit flow): access tokens are fetched by logging in again before each expiry'
-            : `logged in (${result.tokens.flow} flow) and started refresh-token chain ${next.chainGeneration}`,
-      });
-    }
-    log.info({ flow: result.tokens.flow, chainGeneration: next.chainGeneration }, 'recovery login succeeded');
-    return this.publish(true, undefined, true);
-  }
-
-  /**
    * Persists what followed a claimed request. Another writer having taken the chain over is a
    * conflict (recorded, not counted as a failure); tokens that could not be stored at all are lost
    * loudly: the error propagates after the metric, and the claim left behind is settled later.
    */
-  private async persistOrConflict(
+  async persistOrConflict(
     next: ChainState,
     claimId: string,
     sinceMs: number,
@@ -607,11 +396,7 @@ export class ChainEngine {
   }
 
   /** Writes the output Secret from the state and records success. */
-  private async publish(
-    refreshed: boolean,
-    tokenEndpoint?: string,
-    recovered = false,
-  ): Promise<EngineResult> {
+  async publish(refreshed: boolean, tokenEndpoint?: string, recovered = false): Promise<EngineResult> {
     const { clock, metrics } = this.deps;
     const { connection, handle, inputs } = this.ctx;
     const state = handle.state;

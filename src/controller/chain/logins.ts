@@ -1,0 +1,182 @@
+// The steps of the chain engine that log in: starting a chain with the password grant's own
+// credentials (a preset whose password starts a chain: FOLIO), and the recovery login of
+// spec.recovery.login. Both are claimed and persisted like a refresh and report the attempt before
+// it is made; they act on the engine through EngineSteps (engine.ts).
+import { isTokenError, type TokenSet } from '../../oauth/index.ts';
+import { failureOf } from '../failures.ts';
+import type { RecoveryLogin } from '../recovery.ts';
+import type { ChainState } from '../state-store.ts';
+import { onRecovering, type Failure } from '../status.ts';
+import type { EngineResult, EngineSteps } from './engine.ts';
+import { afterFailedLogin, afterLogin } from './transitions.ts';
+
+/**
+ * Starts a chain by logging in with the password grant's credentials (a preset whose password
+ * starts a chain: FOLIO), claimed and persisted like a refresh. A chain that broke is reported
+ * before the login as a recovery login reports it (ChainBroken and Recovering, the attempt, a
+ * Warning Event). A rejected password is LoginFailed and blocks further logins until the
+ * credentials Secrets change (decide.ts, passwordBlocked).
+ */
+export async function startChain(engine: EngineSteps, why: Failure): Promise<EngineResult | 'again'> {
+  const { clock, metrics } = engine.deps;
+  const { handle, inputs, connection, log } = engine.ctx;
+  const base: ChainState = handle.state ?? {
+    connectionUID: connection.metadata.uid ?? '',
+    chainGeneration: 0,
+    rotations: 0,
+  };
+  const restart = why.reason !== 'NoRefreshToken';
+  const endpoints = await engine.deps.oauth.resolveEndpoints(inputs.endpoints(base.geolocation));
+  // Before the attempt is recorded or anything claimed (see hostAdmission).
+  const host = engine.hostAdmission(endpoints.tokenEndpoint);
+  if (!('slot' in host)) return { requeueAfterMs: host.retryAfterMs };
+  if (restart) {
+    const nowMs = clock.now();
+    const broken = base.broken;
+    const cause =
+      broken !== undefined
+        ? `refresh-token chain ${base.chainGeneration} is broken (${broken.reason})${broken.detail ? `: ${broken.detail}` : ''}`
+        : `the refresh-token chain cannot continue (${why.reason})`;
+    const recovering = onRecovering({
+      previous: engine.ctx.status.current,
+      generation: connection.metadata.generation,
+      nowMs,
+      why: { ...why, message: `${cause}; logging in with spec.grant's credentials to start a new one` },
+      attempts: (engine.ctx.status.current.loginAttempts ?? []).filter(
+        (t) => Date.parse(t) > nowMs - 3_600_000,
+      ),
+      chainBroken: true,
+    });
+    await host.slot.releaseOnError(engine.ctx.status.write(recovering.status, recovering.event));
+  }
+  log.info({ reason: why.reason }, 'logging in to start a refresh-token chain');
+  const claim = await host.slot.releaseOnError(handle.claim(base, engine.ctx.identity, undefined));
+  const claimed: ChainState = { ...base, claim };
+  let tokens: TokenSet;
+  try {
+    tokens = await host.slot.run(() =>
+      engine.deps.oauth.requestTokens(
+        inputs.client,
+        endpoints,
+        { type: 'password', username: inputs.username ?? '', password: inputs.password ?? '' },
+        engine.ctx.signal,
+      ),
+    );
+  } catch (err) {
+    if (!isTokenError(err)) throw err;
+    const rejected = err.reason === 'InvalidCredentials';
+    const failure = { ...failureOf(err), ...(rejected ? { reason: 'LoginFailed' } : {}) };
+    if (restart) metrics.recoveryLogins.inc({ ...engine.labels, result: failure.reason });
+    log.warn({ code: err.code, reason: err.reason, httpStatus: err.httpStatus }, 'login failed');
+    const released: ChainState = { ...claimed };
+    delete released.claim;
+    const persisted = await engine.persistOrConflict(released, claim.id, claim.startedAtMs);
+    if (persisted !== undefined) return persisted;
+    return engine.fail(failure, rejected ? inputs.passwordVersion : undefined);
+  }
+  const next = afterLogin(
+    handle.state,
+    connection.metadata.uid ?? '',
+    { ...tokens, flow: 'direct' },
+    {
+      nowMs: clock.now(),
+      assumedLifetimeMs: inputs.assumedLifetimeMs,
+      statusGeneration: engine.ctx.status.current.chainGeneration,
+    },
+  );
+  const persisted = await engine.persistOrConflict(next, claim.id, claim.startedAtMs);
+  if (persisted !== undefined) return persisted;
+  if (restart) metrics.recoveryLogins.inc({ ...engine.labels, result: 'success' });
+  engine.ctx.status.record({
+    type: 'Normal',
+    reason: restart ? 'RecoveryLoginSucceeded' : 'LoggedIn',
+    message: `logged in with spec.grant's credentials and started refresh-token chain ${next.chainGeneration}`,
+  });
+  log.info({ chainGeneration: next.chainGeneration }, 'logged in; refresh-token chain started');
+  return engine.publish(true, endpoints.tokenEndpoint, true);
+}
+
+/**
+ * Starts a new chain (or, in implicit mode, gets the next access token) by logging in. The attempt
+ * is recorded in status before it is made, and the login is claimed and persisted like a refresh.
+ */
+export async function recoveryLogin(
+  engine: EngineSteps,
+  attempts: string[],
+  why: Failure,
+): Promise<EngineResult | 'again'> {
+  const { clock, metrics } = engine.deps;
+  const { handle, inputs, connection, log } = engine.ctx;
+  const login = connection.spec.recovery?.login;
+  if (login === undefined || inputs.login === undefined)
+    throw new Error('recover without spec.recovery.login');
+  const chainBroken = why.reason !== 'NoRefreshToken' && why.reason !== 'LoginRequired';
+  const recovering = onRecovering({
+    previous: engine.ctx.status.current,
+    generation: connection.metadata.generation,
+    nowMs: clock.now(),
+    why,
+    attempts,
+    chainBroken,
+  });
+  await engine.ctx.status.write(recovering.status, recovering.event);
+  log.info({ flow: login.flow, reason: why.reason }, 'recovery login');
+
+  const base: ChainState = handle.state ?? {
+    connectionUID: connection.metadata.uid ?? '',
+    chainGeneration: 0,
+    rotations: 0,
+  };
+  const claim = await handle.claim(base, engine.ctx.identity, undefined);
+  const claimed: ChainState = { ...base, claim };
+  let result: Awaited<ReturnType<RecoveryLogin['login']>>;
+  try {
+    const endpoints = await engine.deps.oauth.resolveEndpoints(inputs.endpoints(base.geolocation));
+    result = await engine.deps.recovery.login(
+      connection,
+      inputs,
+      endpoints,
+      base.totpLastStep,
+      engine.ctx.signal,
+    );
+  } catch (err) {
+    if (!isTokenError(err)) throw err;
+    const failure = failureOf(err, 'login');
+    metrics.recoveryLogins.inc({ ...engine.labels, result: failure.reason });
+    log.warn(
+      { reason: failure.reason, loginReason: err.reason, httpStatus: err.httpStatus },
+      'recovery login failed',
+    );
+    // The code sent (if any) is spent even though the login failed; the claim is released.
+    const secret = engine.deps.recovery.parseSecret(inputs);
+    const step = secret ? engine.deps.recovery.totp.lastUsedStep(secret) : undefined;
+    const released = { ...afterFailedLogin(claimed, step) };
+    delete released.claim;
+    const persisted = await engine.persistOrConflict(released, claim.id, claim.startedAtMs);
+    if (persisted !== undefined) return persisted;
+    return engine.fail(failure, failure.reason === 'LoginFailed' ? inputs.login.version : undefined);
+  }
+
+  const next = afterLogin(handle.state, connection.metadata.uid ?? '', result.tokens, {
+    nowMs: clock.now(),
+    assumedLifetimeMs: inputs.assumedLifetimeMs,
+    statusGeneration: engine.ctx.status.current.chainGeneration,
+    ...(result.totpStep !== undefined ? { totpStep: result.totpStep } : {}),
+  });
+  const persisted = await engine.persistOrConflict(next, claim.id, claim.startedAtMs);
+  if (persisted !== undefined) return persisted;
+  metrics.recoveryLogins.inc({ ...engine.labels, result: 'success' });
+  const implicitContinuing = result.tokens.flow === 'implicit' && base.implicit === true;
+  if (!implicitContinuing) {
+    engine.ctx.status.record({
+      type: 'Normal',
+      reason: 'RecoveryLoginSucceeded',
+      message:
+        result.tokens.flow === 'implicit'
+          ? 'logged in (implicit flow): access tokens are fetched by logging in again before each expiry'
+          : `logged in (${result.tokens.flow} flow) and started refresh-token chain ${next.chainGeneration}`,
+    });
+  }
+  log.info({ flow: result.tokens.flow, chainGeneration: next.chainGeneration }, 'recovery login succeeded');
+  return engine.publish(true, undefined, true);
+}

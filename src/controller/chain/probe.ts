@@ -1,0 +1,54 @@
+// The token liveness probe step of the chain engine (spec.probe): one authenticated GET of the
+// probe URL with the current access token, whose verdict the next decision takes.
+import { isTokenError, type ProbeResult, type ProbeVerdict } from '../../oauth/index.ts';
+import { failureOf } from '../failures.ts';
+import { fingerprint } from '../state-store.ts';
+import type { EngineResult, EngineSteps } from './engine.ts';
+
+/**
+ * The token liveness probe: GET spec.probe's URL with the current access token. A 401 makes the
+ * next decision refresh at once (and, on a broken chain, recover). A 401 for a token that a
+ * probe-triggered refresh just brought blames the probe URL instead, so a wrong URL cannot turn
+ * into a refresh every interval. A URL the endpoint policy refuses is a configuration failure.
+ */
+export async function probeToken(engine: EngineSteps): Promise<EngineResult | ProbeVerdict> {
+  const { handle, inputs, log, connection } = engine.ctx;
+  const state = handle.state;
+  const settings = inputs.probe;
+  if (settings === undefined || state?.accessToken === undefined)
+    throw new Error('probe without spec.probe or an access token');
+  const uid = connection.metadata.uid ?? '';
+  engine.ctx.probes.probed(uid, engine.deps.clock.now());
+  let result: ProbeResult;
+  try {
+    const endpoints = await engine.deps.oauth.resolveEndpoints(inputs.endpoints(state.geolocation));
+    result = await engine.deps.oauth.probe(settings.urlFor(endpoints), state.accessToken, engine.ctx.signal);
+  } catch (err) {
+    if (!isTokenError(err)) throw err;
+    return engine.fail({
+      ...failureOf(err),
+      kind: 'configuration',
+      reason: 'ProbeRefused',
+      message: `spec.probe.url: ${err.message}`,
+    });
+  }
+  let verdict = result.verdict;
+  if (verdict === 'rejected' && engine.ctx.probes.isFreshFromRejection(uid, fingerprint(state.accessToken))) {
+    verdict = 'inconclusive';
+    engine.ctx.status.record({
+      type: 'Warning',
+      reason: 'ProbeRejectsFreshToken',
+      message:
+        'spec.probe.url answered 401 to an access token the provider had just issued; the probe is ignored until the token changes: check that the URL accepts this token',
+    });
+  } else if (verdict === 'rejected') {
+    engine.ctx.status.record({
+      type: 'Warning',
+      reason: 'ProbeRejected',
+      message: 'spec.probe.url answered 401 to the current access token: refreshing now',
+    });
+  }
+  engine.deps.metrics.probes.inc({ ...engine.labels, verdict });
+  log.info({ verdict, httpStatus: result.status }, 'token probe');
+  return verdict;
+}

@@ -198,3 +198,24 @@ export class OutputTokenWatcher {
     return late;
   }
 }
+
+/** Polls a connection's status every `intervalMs` until `check` holds; the status that passed. */
+export async function untilStatus(
+  kc: k8s.KubeConfig,
+  namespace: string,
+  name: string,
+  what: string,
+  check: (s: ConnectionStatus) => boolean,
+  timeoutMs = 60_000,
+  intervalMs = 100,
+): Promise<ConnectionStatus> {
+  return waitFor(
+    `${name}: ${what}`,
+    async () => {
+      const s = await getConnectionStatus(kc, namespace, name);
+      return check(s) ? s : undefined;
+    },
+    timeoutMs,
+    intervalMs,
+  );
+}

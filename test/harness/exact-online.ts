@@ -14,6 +14,7 @@ import {
   createConnection,
   createSecret,
   getConnectionStatus,
+  untilStatus,
   waitFor,
   type ConnectionStatus,
 } from './builders.ts';
@@ -150,20 +151,12 @@ export class ExactOnlineFixture {
   }
 
   /** Polls the connection's status every 100 ms until `check` holds. */
-  async until(
+  until(
     name: string,
     what: string,
     check: (s: ConnectionStatus) => boolean,
-    timeoutMs = 60_000,
+    timeoutMs?: number,
   ): Promise<ConnectionStatus> {
-    return waitFor(
-      `${name}: ${what}`,
-      async () => {
-        const s = await this.status(name);
-        return check(s) ? s : undefined;
-      },
-      timeoutMs,
-      100,
-    );
+    return untilStatus(this.admin, this.namespace, name, what, check, timeoutMs);
   }
 }

@@ -48,10 +48,21 @@ export async function applyCRDs(kc: k8s.KubeConfig): Promise<void> {
       await api.createCustomResourceDefinition({ body: crd });
     } catch (err) {
       if (!isApiError(err, 409)) throw err;
-      const current = await api.readCustomResourceDefinition({ name });
-      crd.metadata ??= {};
-      crd.metadata.resourceVersion = current.metadata?.resourceVersion;
-      await api.replaceCustomResourceDefinition({ name, body: crd });
+      // Integration files run side by side and each applies the CRDs: a replace that lost to another
+      // file's (409) reads the new version and replaces again; the content is the same.
+      for (let attempt = 1; ; attempt++) {
+        const current = await api.readCustomResourceDefinition({ name });
+        const body = {
+          ...crd,
+          metadata: { ...crd.metadata, resourceVersion: current.metadata?.resourceVersion },
+        };
+        try {
+          await api.replaceCustomResourceDefinition({ name, body });
+          break;
+        } catch (replaceErr) {
+          if (!isApiError(replaceErr, 409) || attempt >= 10) throw replaceErr;
+        }
+      }
     }
     const deadline = Date.now() + 60_000;
     for (;;) {

@@ -27,8 +27,9 @@ import {
   waitFor,
   type ConnectionOverrides,
   type ConnectionStatus,
+  untilStatus,
 } from '../harness/builders.ts';
-import { GROUP, PLURAL, VERSION } from '../harness/kube.ts';
+import { connectionRecords, pokeConnection } from '../harness/operator-log.ts';
 import { canary, findLeaks } from '../harness/leaks.ts';
 import type { OperatorProcess } from '../harness/operator.ts';
 import { Scenario } from '../harness/scenario.ts';
@@ -48,7 +49,6 @@ const SCALE = 6_000 / HOUR_MS;
 /** An hour is 4 s: twenty refreshes in about a minute. */
 const FAST_SCALE = 4_000 / HOUR_MS;
 const USERNAME = 'alice@example.test';
-const POKE_FINALIZER = 'test.oauth.token-operator.dev/poke';
 
 /** What the tests read of status beyond builders.ts's ConnectionStatus. */
 type Status = ConnectionStatus & {
@@ -144,44 +144,20 @@ describe('concur preset against the SAP Concur simulator', () => {
 
   const status = async (name: string): Promise<Status> => getConnectionStatus(admin, namespace, name);
 
-  async function until(
+  const until = (
     name: string,
     what: string,
     check: (s: Status) => boolean,
-    timeoutMs = 60_000,
-  ): Promise<Status> {
-    return waitFor(
-      `${name}: ${what}`,
-      async () => {
-        const s = await status(name);
-        return check(s) ? s : undefined;
-      },
-      timeoutMs,
-      100,
-    );
-  }
+    timeoutMs?: number,
+  ): Promise<Status> => untilStatus(admin, namespace, name, what, check, timeoutMs);
 
   const ready = (s: Status): boolean => condition(s, 'Ready')?.status === 'True';
 
-  /** The operator's log records about one connection of this file. */
-  function records(name: string): Record<string, unknown>[] {
-    return operator.lines.flatMap((line) => {
-      try {
-        const record = JSON.parse(line) as Record<string, unknown>;
-        return record.namespace === namespace && record.name === name ? [record] : [];
-      } catch {
-        return [];
-      }
-    });
-  }
+  const records = (name: string): Record<string, unknown>[] =>
+    connectionRecords(operator.lines, namespace, name);
 
   const failedRequests = (name: string): Record<string, unknown>[] =>
     records(name).filter((r) => r.msg === 'token request failed');
-
-  const decisions = (name: string): string[] =>
-    records(name)
-      .filter((r) => r.msg === 'chain decision')
-      .map((r) => String(r.action));
 
   async function storedChain(name: string): Promise<StoredChain> {
     const secret = await core.readNamespacedSecret({
@@ -193,39 +169,7 @@ describe('concur preset against the SAP Concur simulator', () => {
     ) as StoredChain;
   }
 
-  /**
-   * Makes the operator look at the connection again without lifting its backoff, and waits for its
-   * decisions: the proof that a failure is not retried in a loop, observed rather than slept on. A
-   * finalizer of another controller, added and removed, is such a change: the operator reconciles
-   * on a change of finalizers (an annotation would not wake it), while neither the spec generation
-   * nor an input Secret changes.
-   */
-  async function poke(name: string): Promise<string[]> {
-    const before = decisions(name).length;
-    const custom = admin.makeApiClient(k8s.CustomObjectsApi);
-    const object = { group: GROUP, version: VERSION, namespace, plural: PLURAL, name };
-    for (const on of [true, false]) {
-      const seen = decisions(name).length;
-      const current = (await custom.getNamespacedCustomObject(object)) as {
-        metadata: { finalizers?: string[]; resourceVersion?: string };
-      };
-      const others = (current.metadata.finalizers ?? []).filter((f) => f !== POKE_FINALIZER);
-      await custom.patchNamespacedCustomObject(
-        {
-          ...object,
-          body: {
-            metadata: {
-              resourceVersion: current.metadata.resourceVersion,
-              finalizers: on ? [...others, POKE_FINALIZER] : others,
-            },
-          },
-        },
-        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
-      );
-      await waitFor(`${name}: a decision after the poke`, () => decisions(name).length > seen, 30_000, 100);
-    }
-    return decisions(name).slice(before);
-  }
+  const poke = (name: string): Promise<string[]> => pokeConnection(admin, operator.lines, namespace, name);
 
   const refreshes = (sim: ConcurSimulator): ConcurTokenRequest[] =>
     sim.tokenRequests().filter((r) => r.grantType === 'refresh_token');
@@ -235,11 +179,14 @@ describe('concur preset against the SAP Concur simulator', () => {
     // hour), so that the only refresh due before the six-month expiry is the keep-alive one. Six
     // months are 75 s here, access tokens 120 s (due 80 s after issue), keepAlive 60s. A company
     // principal's answers carry refresh_expires_in (epoch seconds).
+    // Six months become 120 s and access tokens live 150 s (due at 100 s), so the keep-alive of 60 s
+    // is the first reason to refresh: before the access token is due and before two thirds of the
+    // refresh token's stated life (80 s), at which the schedule would refresh too.
     it('honours refresh_expires_in and keeps a six-month refresh token alive by keep-alive alone', async ({
       expect,
     }) => {
-      const scale = 75_000 / SIX_MONTHS_MS;
-      const accessMs = 120_000;
+      const scale = 120_000 / SIX_MONTHS_MS;
+      const accessMs = 150_000;
       const sim = await simulator(scale, { accessTokenLifetimeHours: accessMs / scale / HOUR_MS });
       await concurConnection(sim, 'keepalive', { principal: 'company', refresh: { keepAlive: '60s' } });
       const first = await until('keepalive', 'the first refresh', (s) => ready(s) && !!s.lastRefreshTime);
@@ -272,18 +219,21 @@ describe('concur preset against the SAP Concur simulator', () => {
       expect(keepAliveAt - firstAt, 'not before keepAlive').toBeGreaterThanOrEqual(59_000);
       expect(keepAliveAt, 'before the refresh token expired').toBeLessThan(firstExpiry);
       expect(keepAliveAt - firstAt, 'before the access token was due').toBeLessThan((2 / 3) * accessMs);
+      expect(keepAliveAt - firstAt, 'before two thirds of the refresh token life').toBeLessThan(
+        (2 / 3) * 120_000,
+      );
       const extended = sim.refreshTokenExpiresAt(seed) ?? 0;
-      expect(extended - keepAliveAt).toBe(75_000);
+      expect(extended - keepAliveAt).toBe(120_000);
       expect(
         Math.abs(Date.parse(second.refreshTokenExpiresAt ?? '') - extended),
         'status follows the new refresh_expires_in',
       ).toBeLessThan(1_500);
       // The six months of the first answer pass; the chain lives on.
-      await waitFor('the first refresh_expires_in to pass', () => Date.now() > firstExpiry + 500, 30_000);
+      await waitFor('the first refresh_expires_in to pass', () => Date.now() > firstExpiry + 500, 70_000);
       expect(sim.refreshTokenState(seed)).toBe('valid');
       expect(sim.stats().errorsByCode).toEqual({});
       expect(ready(await status('keepalive'))).toBe(true);
-    }, 150_000);
+    }, 200_000);
 
     // Concur usually returns the refresh token unchanged, and may return a new one: both answers in
     // one chain, twelve of each.

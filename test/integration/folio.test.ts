@@ -20,7 +20,9 @@ import {
   readSecretData,
   waitFor,
   type ConnectionStatus,
+  untilStatus,
 } from '../harness/builders.ts';
+import { connectionRecords, pokeConnection } from '../harness/operator-log.ts';
 import { createNamespace, GROUP, PLURAL, VERSION } from '../harness/kube.ts';
 import { canary, findLeaks } from '../harness/leaks.ts';
 import type { OperatorProcess } from '../harness/operator.ts';
@@ -32,7 +34,6 @@ import { startFolioSimulator, type FolioSimulator, type FolioSimulatorOptions } 
 const SCALE = 0.01;
 const TENANT = 'diku';
 const USERNAME = 'circ-sync';
-const POKE_FINALIZER = 'test.oauth.token-operator.dev/poke';
 
 /** What the tests read of status beyond builders.ts's ConnectionStatus. */
 type Status = ConnectionStatus & {
@@ -126,34 +127,15 @@ describe('folio preset against the FOLIO simulator', () => {
   const status = async (name: string): Promise<Status> => getConnectionStatus(admin, namespace, name);
   const ready = (s: Status): boolean => condition(s, 'Ready')?.status === 'True';
 
-  async function until(
+  const until = (
     name: string,
     what: string,
     check: (s: Status) => boolean,
-    timeoutMs = 60_000,
-  ): Promise<Status> {
-    return waitFor(
-      `${name}: ${what}`,
-      async () => {
-        const s = await status(name);
-        return check(s) ? s : undefined;
-      },
-      timeoutMs,
-      100,
-    );
-  }
+    timeoutMs?: number,
+  ): Promise<Status> => untilStatus(admin, namespace, name, what, check, timeoutMs);
 
-  /** The operator's log records about one connection of this file. */
-  function records(name: string): Record<string, unknown>[] {
-    return operator.lines.flatMap((line) => {
-      try {
-        const record = JSON.parse(line) as Record<string, unknown>;
-        return record.namespace === namespace && record.name === name ? [record] : [];
-      } catch {
-        return [];
-      }
-    });
-  }
+  const records = (name: string): Record<string, unknown>[] =>
+    connectionRecords(operator.lines, namespace, name);
 
   const failedRequests = (name: string): Record<string, unknown>[] =>
     records(name).filter((r) => r.msg === 'token request failed');
@@ -161,41 +143,7 @@ describe('folio preset against the FOLIO simulator', () => {
   const failedLogins = (name: string): Record<string, unknown>[] =>
     records(name).filter((r) => r.msg === 'login failed');
 
-  const decisions = (name: string): string[] =>
-    records(name)
-      .filter((r) => r.msg === 'chain decision')
-      .map((r) => String(r.action));
-
-  /**
-   * Makes the operator look at the connection again without lifting its backoff, and waits for its
-   * decisions: a finalizer of another controller, added and removed, wakes it (it reconciles on a
-   * change of finalizers), while neither the spec generation nor an input Secret changes.
-   */
-  async function poke(name: string): Promise<string[]> {
-    const before = decisions(name).length;
-    const object = { group: GROUP, version: VERSION, namespace, plural: PLURAL, name };
-    for (const on of [true, false]) {
-      const seen = decisions(name).length;
-      const current = (await custom.getNamespacedCustomObject(object)) as {
-        metadata: { finalizers?: string[]; resourceVersion?: string };
-      };
-      const others = (current.metadata.finalizers ?? []).filter((f) => f !== POKE_FINALIZER);
-      await custom.patchNamespacedCustomObject(
-        {
-          ...object,
-          body: {
-            metadata: {
-              resourceVersion: current.metadata.resourceVersion,
-              finalizers: on ? [...others, POKE_FINALIZER] : others,
-            },
-          },
-        },
-        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
-      );
-      await waitFor(`${name}: a decision after the poke`, () => decisions(name).length > seen, 30_000, 100);
-    }
-    return decisions(name).slice(before);
-  }
+  const poke = (name: string): Promise<string[]> => pokeConnection(admin, operator.lines, namespace, name);
 
   async function patchSpec(name: string, spec: Record<string, unknown>): Promise<void> {
     await custom.patchNamespacedCustomObject(

@@ -25,7 +25,9 @@ import {
   waitFor,
   type ConnectionOverrides,
   type ConnectionStatus,
+  untilStatus,
 } from '../harness/builders.ts';
+import { connectionRecords } from '../harness/operator-log.ts';
 import { createNamespace } from '../harness/kube.ts';
 import { canary, findLeaks } from '../harness/leaks.ts';
 import { DEFAULT_REDIRECT_URI, type TestOidcServer } from '../harness/oidc/server.ts';
@@ -133,34 +135,15 @@ describe('generic preset against a server with a rotation grace window', () => {
   const status = (name: string): Promise<ConnectionStatus> => getConnectionStatus(admin, namespace, name);
   const ready = (s: ConnectionStatus): boolean => condition(s, 'Ready')?.status === 'True';
 
-  async function until(
+  const until = (
     name: string,
     what: string,
     check: (s: ConnectionStatus) => boolean,
-    timeoutMs = 60_000,
-  ): Promise<ConnectionStatus> {
-    return waitFor(
-      `${name}: ${what}`,
-      async () => {
-        const s = await status(name);
-        return check(s) ? s : undefined;
-      },
-      timeoutMs,
-      100,
-    );
-  }
+    timeoutMs?: number,
+  ): Promise<ConnectionStatus> => untilStatus(admin, namespace, name, what, check, timeoutMs);
 
-  /** The operator's log records about one connection. */
-  function records(name: string): Record<string, unknown>[] {
-    return operator.lines.flatMap((line) => {
-      try {
-        const record = JSON.parse(line) as Record<string, unknown>;
-        return record.namespace === namespace && record.name === name ? [record] : [];
-      } catch {
-        return [];
-      }
-    });
-  }
+  const records = (name: string): Record<string, unknown>[] =>
+    connectionRecords(operator.lines, namespace, name);
 
   describe.concurrent('chains', () => {
     // Access tokens live 3 s: a refresh every 2 s (the 1 s margin of a third, the harness's 1 s gap).

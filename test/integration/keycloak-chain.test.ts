@@ -35,6 +35,7 @@ import {
   readSecretData,
   waitFor,
   type ConnectionStatus,
+  untilStatus,
 } from '../harness/builders.ts';
 import { ensureKeycloakDistribution, startKeycloak, type KeycloakServer } from '../harness/keycloak.ts';
 import {
@@ -258,22 +259,12 @@ describe('keycloak preset against a real Keycloak', () => {
 
   const status = async (name: string): Promise<Status> => await getConnectionStatus(admin, namespace, name);
 
-  async function until(
+  const until = (
     name: string,
     what: string,
     check: (s: Status) => boolean,
-    timeoutMs = 60_000,
-  ): Promise<Status> {
-    return waitFor(
-      `${name}: ${what}`,
-      async () => {
-        const s = await status(name);
-        return check(s) ? s : undefined;
-      },
-      timeoutMs,
-      200,
-    );
-  }
+    timeoutMs?: number,
+  ): Promise<Status> => untilStatus(admin, namespace, name, what, check, timeoutMs, 200);
 
   /** The operator's state Secret for the connection: the chain's newest refresh token and its counts. */
   async function chainState(

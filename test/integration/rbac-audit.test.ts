@@ -28,6 +28,7 @@ import {
   waitFor,
   type ConnectionOverrides,
   type ConnectionStatus,
+  untilStatus,
 } from '../harness/builders.ts';
 import { localAuditLogFiles } from '../harness/controlplane.ts';
 import { GROUP, isApiError, PLURAL, repoRoot, VERSION } from '../harness/kube.ts';
@@ -115,22 +116,12 @@ describe.skipIf(!auditLogFiles)('RBAC against the API server audit log', () => {
 
   const status = (name: string): Promise<ConnectionStatus> => getConnectionStatus(admin, namespace, name);
 
-  async function until(
+  const until = (
     name: string,
     what: string,
     check: (s: ConnectionStatus) => boolean,
-    timeoutMs = 60_000,
-  ): Promise<ConnectionStatus> {
-    return waitFor(
-      `${name}: ${what}`,
-      async () => {
-        const s = await status(name);
-        return check(s) ? s : undefined;
-      },
-      timeoutMs,
-      100,
-    );
-  }
+    timeoutMs?: number,
+  ): Promise<ConnectionStatus> => untilStatus(admin, namespace, name, what, check, timeoutMs);
 
   async function patchSpec(name: string, spec: Record<string, unknown>): Promise<void> {
     await custom.patchNamespacedCustomObject(

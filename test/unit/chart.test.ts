@@ -377,6 +377,23 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
       { requestTimeoutMs: 10_000, maxResponseBytes: 65536 },
     ],
     [
+      'deadlines, a per-namespace cap and a required Secret label',
+      {
+        operator: {
+          loginDeadline: '90s',
+          reconcileDeadline: '4m',
+          maxInFlightPerNamespace: 2,
+          requireSecretLabel: 'oauth.example.com/usable',
+        },
+      },
+      {
+        loginDeadlineMs: 90_000,
+        reconcileDeadlineMs: 240_000,
+        maxInFlightPerNamespace: 2,
+        requireSecretLabel: 'oauth.example.com/usable',
+      },
+    ],
+    [
       'a drain timeout within a longer grace period',
       { operator: { drainTimeout: '1m30s' }, terminationGracePeriodSeconds: 120 },
       { drainTimeoutMs: 90_000 },

@@ -52,12 +52,10 @@ export async function applyCRDs(kc: k8s.KubeConfig): Promise<void> {
       // file's (409) reads the new version and replaces again; the content is the same.
       for (let attempt = 1; ; attempt++) {
         const current = await api.readCustomResourceDefinition({ name });
-        const body = {
-          ...crd,
-          metadata: { ...crd.metadata, resourceVersion: current.metadata?.resourceVersion },
-        };
+        crd.metadata ??= {};
+        crd.metadata.resourceVersion = current.metadata?.resourceVersion;
         try {
-          await api.replaceCustomResourceDefinition({ name, body });
+          await api.replaceCustomResourceDefinition({ name, body: crd });
           break;
         } catch (replaceErr) {
           if (!isApiError(replaceErr, 409) || attempt >= 10) throw replaceErr;

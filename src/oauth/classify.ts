@@ -70,6 +70,7 @@ const SUMMARY: Record<string, string> = {
   AccountLocked: 'user account is locked',
   InvalidClient: 'provider rejected the client credentials',
   UnauthorizedClient: 'client is not authorised for this grant',
+  NotAllowed: 'provider does not allow this for the user or client (for example offline tokens)',
   InvalidScope: 'provider rejected the requested scope',
   UnsupportedGrantType: 'provider does not support this grant type',
   RefreshTokenMissing: 'provider says the refresh token is missing from the request',
@@ -254,7 +255,13 @@ function oauthVerdict(
       // Exact Online answers a reused refresh token with 401 (or 400) unauthorized_client.
       if (/old refresh token used/i.test(description))
         return { code: 'chain_broken', reason: 'RefreshTokenReused' };
+      // Keycloak answers a wrong client secret with 401 unauthorized_client "Invalid client or
+      // Invalid client credentials": the credentials are wrong, not the client's permissions.
+      if (/invalid client/i.test(description)) return { code: 'configuration', reason: 'InvalidClient' };
       return { code: 'configuration', reason: 'UnauthorizedClient' };
+    case 'not_allowed':
+      // Keycloak: "Offline tokens not allowed for the user or client" (a realm or client setting).
+      return { code: 'configuration', reason: 'NotAllowed' };
     case 'invalid_request':
       // Exact Online: "The refresh token expired at <date> and it is now <date>."
       if (/refresh token expired/i.test(description) && grant === 'refresh_token') {

@@ -781,7 +781,7 @@ describe('keycloak preset against a real Keycloak', () => {
 
     // Keycloak answers a wrong secret of a known client with unauthorized_client (an unknown client ID
     // gets invalid_client): a configuration error either way, retried slowly, the chain left intact.
-    it('a wrong client secret (401 unauthorized_client "Invalid client or Invalid client credentials"): UnauthorizedClient, Ready=False, chain intact', async ({
+    it('a wrong client secret (401 unauthorized_client "Invalid client or Invalid client credentials"): InvalidClient, Ready=False, chain intact', async ({
       expect,
     }) => {
       const r = await realm('badclient', { accessTokenLifespan: 12 });
@@ -796,9 +796,9 @@ describe('keycloak preset against a real Keycloak', () => {
         }),
       );
       const end = await until('bad-client', 'Ready=False', (s) => condition(s, 'Ready')?.status === 'False');
-      expect(condition(end, 'Ready')?.reason).toBe('UnauthorizedClient');
+      expect(condition(end, 'Ready')?.reason).toBe('InvalidClient');
       expect(condition(end, 'Ready')?.message).toContain('Invalid client or Invalid client credentials');
-      expect(condition(end, 'Degraded')?.reason).toBe('UnauthorizedClient');
+      expect(condition(end, 'Degraded')?.reason).toBe('InvalidClient');
       expect(broken(end)).toBe(false);
       // Retried after a minute at the soonest (configuration errors back off from 1 min).
       expect(Date.parse(end.nextRefreshTime ?? '') - Date.now()).toBeGreaterThan(50_000);

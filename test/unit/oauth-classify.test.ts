@@ -231,6 +231,24 @@ const rows: Row[] = [
     reason: 'InvalidCredentials',
   },
   {
+    name: 'keycloak: 401 unauthorized_client "Invalid client or Invalid client credentials" is a wrong client secret',
+    input: {
+      httpStatus: 401,
+      body: err('unauthorized_client', 'Invalid client or Invalid client credentials'),
+    },
+    code: 'configuration',
+    reason: 'InvalidClient',
+  },
+  {
+    name: 'keycloak: not_allowed "Offline tokens not allowed for the user or client"',
+    input: {
+      httpStatus: 400,
+      body: err('not_allowed', 'Offline tokens not allowed for the user or client'),
+    },
+    code: 'configuration',
+    reason: 'NotAllowed',
+  },
+  {
     name: 'keycloak: direct grant not enabled for the client',
     input: {
       grant: 'password',

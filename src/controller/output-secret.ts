@@ -475,10 +475,12 @@ export class OutputSecretWriter {
       const owner = ownership(existing.metadata, connection);
       if (owner === 'foreign') throw new OutputSecretNotOwnedError(name);
       if (existing.type !== 'Opaque') {
-        // The type of a Secret is immutable; an owned Secret of another type is replaced.
-        await this.core.deleteNamespacedSecret({ name, namespace });
-        await this.core.createNamespacedSecret({ namespace, body: body(metadata) });
-        return true;
+        // A Secret's type cannot be changed, and replacing it would need delete on Secrets in every
+        // watched namespace: a person deletes it instead (the operator then creates an Opaque one).
+        throw new OutputError(
+          'OutputSecretWrongType',
+          `spec.output.secretName: Secret ${name} belongs to this connection but has type ${(existing.type ?? '').slice(0, 64)}, and a Secret's type cannot be changed; delete it and the operator creates an Opaque one`,
+        );
       }
       if (
         owner === 'owned' &&

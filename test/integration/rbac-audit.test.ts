@@ -18,7 +18,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { stateSecretName } from '../../src/controller/state-store.ts';
+import {
+  MANAGED_BY,
+  MANAGED_BY_LABEL,
+  ROLE_LABEL,
+  stateSecretName,
+} from '../../src/controller/state-store.ts';
 import {
   condition,
   connection,
@@ -256,7 +261,7 @@ describe.skipIf(!auditLogFiles)('RBAC against the API server audit log', () => {
     expect((await tokenReady()).length, 'TokenReady Events of books').toBe(1);
   });
 
-  it('replaces an output Secret it owns that has a type other than Opaque', async () => {
+  it('refuses an output Secret it owns that has a type other than Opaque, and writes it once a person deleted it', async () => {
     const name = 'typed';
     const body = connection(namespace, name, oidc.issuer, {
       grant: { type: 'clientCredentials', seedSecretRef: undefined },
@@ -275,6 +280,9 @@ describe.skipIf(!auditLogFiles)('RBAC against the API server audit log', () => {
       body: {
         metadata: {
           name: `${name}-token`,
+          // As an older release would have labelled it: the operator's output-Secret informer
+          // selects by these labels, and sees the deletion below.
+          labels: { [MANAGED_BY_LABEL]: MANAGED_BY, [ROLE_LABEL]: 'output' },
           ownerReferences: [
             {
               apiVersion: created.apiVersion,
@@ -290,6 +298,15 @@ describe.skipIf(!auditLogFiles)('RBAC against the API server audit log', () => {
       },
     });
     await patchSpec(name, { suspend: false });
+    const refused = await until(
+      name,
+      'OutputSecretWrongType',
+      (s) => condition(s, 'Ready')?.reason === 'OutputSecretWrongType',
+    );
+    expect(condition(refused, 'Ready')?.message).toContain('spec.output.secretName');
+    // The fix is a person's: delete it. The operator creates an Opaque one in its place (its output
+    // Secret informer sees the deletion).
+    await core.deleteNamespacedSecret({ name: `${name}-token`, namespace });
     await waitFor('an Opaque output Secret in its place', async () => {
       const secret = await core.readNamespacedSecret({ name: `${name}-token`, namespace });
       return secret.type === 'Opaque' && secret.data?.access_token !== undefined;

@@ -514,10 +514,10 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
       ['status: merge patches only', 'oauth.token-operator.dev', 'oauthconnections/status', ['patch']],
       ['Events: created, and patched when repeated', '', 'events', ['create', 'patch']],
       [
-        'Secrets: referenced, output (metadata informer), seed mark, type change',
+        'Secrets: referenced, output (metadata informer), seed mark (no delete)',
         '',
         'secrets',
-        ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'],
+        ['create', 'get', 'list', 'patch', 'update', 'watch'],
       ],
     ])('grants in the connection namespaces %s', (_name, group, resource, verbs) => {
       expect(verbsOn(rbacRules.connectionNamespaceRules, group, resource)).toEqual(verbs);

@@ -667,12 +667,6 @@ class FakeSecrets {
     return this.store('replace', body);
   }
 
-  deleteNamespacedSecret({ name }: { name: string }): Promise<void> {
-    this.calls.push(`delete ${name}`);
-    this.secrets.delete(name);
-    return Promise.resolve();
-  }
-
   private store(verb: 'create' | 'replace', body: k8s.V1Secret): Promise<k8s.V1Secret> {
     const name = body.metadata?.name ?? '';
     this.calls.push(`${verb} ${name}`);
@@ -736,6 +730,20 @@ describe('OutputSecretWriter', () => {
     fake.secrets.set('s', { type: 'Opaque', metadata, data: { mine: 'eA==' } });
     await expect(write(fake)).rejects.toBeInstanceOf(OutputSecretNotOwnedError);
     expect(fake.calls).toEqual(['read s']);
+  });
+
+  it('refuses, without deleting it, a Secret of its own whose type is not Opaque', async () => {
+    const fake = new FakeSecrets();
+    fake.secrets.set('s', {
+      type: 'kubernetes.io/tls',
+      metadata: { name: 's', ownerReferences: [ref()], resourceVersion: '3' },
+      data: { 'tls.crt': 'eA==' },
+    });
+    const refused = write(fake);
+    await expect(refused).rejects.toBeInstanceOf(OutputError);
+    await expect(refused).rejects.toMatchObject({ reason: 'OutputSecretWrongType' });
+    expect(fake.calls).toEqual(['read s']);
+    expect(fake.secrets.get('s')?.type).toBe('kubernetes.io/tls');
   });
 
   it('sends nothing for a reserved label', async () => {

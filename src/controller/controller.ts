@@ -10,7 +10,7 @@
 import * as k8s from '@kubernetes/client-node';
 import type { OAuthConnection } from '../api/v1alpha1.ts';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../api/v1alpha1.ts';
-import type { Clock } from '../kube/clock.ts';
+import { withDeadline, type Clock, type Deadline } from '../kube/clock.ts';
 import { WorkQueue } from '../kube/workqueue.ts';
 import { errorFields, type Logger } from '../observability/log.ts';
 import { CONTROLLER_NAME, type OperatorMetrics } from '../observability/metrics.ts';
@@ -232,31 +232,12 @@ export class Controller {
 
   /**
    * The signal one reconcile gets: aborted when `leading` aborts (drain deadline, lost leadership) or
-   * when the reconcile deadline passes. Built by hand, not with AbortSignal.any, so that nothing is
-   * left attached to the long-lived `leading` signal after each reconcile.
+   * when the reconcile deadline passes.
    */
-  private deadline(leading: AbortSignal): { signal: AbortSignal; expired(): boolean; clear(): void } {
-    const { clock } = this.options;
-    const controller = new AbortController();
-    let expired = false;
-    const onLeading = (): void => {
-      controller.abort(leading.reason);
-    };
-    if (leading.aborted) onLeading();
-    else leading.addEventListener('abort', onLeading, { once: true });
+  private deadline(leading: AbortSignal): Deadline {
     const ms = this.deadlineMs();
-    const timer = clock.setTimeout(() => {
-      expired = true;
-      controller.abort(new DOMException(`reconcile deadline of ${String(ms)} ms reached`, 'TimeoutError'));
-    }, ms);
-    return {
-      signal: controller.signal,
-      expired: () => expired,
-      clear: () => {
-        clock.clearTimeout(timer);
-        leading.removeEventListener('abort', onLeading);
-      },
-    };
+    const reason = new DOMException(`reconcile deadline of ${String(ms)} ms reached`, 'TimeoutError');
+    return withDeadline(leading, ms, reason, this.options.clock);
   }
 
   private wire(): void {

@@ -42,3 +42,44 @@ export function sleep(clock: Clock, delayMs: number, signal?: AbortSignal): Prom
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/** A signal that aborts with its parent or when its time is up; see withDeadline. */
+export interface Deadline {
+  signal: AbortSignal;
+  /** Whether the time ran out before clear(), even if the parent had aborted first. */
+  expired(): boolean;
+  /** Stops the timer and detaches from the parent; call it once the guarded work is over. */
+  clear(): void;
+}
+
+/**
+ * A child signal of `parent` that also aborts, with `reason`, after `ms` on the clock. Built by hand,
+ * not with AbortSignal.any/timeout, so that the timer is on the injected clock and nothing stays
+ * attached to a long-lived parent once clear() is called.
+ */
+export function withDeadline(
+  parent: AbortSignal | undefined,
+  ms: number,
+  reason: unknown,
+  clock: Pick<Clock, 'setTimeout' | 'clearTimeout'> = systemClock,
+): Deadline {
+  const controller = new AbortController();
+  let expired = false;
+  const onParentAbort = (): void => {
+    controller.abort(parent?.reason);
+  };
+  if (parent?.aborted === true) onParentAbort();
+  else parent?.addEventListener('abort', onParentAbort, { once: true });
+  const timer = clock.setTimeout(() => {
+    expired = true;
+    controller.abort(reason);
+  }, ms);
+  return {
+    signal: controller.signal,
+    expired: () => expired,
+    clear: () => {
+      clock.clearTimeout(timer);
+      parent?.removeEventListener('abort', onParentAbort);
+    },
+  };
+}

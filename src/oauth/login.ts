@@ -26,14 +26,14 @@
 // - Nothing is logged. Errors are TokenErrors (login-errors.ts) whose messages may name a host,
 //   never a path, a query, page text, the username, the password, a TOTP code or an authorization code.
 import { calculatePKCECodeChallenge, randomPKCECodeVerifier, randomState } from 'openid-client';
-import { sanitizeDescription, sanitizeErrorCode } from './errors.ts';
+import { withDeadline } from '../kube/clock.ts';
+import { sanitizeDescription, sanitizeErrorCode, TokenError } from './errors.ts';
 import { configurationError } from './exchange.ts';
 import { MAX_TOKEN_BYTES } from './grants.ts';
 import { loginError } from './login-errors.ts';
 import { analysePage, checkFormProfile, fillForm, type FormProfile, type HtmlForm } from './login-form.ts';
 import { isHtml, LoginHttp, type LoginAnswer, type LoginRequest } from './login-http.ts';
 import { canonicalTokenType } from './model.ts';
-import { TokenError } from './errors.ts';
 import type { Transport } from './transport.ts';
 
 /**
@@ -290,16 +290,8 @@ export async function performLogin(transport: Transport, params: LoginParams): P
   }
 
   const deadlineMs = params.deadlineMs ?? DEFAULT_LOGIN_DEADLINE_MS;
-  const deadline = new AbortController();
   const expired = new LoginDeadline();
-  const timer = setTimeout(() => {
-    deadline.abort(expired);
-  }, deadlineMs);
-  const onCallerAbort = (): void => {
-    deadline.abort(params.signal?.reason);
-  };
-  if (params.signal?.aborted === true) onCallerAbort();
-  else params.signal?.addEventListener('abort', onCallerAbort, { once: true });
+  const deadline = withDeadline(params.signal, deadlineMs, expired);
   const progress: WalkProgress = {};
   try {
     return await walkPages(transport, params, deadline.signal, authorizationURL, redirect, progress, {
@@ -308,11 +300,11 @@ export async function performLogin(transport: Transport, params: LoginParams): P
     });
   } catch (err) {
     // Whatever the aborted request or wait threw, the reason it stopped is the deadline.
+    // (Not when the caller aborted first: the signal keeps the first reason.)
     if (deadline.signal.reason === expired) throw deadlineError(deadlineMs, progress);
     throw err;
   } finally {
-    clearTimeout(timer);
-    params.signal?.removeEventListener('abort', onCallerAbort);
+    deadline.clear();
   }
 }
 

@@ -21,7 +21,7 @@ import { Cookie } from 'tough-cookie';
 import { classifyTokenFailure, type NetworkFailure } from './classify.ts';
 import { sanitizeDescription, sanitizeErrorCode, TokenError, type TokenFailure } from './errors.ts';
 import { configurationError } from './exchange.ts';
-import { MAX_TOKEN_BYTES, secretsOf } from './grants.ts';
+import { checkTokenSizes, secretsOf } from './grants.ts';
 import type { ClientConfig, ResolvedEndpoints, TokenGrant, TokenSet } from './model.ts';
 import { TransportFailure, type Transport, type TransportResponse } from './transport.ts';
 
@@ -228,25 +228,6 @@ function transportInput(
   };
 }
 
-/**
- * Refuses tokens above MAX_TOKEN_BYTES, as the OAuth grants do (grants.ts): after a refresh the
- * presented token is used up (FOLIO rotates on every success), so the chain is broken and a login
- * starts a new one; after a login nothing was used up, and it is a configuration problem.
- */
-function checkTokenSizes(tokens: TokenSet, grant: TokenGrant): void {
-  const oversized = [
-    Buffer.byteLength(tokens.accessToken) > MAX_TOKEN_BYTES ? 'an access token' : undefined,
-    Buffer.byteLength(tokens.refreshToken ?? '') > MAX_TOKEN_BYTES ? 'a refresh token' : undefined,
-  ].filter((what) => what !== undefined);
-  if (oversized.length === 0) return;
-  const consumed = grant.type === 'refresh_token';
-  throw new TokenError({
-    code: consumed ? 'chain_broken' : 'configuration',
-    reason: 'TokenTooLarge',
-    message: `FOLIO issued ${oversized.join(' and ')} over ${String(MAX_TOKEN_BYTES)} bytes, which the operator does not keep${consumed ? '; the refresh token presented is used up, so the chain is broken' : ''}`,
-  });
-}
-
 function required(value: string, what: string): void {
   if (value === '') throw configurationError('MissingCredential', `${what} is empty`);
 }
@@ -313,7 +294,9 @@ export async function requestFolioTokens(
   if (answer.status >= 200 && answer.status < 300) {
     const tokens = folioTokensFrom(answer.headers.getSetCookie(), text, nowMs);
     if (tokens !== undefined) {
-      checkTokenSizes(tokens, grant);
+      // After a refresh the presented token is used up (FOLIO rotates on every success); after a
+      // login nothing was.
+      checkTokenSizes(tokens, grant.type === 'refresh_token', 'FOLIO');
       return tokens;
     }
   }

@@ -51,13 +51,17 @@ const RESERVED_PARAMETERS = new Set([
 export const MAX_TOKEN_BYTES = 16 * 1024;
 
 /**
- * Refuses an answer whose access or refresh token is above MAX_TOKEN_BYTES, after the provider
- * answered: a refresh token presented with this request is consumed by the answer (the provider
- * rotated it), and the successor is refused, so the chain is broken (chain_broken: never presented
- * again; a recovery login or a new seed starts a new one). It must not be lost silently. Without
- * a rotated successor nothing was consumed: a configuration problem of the provider.
+ * Refuses tokens above MAX_TOKEN_BYTES, after the provider answered. `consumed` says whether the
+ * answer used up the refresh token presented (the provider rotated it): the successor is refused,
+ * so the chain is broken (chain_broken: never presented again; a recovery login or a new seed starts
+ * a new one) and must not be lost silently. When nothing was consumed it is a configuration problem
+ * of the provider. `issuer` starts the message ("the provider", "FOLIO").
  */
-function checkTokenSizes(tokens: TokenSet, grant: TokenGrant): void {
+export function checkTokenSizes(
+  tokens: { accessToken: string; refreshToken?: string | undefined },
+  consumed: boolean,
+  issuer: string,
+): void {
   const oversized = [
     Buffer.byteLength(tokens.accessToken) > MAX_TOKEN_BYTES ? 'an access token' : undefined,
     tokens.refreshToken !== undefined && Buffer.byteLength(tokens.refreshToken) > MAX_TOKEN_BYTES
@@ -65,14 +69,10 @@ function checkTokenSizes(tokens: TokenSet, grant: TokenGrant): void {
       : undefined,
   ].filter((what) => what !== undefined);
   if (oversized.length === 0) return;
-  const rotated =
-    grant.type === 'refresh_token' &&
-    tokens.refreshToken !== undefined &&
-    tokens.refreshToken !== grant.refreshToken;
   throw new TokenError({
-    code: rotated ? 'chain_broken' : 'configuration',
+    code: consumed ? 'chain_broken' : 'configuration',
     reason: 'TokenTooLarge',
-    message: `the provider issued ${oversized.join(' and ')} over ${String(MAX_TOKEN_BYTES)} bytes, which the operator does not keep${rotated ? '; the refresh token presented is used up, so the chain is broken' : ''}`,
+    message: `${issuer} issued ${oversized.join(' and ')} over ${String(MAX_TOKEN_BYTES)} bytes, which the operator does not keep${consumed ? '; the refresh token presented is used up, so the chain is broken' : ''}`,
   });
 }
 
@@ -266,6 +266,10 @@ export async function requestTokens(
     });
   }
   const tokens = toTokenSet(result, extras);
-  checkTokenSizes(tokens, grant);
+  const rotated =
+    grant.type === 'refresh_token' &&
+    tokens.refreshToken !== undefined &&
+    tokens.refreshToken !== grant.refreshToken;
+  checkTokenSizes(tokens, rotated, 'the provider');
   return tokens;
 }

@@ -29,7 +29,7 @@ import { calculatePKCECodeChallenge, randomPKCECodeVerifier, randomState } from 
 import { withDeadline } from '../kube/clock.ts';
 import { sanitizeDescription, sanitizeErrorCode, TokenError } from './errors.ts';
 import { configurationError } from './exchange.ts';
-import { MAX_TOKEN_BYTES } from './grants.ts';
+import { checkTokenSizes } from './grants.ts';
 import { loginError } from './login-errors.ts';
 import { analysePage, checkFormProfile, fillForm, type FormProfile, type HtmlForm } from './login-form.ts';
 import { isHtml, LoginHttp, type LoginAnswer, type LoginRequest } from './login-http.ts';
@@ -197,14 +197,8 @@ function readRedirect(
   if (accessToken === null || accessToken === '') {
     throw loginError('ProviderError', 'the authorization response carries no access_token');
   }
-  // The same cap as a token endpoint's answer (grants.ts); nothing was consumed by this login.
-  if (Buffer.byteLength(accessToken) > MAX_TOKEN_BYTES) {
-    throw new TokenError({
-      code: 'configuration',
-      reason: 'TokenTooLarge',
-      message: `recovery login: the provider issued an access token over ${String(MAX_TOKEN_BYTES)} bytes, which the operator does not keep`,
-    });
-  }
+  // The same cap as a token endpoint's answer; nothing was consumed by this login.
+  checkTokenSizes({ accessToken }, false, 'recovery login: the provider');
   const result: ImplicitLoginResult = {
     flow: 'implicit',
     accessToken,

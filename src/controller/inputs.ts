@@ -17,6 +17,7 @@ import {
 } from '../providers/configure.ts';
 import { presetDefaults, type PresetDefaults } from '../providers/presets.ts';
 import type { RefreshTiming } from './schedule.ts';
+import { fingerprint } from './state-store.ts';
 
 export class ConfigurationError extends Error {
   readonly code = 'configuration';
@@ -251,10 +252,7 @@ export async function resolveInputs(
     versionBy: 'resourceVersion' | 'value' = 'resourceVersion',
   ): Promise<VersionedSecretValue> => {
     const value = await readSecretKeyVersioned(core, namespace, ref, field, defaultKey, options);
-    const id =
-      versionBy === 'value'
-        ? createHash('sha256').update(value.value).digest('hex').slice(0, 16)
-        : value.resourceVersion;
+    const id = versionBy === 'value' ? fingerprint(value.value) : value.resourceVersion;
     versions.push(`${field}=${value.name}@${id}`);
     return value;
   };

@@ -29,6 +29,11 @@ export interface LoginGate {
   retryAtMs?: number;
 }
 
+/** The login attempts status records within the last hour, oldest first. */
+export function recentLoginAttempts(status: OAuthConnectionStatus | undefined, nowMs: number): string[] {
+  return (status?.loginAttempts ?? []).filter((t) => Date.parse(t) > nowMs - HOUR_MS).sort();
+}
+
 /**
  * Whether a recovery login may be tried now: at most maxAttemptsPerHour in a rolling hour, and never
  * again with credentials the provider rejected, until they change or the hour since passes.
@@ -39,7 +44,7 @@ export function loginGate(
   credentialsVersion: string,
   nowMs: number,
 ): LoginGate {
-  const attempts = (status?.loginAttempts ?? []).filter((t) => Date.parse(t) > nowMs - HOUR_MS).sort();
+  const attempts = recentLoginAttempts(status, nowMs);
   const max = maxAttemptsPerHour ?? DEFAULT_MAX_ATTEMPTS_PER_HOUR;
   const lastAttemptMs = attempts.length > 0 ? Date.parse(attempts[attempts.length - 1] ?? '') : undefined;
   if (status?.loginBlockedCredentials === credentialsVersion && lastAttemptMs !== undefined) {

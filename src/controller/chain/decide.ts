@@ -200,9 +200,13 @@ function failure(
   return { kind: 'fail', failure: { kind, reason, message, ...extra } };
 }
 
+/** What is known of a broken chain: its generation, the reason and the detail. */
+export function brokenCause(state: ChainState | undefined, reason: string, detail?: string): string {
+  return `refresh-token chain ${state?.chainGeneration ?? 0} is broken (${reason})${detail ? `: ${detail}` : ''}`;
+}
+
 export function brokenMessage(state: ChainState | undefined, reason: string, detail?: string): string {
-  const base = `refresh-token chain ${state?.chainGeneration ?? 0} is broken (${reason})`;
-  return `${base}${detail ? `: ${detail}` : ''}; re-seed it by changing the seed Secret, or configure spec.recovery.login`;
+  return `${brokenCause(state, reason, detail)}; re-seed it by changing the seed Secret, or configure spec.recovery.login`;
 }
 
 /** The state Secret is behind what status says the chain had reached: deleted, or restored from an old copy. */

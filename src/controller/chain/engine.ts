@@ -34,7 +34,7 @@ import {
   type RefreshRetry,
 } from './decide.ts';
 import { TokensNotPersistedError, type ChainHandle } from './handle.ts';
-import { recoveryLogin, startChain } from './logins.ts';
+import { passwordGrant, recoveryLogin, startChain } from './logins.ts';
 import { probeToken } from './probe.ts';
 import type { ProbeSchedule } from './probe-schedule.ts';
 import { markSeedConsumed, seedView, withConsumedMark } from './seed.ts';
@@ -74,7 +74,7 @@ export interface EngineResult {
 /** What the steps in other files (logins.ts, probe.ts) use of the engine that runs them. */
 export type EngineSteps = Pick<
   ChainEngine,
-  'deps' | 'ctx' | 'labels' | 'hostAdmission' | 'persistOrConflict' | 'publish' | 'fail'
+  'deps' | 'ctx' | 'labels' | 'chainState' | 'hostAdmission' | 'persistOrConflict' | 'publish' | 'fail'
 >;
 
 /** Steps that change what is known and are followed by another decision; a bound, not a budget. */
@@ -96,6 +96,17 @@ export class ChainEngine {
   get labels(): { namespace: string; name: string } {
     const { namespace, name } = this.ctx.connection.metadata;
     return { namespace, name };
+  }
+
+  /** The chain's state, or the empty state of a connection that has none yet. */
+  chainState(): ChainState {
+    return (
+      this.ctx.handle.state ?? {
+        connectionUID: this.ctx.connection.metadata.uid ?? '',
+        chainGeneration: 0,
+        rotations: 0,
+      }
+    );
   }
 
   private timing(): ChainTiming {
@@ -264,18 +275,14 @@ export class ChainEngine {
         // A password that starts a chain (FOLIO) is sent only by startChain(): refreshes rotate.
         if (inputs.preset.passwordStartsChain === true)
           return { type: 'refresh_token', refreshToken: state?.refreshToken ?? '' };
-        return { type: 'password', username: inputs.username ?? '', password: inputs.password ?? '' };
+        return passwordGrant(inputs);
     }
   }
 
   private async refresh(retry: RefreshRetry | undefined): Promise<EngineResult | 'again'> {
     const { clock, metrics } = this.deps;
     const { handle, inputs, log } = this.ctx;
-    const base: ChainState = handle.state ?? {
-      connectionUID: this.ctx.connection.metadata.uid ?? '',
-      chainGeneration: 0,
-      rotations: 0,
-    };
+    const base = this.chainState();
     const endpoints = await this.deps.oauth.resolveEndpoints(inputs.endpoints(base.geolocation));
     const grant = this.grant(base);
     const presented = grant.type === 'refresh_token' ? grant.refreshToken : undefined;

@@ -2,13 +2,20 @@
 // credentials (a preset whose password starts a chain: FOLIO), and the recovery login of
 // spec.recovery.login. Both are claimed and persisted like a refresh and report the attempt before
 // it is made; they act on the engine through EngineSteps (engine.ts).
-import { isTokenError, type TokenSet } from '../../oauth/index.ts';
+import { isTokenError, type TokenGrant, type TokenSet } from '../../oauth/index.ts';
 import { failureOf } from '../failures.ts';
-import type { RecoveryLogin } from '../recovery.ts';
+import type { ResolvedInputs } from '../inputs.ts';
+import { recentLoginAttempts, type RecoveryLogin } from '../recovery.ts';
 import type { ChainState } from '../state-store.ts';
 import { onRecovering, type Failure } from '../status.ts';
+import { brokenCause } from './decide.ts';
 import type { EngineResult, EngineSteps } from './engine.ts';
 import { afterFailedLogin, afterLogin } from './transitions.ts';
+
+/** The password grant of the connection's spec.grant credentials. */
+export function passwordGrant(inputs: ResolvedInputs): TokenGrant {
+  return { type: 'password', username: inputs.username ?? '', password: inputs.password ?? '' };
+}
 
 /**
  * Starts a chain by logging in with the password grant's credentials (a preset whose password
@@ -20,11 +27,7 @@ import { afterFailedLogin, afterLogin } from './transitions.ts';
 export async function startChain(engine: EngineSteps, why: Failure): Promise<EngineResult | 'again'> {
   const { clock, metrics } = engine.deps;
   const { handle, inputs, connection, log } = engine.ctx;
-  const base: ChainState = handle.state ?? {
-    connectionUID: connection.metadata.uid ?? '',
-    chainGeneration: 0,
-    rotations: 0,
-  };
+  const base = engine.chainState();
   const restart = why.reason !== 'NoRefreshToken';
   const endpoints = await engine.deps.oauth.resolveEndpoints(inputs.endpoints(base.geolocation));
   // Before the attempt is recorded or anything claimed (see hostAdmission).
@@ -35,16 +38,14 @@ export async function startChain(engine: EngineSteps, why: Failure): Promise<Eng
     const broken = base.broken;
     const cause =
       broken !== undefined
-        ? `refresh-token chain ${base.chainGeneration} is broken (${broken.reason})${broken.detail ? `: ${broken.detail}` : ''}`
+        ? brokenCause(base, broken.reason, broken.detail)
         : `the refresh-token chain cannot continue (${why.reason})`;
     const recovering = onRecovering({
       previous: engine.ctx.status.current,
       generation: connection.metadata.generation,
       nowMs,
       why: { ...why, message: `${cause}; logging in with spec.grant's credentials to start a new one` },
-      attempts: (engine.ctx.status.current.loginAttempts ?? []).filter(
-        (t) => Date.parse(t) > nowMs - 3_600_000,
-      ),
+      attempts: recentLoginAttempts(engine.ctx.status.current, nowMs),
       chainBroken: true,
     });
     await host.slot.releaseOnError(engine.ctx.status.write(recovering.status, recovering.event));
@@ -55,12 +56,7 @@ export async function startChain(engine: EngineSteps, why: Failure): Promise<Eng
   let tokens: TokenSet;
   try {
     tokens = await host.slot.run(() =>
-      engine.deps.oauth.requestTokens(
-        inputs.client,
-        endpoints,
-        { type: 'password', username: inputs.username ?? '', password: inputs.password ?? '' },
-        engine.ctx.signal,
-      ),
+      engine.deps.oauth.requestTokens(inputs.client, endpoints, passwordGrant(inputs), engine.ctx.signal),
     );
   } catch (err) {
     if (!isTokenError(err)) throw err;
@@ -122,11 +118,7 @@ export async function recoveryLogin(
   await engine.ctx.status.write(recovering.status, recovering.event);
   log.info({ flow: login.flow, reason: why.reason }, 'recovery login');
 
-  const base: ChainState = handle.state ?? {
-    connectionUID: connection.metadata.uid ?? '',
-    chainGeneration: 0,
-    rotations: 0,
-  };
+  const base = engine.chainState();
   const claim = await handle.claim(base, engine.ctx.identity, undefined);
   const claimed: ChainState = { ...base, claim };
   let result: Awaited<ReturnType<RecoveryLogin['login']>>;

@@ -81,6 +81,9 @@ export function condition(status: ConnectionStatus, type: string) {
   return status.conditions?.find((c) => c.type === type);
 }
 
+/** Whether the connection says its output Secret holds a valid token (Ready=True). */
+export const ready = (s: ConnectionStatus): boolean => condition(s, 'Ready')?.status === 'True';
+
 export async function createSecret(
   kc: k8s.KubeConfig,
   namespace: string,

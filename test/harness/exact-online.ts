@@ -9,7 +9,6 @@
 // timers and scheduling.
 import type * as k8s from '@kubernetes/client-node';
 import {
-  condition,
   connection,
   createConnection,
   createSecret,
@@ -45,8 +44,6 @@ export function exactFormProfile(sim: ExactOnlineSimulator) {
     otpField: sim.fields.totp,
   };
 }
-
-export const ready = (s: ConnectionStatus): boolean => condition(s, 'Ready')?.status === 'True';
 
 export class ExactOnlineFixture {
   readonly clientSecret = canary('exact-client-secret');

@@ -18,16 +18,17 @@ import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stateSecretName } from '../../src/controller/state-store.ts';
 import {
-  OutputTokenWatcher,
   condition,
   connection,
   createConnection,
   createSecret,
   getConnectionStatus,
+  OutputTokenWatcher,
+  ready,
+  untilStatus,
   waitFor,
   type ConnectionOverrides,
   type ConnectionStatus,
-  untilStatus,
 } from '../harness/builders.ts';
 import { connectionRecords, pokeConnection } from '../harness/operator-log.ts';
 import { canary, findLeaks } from '../harness/leaks.ts';
@@ -150,8 +151,6 @@ describe('concur preset against the SAP Concur simulator', () => {
     check: (s: Status) => boolean,
     timeoutMs?: number,
   ): Promise<Status> => untilStatus(admin, namespace, name, what, check, timeoutMs);
-
-  const ready = (s: Status): boolean => condition(s, 'Ready')?.status === 'True';
 
   const records = (name: string): Record<string, unknown>[] =>
     connectionRecords(operator.lines, namespace, name);

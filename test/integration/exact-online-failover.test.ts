@@ -10,8 +10,8 @@
 // first), and this test is about the chain surviving.
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { condition, waitFor } from '../harness/builders.ts';
-import { ExactOnlineFixture, ready } from '../harness/exact-online.ts';
+import { condition, ready, waitFor } from '../harness/builders.ts';
+import { ExactOnlineFixture } from '../harness/exact-online.ts';
 import { createNamespace } from '../harness/kube.ts';
 import { leaseHolder, type OperatorEnvironment, type OperatorProcess } from '../harness/operator.ts';
 import { Scenario } from '../harness/scenario.ts';

@@ -4,8 +4,8 @@
 // to 570 s of 401s for every consumer.
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { condition, waitFor } from '../harness/builders.ts';
-import { ExactOnlineFixture, ready } from '../harness/exact-online.ts';
+import { condition, ready, waitFor } from '../harness/builders.ts';
+import { ExactOnlineFixture } from '../harness/exact-online.ts';
 import { createNamespace } from '../harness/kube.ts';
 import type { OperatorProcess } from '../harness/operator.ts';
 import { Scenario } from '../harness/scenario.ts';

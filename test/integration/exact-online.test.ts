@@ -8,13 +8,14 @@ import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stateSecretName } from '../../src/controller/state-store.ts';
 import {
-  OutputTokenWatcher,
   condition,
   createSecret,
+  OutputTokenWatcher,
+  ready,
   waitFor,
   type ConnectionStatus,
 } from '../harness/builders.ts';
-import { EXACT_FLOOR_MS, ExactOnlineFixture, ready } from '../harness/exact-online.ts';
+import { EXACT_FLOOR_MS, ExactOnlineFixture } from '../harness/exact-online.ts';
 import { GROUP, PLURAL, VERSION, createNamespace } from '../harness/kube.ts';
 import type { OperatorEnvironment, OperatorProcess } from '../harness/operator.ts';
 import { Scenario } from '../harness/scenario.ts';

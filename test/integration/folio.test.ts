@@ -18,9 +18,10 @@ import {
   createSecret,
   getConnectionStatus,
   readSecretData,
+  ready,
+  untilStatus,
   waitFor,
   type ConnectionStatus,
-  untilStatus,
 } from '../harness/builders.ts';
 import { connectionRecords, pokeConnection } from '../harness/operator-log.ts';
 import { createNamespace, GROUP, PLURAL, VERSION } from '../harness/kube.ts';
@@ -125,7 +126,6 @@ describe('folio preset against the FOLIO simulator', () => {
   }
 
   const status = async (name: string): Promise<Status> => getConnectionStatus(admin, namespace, name);
-  const ready = (s: Status): boolean => condition(s, 'Ready')?.status === 'True';
 
   const until = (
     name: string,

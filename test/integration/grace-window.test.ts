@@ -18,14 +18,15 @@ import * as k8s from '@kubernetes/client-node';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
-  OutputTokenWatcher,
   condition,
   createSecret,
   getConnectionStatus,
+  OutputTokenWatcher,
+  ready,
+  untilStatus,
   waitFor,
   type ConnectionOverrides,
   type ConnectionStatus,
-  untilStatus,
 } from '../harness/builders.ts';
 import { connectionRecords } from '../harness/operator-log.ts';
 import { createNamespace } from '../harness/kube.ts';
@@ -133,7 +134,6 @@ describe('generic preset against a server with a rotation grace window', () => {
   }
 
   const status = (name: string): Promise<ConnectionStatus> => getConnectionStatus(admin, namespace, name);
-  const ready = (s: ConnectionStatus): boolean => condition(s, 'Ready')?.status === 'True';
 
   const until = (
     name: string,

@@ -24,7 +24,7 @@
 // - "Invalid refresh token": not a Keycloak token at all.
 import * as k8s from '@kubernetes/client-node';
 import { generate } from 'otplib';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, type ExpectStatic } from 'vitest';
 import { stateSecretName } from '../../src/controller/state-store.ts';
 import {
   condition,
@@ -33,9 +33,10 @@ import {
   createSecret,
   getConnectionStatus,
   readSecretData,
+  ready,
+  untilStatus,
   waitFor,
   type ConnectionStatus,
-  untilStatus,
 } from '../harness/builders.ts';
 import { ensureKeycloakDistribution, startKeycloak, type KeycloakServer } from '../harness/keycloak.ts';
 import {
@@ -95,7 +96,6 @@ function claims(jwt: string): { typ?: string; iat?: number } {
   };
 }
 
-const ready = (s: ConnectionStatus): boolean => condition(s, 'Ready')?.status === 'True';
 const broken = (s: ConnectionStatus): boolean => condition(s, 'ChainBroken')?.status === 'True';
 
 describe('keycloak preset against a real Keycloak', () => {
@@ -342,6 +342,37 @@ describe('keycloak preset against a real Keycloak', () => {
     return { broken: brokenStatus, notReady };
   }
 
+  /** An ended chain's ChainBroken and Ready name `reason`, and ChainBroken quotes Keycloak's `description`. */
+  function expectEnded(
+    check: ExpectStatic,
+    end: { broken: Status; notReady: Status },
+    reason: string,
+    description: string,
+  ): void {
+    check(condition(end.broken, 'ChainBroken')?.reason).toBe(reason);
+    check(condition(end.notReady, 'Ready')?.reason).toBe(reason);
+    check(condition(end.broken, 'ChainBroken')?.message).toContain(description);
+  }
+
+  /**
+   * The ChainBroken=True conditions a recorder saw: at least one, every one with `reason`, the first
+   * quoting Keycloak's `description`.
+   */
+  function expectBrokenWith(
+    check: ExpectStatic,
+    statuses: StatusRecorder,
+    reason: string,
+    description: string,
+  ): ReturnType<typeof condition>[] {
+    const brokenConditions = statuses
+      .with('ChainBroken', 'True')
+      .map((o) => condition(o.status, 'ChainBroken'));
+    check(brokenConditions.length).toBeGreaterThan(0);
+    check(brokenConditions.map((c) => c?.reason)).toEqual(brokenConditions.map(() => reason));
+    check(brokenConditions[0]?.message).toContain(description);
+    return brokenConditions;
+  }
+
   /** A counter of the realm's events of `types`. */
   const counter =
     (r: TestRealm, ...types: string[]) =>
@@ -549,14 +580,12 @@ describe('keycloak preset against a real Keycloak', () => {
         90_000,
       );
       statuses.stop();
-      const brokenConditions = statuses
-        .with('ChainBroken', 'True')
-        .map((o) => condition(o.status, 'ChainBroken'));
-      expect(brokenConditions.length).toBeGreaterThan(0);
-      expect(brokenConditions.map((c) => c?.reason)).toEqual(
-        brokenConditions.map(() => 'RefreshTokenReused'),
+      const brokenConditions = expectBrokenWith(
+        expect,
+        statuses,
+        'RefreshTokenReused',
+        'Maximum allowed refresh token reuse exceeded',
       );
-      expect(brokenConditions[0]?.message).toContain('Maximum allowed refresh token reuse exceeded');
       const refused = await events(r, 'REFRESH_TOKEN_ERROR');
       expect(refused.map((e) => e.details?.reason)).toEqual(['Maximum allowed refresh token reuse exceeded']);
       expect(refused[0]?.sessionId).toBe(first.session);
@@ -613,14 +642,7 @@ describe('keycloak preset against a real Keycloak', () => {
         90_000,
       );
       statuses.stop();
-      const brokenConditions = statuses
-        .with('ChainBroken', 'True')
-        .map((o) => condition(o.status, 'ChainBroken'));
-      expect(brokenConditions.length).toBeGreaterThan(0);
-      expect(brokenConditions.map((c) => c?.reason)).toEqual(
-        brokenConditions.map(() => 'RefreshTokenReused'),
-      );
-      expect(brokenConditions[0]?.message).toContain('Stale token');
+      const brokenConditions = expectBrokenWith(expect, statuses, 'RefreshTokenReused', 'Stale token');
       expect((await events(r, 'REFRESH_TOKEN_ERROR')).map((e) => e.details?.reason)).toEqual(['Stale token']);
       // The seed's login and the operator's one direct grant, both password + TOTP.
       const logins = await events(r, 'LOGIN');
@@ -644,9 +666,7 @@ describe('keycloak preset against a real Keycloak', () => {
       const replay = await token(r, { grant_type: 'refresh_token', refresh_token: first.refreshToken });
       expect(replay.body).toMatchObject({ error: 'invalid_grant', error_description: 'Stale token' });
       const end = await endsWithoutRecovery('replayed', counter(r, 'REFRESH_TOKEN', 'REFRESH_TOKEN_ERROR'));
-      expect(condition(end.broken, 'ChainBroken')?.reason).toBe('RefreshTokenRejected');
-      expect(condition(end.notReady, 'Ready')?.reason).toBe('RefreshTokenRejected');
-      expect(condition(end.broken, 'ChainBroken')?.message).toContain("Session doesn't have required client");
+      expectEnded(expect, end, 'RefreshTokenRejected', "Session doesn't have required client");
       expect((await events(r, 'REFRESH_TOKEN_ERROR')).map((e) => e.details?.reason)).toEqual([
         'Stale token',
         "Session doesn't have required client",
@@ -663,9 +683,7 @@ describe('keycloak preset against a real Keycloak', () => {
       await until('logged-out', 'a rotation', (s) => (s.rotations ?? 0) >= 1);
       await adminRequest(kc, 'POST', `/${r.name}/users/${await userId(kc, r.name, r.username)}/logout`);
       const end = await endsWithoutRecovery('logged-out', counter(r, 'REFRESH_TOKEN', 'REFRESH_TOKEN_ERROR'));
-      expect(condition(end.broken, 'ChainBroken')?.reason).toBe('SessionExpired');
-      expect(condition(end.notReady, 'Ready')?.reason).toBe('SessionExpired');
-      expect(condition(end.broken, 'ChainBroken')?.message).toContain('Session not active');
+      expectEnded(expect, end, 'SessionExpired', 'Session not active');
       expect((await events(r, 'REFRESH_TOKEN_ERROR')).map((e) => e.details?.reason)).toEqual([
         'Session not active',
       ]);
@@ -685,9 +703,7 @@ describe('keycloak preset against a real Keycloak', () => {
         'offline-shrunk',
         counter(r, 'REFRESH_TOKEN', 'REFRESH_TOKEN_ERROR'),
       );
-      expect(condition(end.broken, 'ChainBroken')?.reason).toBe('SessionExpired');
-      expect(condition(end.notReady, 'Ready')?.reason).toBe('SessionExpired');
-      expect(condition(end.broken, 'ChainBroken')?.message).toContain('Offline session not active');
+      expectEnded(expect, end, 'SessionExpired', 'Offline session not active');
       expect((await events(r, 'REFRESH_TOKEN_ERROR')).map((e) => e.details?.reason)).toEqual([
         'Offline session not active',
       ]);
@@ -704,9 +720,7 @@ describe('keycloak preset against a real Keycloak', () => {
         'garbage-seed',
         counter(r, 'REFRESH_TOKEN', 'REFRESH_TOKEN_ERROR'),
       );
-      expect(condition(end.broken, 'ChainBroken')?.reason).toBe('RefreshTokenInvalid');
-      expect(condition(end.notReady, 'Ready')?.reason).toBe('RefreshTokenInvalid');
-      expect(condition(end.broken, 'ChainBroken')?.message).toContain('Invalid refresh token');
+      expectEnded(expect, end, 'RefreshTokenInvalid', 'Invalid refresh token');
       expect((await events(r, 'REFRESH_TOKEN_ERROR')).map((e) => e.details?.reason)).toEqual([
         'Invalid refresh token',
       ]);

@@ -30,10 +30,11 @@ import {
   createConnection,
   createSecret,
   getConnectionStatus,
+  ready,
+  untilStatus,
   waitFor,
   type ConnectionOverrides,
   type ConnectionStatus,
-  untilStatus,
 } from '../harness/builders.ts';
 import { localAuditLogFiles } from '../harness/controlplane.ts';
 import { GROUP, isApiError, PLURAL, repoRoot, VERSION } from '../harness/kube.ts';
@@ -155,8 +156,6 @@ describe.skipIf(!auditLogFiles)('RBAC against the API server audit log', () => {
       throw err;
     }
   }
-
-  const ready = (s: ConnectionStatus): boolean => condition(s, 'Ready')?.status === 'True';
 
   const recovery: ConnectionOverrides = {
     spec: {

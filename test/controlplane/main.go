@@ -336,13 +336,25 @@ func adminHTTPClient(pki *pkiFiles) (*http.Client, error) {
 	}, nil
 }
 
+// freePort picks a free port below Linux's ephemeral range (32768-60999). etcd and the API server bind
+// it a moment later, and a port the kernel hands out for ":0" could meanwhile go to an outgoing
+// connection of a test running beside us; nothing takes a port below the range unless asked for it.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	const low, high = 20000, 32000
+	for range 100 {
+		n, err := rand.Int(rand.Reader, big.NewInt(high-low))
+		if err != nil {
+			return 0, err
+		}
+		port := low + int(n.Int64())
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("no free port between %d and %d after 100 tries", low, high)
 }
 
 type pkiFiles struct {

@@ -347,23 +347,27 @@ async function prime(version: string, dist: string, template: string, java: Java
   const started = Date.now();
   log(`priming Keycloak ${version} on Java ${java.major} (${java.home}): build and master realm, once`);
   rmSync(join(dist, 'data'), { recursive: true, force: true });
-  const port = await freePort();
   const logPath = join(dist, '..', 'prime.log');
-  const server = spawnKeycloak({
-    dist,
-    home: undefined,
-    args: ['start-dev', `--http-port=${port}`, '--http-host=127.0.0.1'],
-    env: keycloakEnv(java, {
-      KC_BOOTSTRAP_ADMIN_USERNAME: ADMIN_USERNAME,
-      KC_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-    }),
-    logPath,
-  });
-  try {
-    await waitForDiscovery(`http://127.0.0.1:${port}/realms/master`, server, logPath, 900_000);
-  } finally {
-    await server.stop();
-  }
+  const server = await spawnOnFreePort(async (port) => {
+    const server = spawnKeycloak({
+      dist,
+      home: undefined,
+      args: ['start-dev', `--http-port=${port}`, '--http-host=127.0.0.1'],
+      env: keycloakEnv(java, {
+        KC_BOOTSTRAP_ADMIN_USERNAME: ADMIN_USERNAME,
+        KC_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
+      }),
+      logPath,
+    });
+    try {
+      await waitForDiscovery(`http://127.0.0.1:${port}/realms/master`, server, logPath, 900_000);
+    } catch (err) {
+      await server.stop();
+      throw err;
+    }
+    return server;
+  }, logPath);
+  await server.stop();
   rmSync(join(dist, 'keycloak.pgid'), { force: true });
   const code = server.exitCode();
   // 143 is kc.sh's own status after it forwarded SIGTERM to the JVM.
@@ -389,18 +393,35 @@ function run(command: string, args: string[], options: { cwd?: string } = {}): P
   });
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolvePromise, reject) => {
+// Keycloak binds its port seconds after we pick it, so a port the kernel hands out for port 0 (from the
+// ephemeral range, 32768-60999 on Linux) can meanwhile go to another test file's outgoing connection or
+// listener. Ports are picked below that range, at random, and a start that still loses the race retries.
+const PORT_RANGE = { low: 20_000, high: 32_000 };
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolvePromise) => {
     const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
+    server.once('error', () => {
+      resolvePromise(false);
+    });
+    server.listen(port, '127.0.0.1', () => {
       server.close(() => {
-        resolvePromise(port);
+        resolvePromise(true);
       });
     });
   });
+}
+
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = PORT_RANGE.low + Math.floor(Math.random() * (PORT_RANGE.high - PORT_RANGE.low));
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free port between ${PORT_RANGE.low} and ${PORT_RANGE.high} after 100 tries`);
+}
+
+function lostPortRace(logPath: string): boolean {
+  return /Port already bound|Address already in use/.test(tail(logPath));
 }
 
 // Runs kc.sh in a process group of its own (kc.sh runs java as its child) and stops that whole group when
@@ -543,6 +564,19 @@ function tail(path: string): string {
   }
 }
 
+/** Runs `start` on a free port, and on another one (three tries in all) when Keycloak lost the port. */
+async function spawnOnFreePort<T>(start: (port: number) => Promise<T>, logPath: string): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start(await freePort());
+    } catch (err) {
+      if (attempt >= 3 || !lostPortRace(logPath)) throw err;
+      renameSync(logPath, `${logPath}.${attempt}`);
+      log(`Keycloak lost its port to another process; retrying on another (attempt ${attempt + 1})`);
+    }
+  }
+}
+
 /** Starts a Keycloak of its own, with the test realm imported, on a free loopback port. */
 export async function startKeycloak(opts: StartKeycloakOptions = {}): Promise<KeycloakServer> {
   const version = keycloakVersion();
@@ -564,20 +598,22 @@ export async function startKeycloak(opts: StartKeycloakOptions = {}): Promise<Ke
   });
   writeFileSync(join(home, 'data', 'import', `${realm}-realm.json`), JSON.stringify(realmJSON, null, 2));
 
-  const port = await freePort();
-  const baseURL = `http://127.0.0.1:${port}`;
   const logPath = join(home, 'keycloak.log');
-  const args = ['start-dev', `--http-port=${port}`, '--http-host=127.0.0.1', '--import-realm'];
-  if (opts.hostname) args.push(`--hostname=${opts.hostname}`);
   const started = Date.now();
-  const server = spawnKeycloak({ dist, home, args, env: keycloakEnv(java), logPath });
+  const { server, baseURL } = await spawnOnFreePort(async (port) => {
+    const baseURL = `http://127.0.0.1:${port}`;
+    const args = ['start-dev', `--http-port=${port}`, '--http-host=127.0.0.1', '--import-realm'];
+    if (opts.hostname) args.push(`--hostname=${opts.hostname}`);
+    const server = spawnKeycloak({ dist, home, args, env: keycloakEnv(java), logPath });
+    try {
+      await waitForDiscovery(`${baseURL}/realms/${realm}`, server, logPath, opts.startTimeoutMs ?? 180_000);
+    } catch (err) {
+      log(`start failed; ${home} is kept for its log`);
+      throw err;
+    }
+    return { server, baseURL };
+  }, logPath);
   const issuer = `${baseURL}/realms/${realm}`;
-  try {
-    await waitForDiscovery(issuer, server, logPath, opts.startTimeoutMs ?? 180_000);
-  } catch (err) {
-    log(`start failed; ${home} is kept for its log`);
-    throw err;
-  }
   log(`Keycloak ${version} (Java ${java.major}) ready at ${issuer} in ${seconds(started)}s`);
 
   let closed: Promise<void> | undefined;

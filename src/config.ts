@@ -6,7 +6,8 @@ import { parseDuration } from './kube/duration.ts';
 
 export interface OperatorConfig {
   namespace: string;
-  watchNamespace?: string;
+  /** Namespaces whose connections are reconciled; empty: every namespace. */
+  watchNamespaces: string[];
   leaseName: string;
   identity: string;
   leaseDurationMs: number;
@@ -45,9 +46,9 @@ export const FLAGS: Record<string, FlagSpec> = {
     type: 'string',
     help: 'Namespace of the operator: state Secrets and the leader Lease live here. Defaults to POD_NAMESPACE, else oauth-token-operator.',
   },
-  'watch-namespace': {
+  'watch-namespaces': {
     type: 'string',
-    help: 'Reconcile connections in this namespace only (default: all namespaces).',
+    help: 'Comma-separated namespaces whose connections are reconciled, one informer each, so RBAC can be Roles there (default: all namespaces).',
   },
   'lease-name': {
     type: 'string',
@@ -213,11 +214,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     get('max-in-flight-per-namespace') === undefined
       ? Math.max(1, workers - 1)
       : positiveInt('max-in-flight-per-namespace');
-  const watchNamespace = get('watch-namespace');
+  const watchNamespaces = namespaceList(get('watch-namespaces') ?? '');
   const kubeconfig = get('kubeconfig') ?? env.KUBECONFIG;
   return {
     namespace: get('namespace') ?? env.POD_NAMESPACE ?? 'oauth-token-operator',
-    ...(watchNamespace ? { watchNamespace } : {}),
+    watchNamespaces,
     leaseName: get('lease-name') ?? 'oauth-token-operator',
     identity: get('identity') ?? env.POD_NAME ?? `${hostname()}_${process.pid}`,
     leaseDurationMs,
@@ -250,4 +251,23 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
       .map((f) => f.trim())
       .filter(Boolean),
   };
+}
+
+/** Kubernetes' rule for a namespace name (an RFC 1123 label). */
+const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** `--watch-namespaces a,b`: the names, each checked, without repeats; empty for every namespace. */
+export function namespaceList(value: string): string[] {
+  const names = value
+    .split(',')
+    .map((name) => name.trim())
+    .filter(Boolean);
+  for (const name of names) {
+    if (!NAMESPACE_NAME.test(name)) {
+      throw new ConfigError(
+        `--watch-namespaces: ${JSON.stringify(name)} is not a namespace name (lower-case letters, digits and '-', at most 63)`,
+      );
+    }
+  }
+  return [...new Set(names)];
 }

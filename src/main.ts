@@ -134,7 +134,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     log,
     metrics,
     operatorNamespace: config.namespace,
-    ...(config.watchNamespace ? { watchNamespace: config.watchNamespace } : {}),
+    watchNamespaces: config.watchNamespaces,
     workers: config.workers,
     maxInFlightPerNamespace: config.maxInFlightPerNamespace,
     reconcileDeadlineMs: config.reconcileDeadlineMs,

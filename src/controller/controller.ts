@@ -40,8 +40,11 @@ export interface ControllerOptions {
   log: Logger;
   metrics: OperatorMetrics;
   operatorNamespace: string;
-  /** Watch connections in one namespace only; all namespaces when unset. */
-  watchNamespace?: string;
+  /**
+   * Watch connections (and their output Secrets) in these namespaces only, with one informer each,
+   * so that RBAC can be Roles in these namespaces; all namespaces when empty or unset.
+   */
+  watchNamespaces?: readonly string[];
   workers: number;
   /** Reconciles of one namespace at once (--max-in-flight-per-namespace); default workers - 1. */
   maxInFlightPerNamespace?: number;
@@ -50,12 +53,16 @@ export interface ControllerOptions {
 }
 
 type Watched = k8s.Informer<k8s.KubernetesObject> & k8s.ObjectCache<k8s.KubernetesObject>;
+type ConnectionInformer = k8s.Informer<OAuthConnection> & k8s.ObjectCache<OAuthConnection>;
 
 export class Controller {
   readonly queue: WorkQueue;
   private readonly options: ControllerOptions;
-  private readonly connections: k8s.Informer<OAuthConnection> & k8s.ObjectCache<OAuthConnection>;
-  private readonly secrets: Watched[];
+  /** One connection informer per watched namespace, or one under '' for all namespaces. */
+  private readonly connections: ReadonlyMap<string, ConnectionInformer>;
+  private readonly stateSecrets: Watched;
+  /** One output-Secret informer per watched namespace, or one under '' for all namespaces. */
+  private readonly outputSecrets: ReadonlyMap<string, Watched>;
   private readonly seen = new Map<string, string>();
   private synced = false;
   private stopped = false;
@@ -75,23 +82,13 @@ export class Controller {
     const kc = options.kubeConfig;
     const custom = kc.makeApiClient(k8s.CustomObjectsApi);
     const core = kc.makeApiClient(k8s.CoreV1Api);
-    const ns = options.watchNamespace;
-    const connectionsPath = ns
-      ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}`
-      : `/apis/${GROUP}/${VERSION}/${PLURAL}`;
-    this.connections = k8s.makeInformer<OAuthConnection>(kc, connectionsPath, async () => {
-      const list: unknown = ns
-        ? await custom.listNamespacedCustomObject({
-            group: GROUP,
-            version: VERSION,
-            namespace: ns,
-            plural: PLURAL,
-          })
-        : await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL });
-      return list as k8s.KubernetesListObject<OAuthConnection>;
-    });
+    // undefined: one informer over all namespaces.
+    const scopes: (string | undefined)[] = options.watchNamespaces?.length
+      ? [...new Set(options.watchNamespaces)]
+      : [undefined];
+    this.connections = new Map(scopes.map((ns) => [ns ?? '', connectionInformer(kc, custom, ns)]));
     // State Secrets live in the operator's namespace only, where tenants cannot write.
-    const stateSecrets = secretMetadataInformer(
+    this.stateSecrets = secretMetadataInformer(
       kc,
       core,
       options.operatorNamespace,
@@ -103,24 +100,26 @@ export class Controller {
         },
       }),
     );
-    const outputSecrets = secretMetadataInformer(
-      kc,
-      core,
-      ns,
-      `${MANAGED_BY_LABEL}=${MANAGED_BY},${ROLE_LABEL}=output`,
-      (meta) => {
-        const owner = controllingConnection(meta);
-        return owner
-          ? { ownerReferences: [{ apiVersion: API_VERSION, kind: KIND, controller: true, ...owner }] }
-          : {};
-      },
+    const outputSelector = `${MANAGED_BY_LABEL}=${MANAGED_BY},${ROLE_LABEL}=output`;
+    const ownerOnly: Trim = (meta) => {
+      const owner = controllingConnection(meta);
+      return owner
+        ? { ownerReferences: [{ apiVersion: API_VERSION, kind: KIND, controller: true, ...owner }] }
+        : {};
+    };
+    this.outputSecrets = new Map(
+      scopes.map((ns) => [ns ?? '', secretMetadataInformer(kc, core, ns, outputSelector, ownerOnly)]),
     );
-    this.secrets = [stateSecrets, outputSecrets];
     this.wire();
   }
 
   getConnection(namespace: string, name: string): OAuthConnection | undefined {
-    return this.connections.get(name, namespace);
+    // A namespace that is not watched has no informer: its connections are not ours.
+    return (this.connections.get(namespace) ?? this.connections.get(''))?.get(name, namespace);
+  }
+
+  private informers(): Watched[] {
+    return [...this.connections.values(), this.stateSecrets, ...this.outputSecrets.values()] as Watched[];
   }
 
   hasSynced(): boolean {
@@ -129,15 +128,13 @@ export class Controller {
 
   /** Starts the informers and resolves once each has listed once. */
   async start(): Promise<void> {
-    const all: Watched[] = [this.connections, ...this.secrets];
-    await Promise.all(all.map((informer) => informer.start()));
+    await Promise.all(this.informers().map((informer) => informer.start()));
     this.synced = true;
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    const all: Watched[] = [this.connections, ...this.secrets];
-    await Promise.all(all.map((informer) => informer.stop()));
+    await Promise.all(this.informers().map((informer) => informer.stop()));
   }
 
   /**
@@ -150,7 +147,9 @@ export class Controller {
   async runWorkers(reconciler: Reconciler, signal: AbortSignal, drain: AbortSignal = signal): Promise<void> {
     const { log } = this.options;
     // Every known connection is looked at once when work starts (a new leader starts from the cluster).
-    for (const connection of this.connections.list()) this.queue.add(keyOf(connection));
+    for (const informer of this.connections.values()) {
+      for (const connection of informer.list()) this.queue.add(keyOf(connection));
+    }
     const onDrain = (): void => {
       if (this.queue.shuttingDown()) return;
       const dropped = this.queue.len();
@@ -254,14 +253,16 @@ export class Controller {
       this.seen.set(key, fingerprint);
       this.queue.add(key);
     };
-    this.connections.on('add', onConnection);
-    this.connections.on('update', onConnection);
-    this.connections.on('delete', (connection) => {
-      const key = keyOf(connection);
-      this.seen.delete(key);
-      this.queue.add(key);
-    });
-    this.restartOnError(this.connections, 'oauthconnections');
+    for (const [namespace, informer] of this.connections) {
+      informer.on('add', onConnection);
+      informer.on('update', onConnection);
+      informer.on('delete', (connection) => {
+        const key = keyOf(connection);
+        this.seen.delete(key);
+        this.queue.add(key);
+      });
+      this.restartOnError(informer, scoped('oauthconnections', namespace));
+    }
 
     // Only the operator writes in its own namespace, so a state Secret's annotations can be trusted.
     const onStateSecret = (secret: k8s.KubernetesObject): void => {
@@ -272,16 +273,17 @@ export class Controller {
     };
     // An output Secret is deleted or edited: its connection writes it again.
     const onOutputSecret = (secret: k8s.KubernetesObject): void => {
-      const key = outputSecretOwnerKey(secret, (namespace, name) => this.connections.get(name, namespace));
+      const key = outputSecretOwnerKey(secret, (namespace, name) => this.getConnection(namespace, name));
       if (key !== undefined) this.queue.add(key);
     };
-    const [stateSecrets, outputSecrets] = this.secrets;
     // State Secrets are written by the reconciler itself; only their loss needs attention.
-    stateSecrets?.on('delete', onStateSecret);
-    if (stateSecrets) this.restartOnError(stateSecrets, 'state secrets');
-    outputSecrets?.on('delete', onOutputSecret);
-    outputSecrets?.on('update', onOutputSecret);
-    if (outputSecrets) this.restartOnError(outputSecrets, 'output secrets');
+    this.stateSecrets.on('delete', onStateSecret);
+    this.restartOnError(this.stateSecrets, 'state secrets');
+    for (const [namespace, informer] of this.outputSecrets) {
+      informer.on('delete', onOutputSecret);
+      informer.on('update', onOutputSecret);
+      this.restartOnError(informer, scoped('output secrets', namespace));
+    }
   }
 
   /** client-node informers stop on a watch error; they are restarted after a pause, forever. */
@@ -299,6 +301,28 @@ export class Controller {
       }, INFORMER_RESTART_MS);
     });
   }
+}
+
+/** An informer's name in logs: what it watches, and where when not everywhere. */
+function scoped(what: string, namespace: string): string {
+  return namespace === '' ? what : `${what} in ${namespace}`;
+}
+
+/** The OAuthConnections of one namespace, or of all when `namespace` is undefined. */
+function connectionInformer(
+  kc: k8s.KubeConfig,
+  custom: k8s.CustomObjectsApi,
+  namespace: string | undefined,
+): ConnectionInformer {
+  const path = namespace
+    ? `/apis/${GROUP}/${VERSION}/namespaces/${namespace}/${PLURAL}`
+    : `/apis/${GROUP}/${VERSION}/${PLURAL}`;
+  return k8s.makeInformer<OAuthConnection>(kc, path, async () => {
+    const list: unknown = namespace
+      ? await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL })
+      : await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL });
+    return list as k8s.KubernetesListObject<OAuthConnection>;
+  });
 }
 
 export function keyOf(object: { metadata?: { namespace?: string; name?: string } }): string {

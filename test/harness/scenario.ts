@@ -27,8 +27,8 @@ export interface ScenarioProviderOptions extends Omit<TestOidcServerOptions, 'cl
 }
 
 export interface ScenarioOperatorOptions extends StartOperatorOptions {
-  /** The one namespace the operator watches (--watch-namespace); default every namespace. */
-  watchNamespace?: string;
+  /** The namespace, or namespaces, the operator watches (--watch-namespaces); default every namespace. */
+  watchNamespace?: string | readonly string[];
 }
 
 /** The secret of the provider's client 'operator' (a canary, see Scenario.startProvider). */
@@ -108,7 +108,10 @@ export class Scenario {
     const { watchNamespace, args = [], ...rest } = options;
     const operator = startOperator({
       ...rest,
-      args: watchNamespace === undefined ? args : ['--watch-namespace', watchNamespace, ...args],
+      args:
+        watchNamespace === undefined
+          ? args
+          : ['--watch-namespaces', [watchNamespace].flat().join(','), ...args],
     });
     this.operators.push(operator);
     return operator;

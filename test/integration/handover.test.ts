@@ -187,7 +187,7 @@ describe('graceful hand-over on SIGTERM', () => {
       env,
       identity,
       // The default --drain-timeout (20 s) is well beyond how long the answer is held here.
-      args: [...LEASE, '--watch-namespace', namespace],
+      args: [...LEASE, '--watch-namespaces', namespace],
     });
     operators.push(operator);
     return operator;

@@ -2,15 +2,15 @@
 // and its output Secret, the seed hand-off, a revoked chain recovered by a TOTP login, a repeated
 // Event, an owned output Secret of the wrong type, a Lease hand-over, deletion through the
 // finalizer) as their own ServiceAccount, bound exactly as the chart binds it when
-// operator.watchNamespace confines the operator: a Role in the watched namespace, a Role in the
-// operator's namespace, nothing cluster-wide. The API server's audit log (written by the local
+// operator.watchNamespaces confines the operator to two namespaces: a Role in each, a Role in the
+// operator's namespace, nothing cluster-wide; a third namespace, not watched, is left alone. The API server's audit log (written by the local
 // control plane, test/harness/controlplane.ts) then says what that ServiceAccount did; the test
 // holds it against charts/oauth-token-operator/files/rbac-rules.yaml: no request refused, no request
 // outside the granted namespaces, and every granted verb used (or excused below with the reason).
 //
 // Other files may use the same API server at the same time: only this file's ServiceAccount, whose
 // name includes a namespace created here, is read from the log. The ClusterRole the chart renders
-// without watchNamespace holds the same connection rules, so the comparison covers it too.
+// without watchNamespaces holds the same connection rules, so the comparison covers it too.
 import * as k8s from '@kubernetes/client-node';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -75,6 +75,9 @@ describe.skipIf(!auditLogFiles)('RBAC against the API server audit log', () => {
   let custom: k8s.CustomObjectsApi;
   let oidc: TestOidcServer;
   let namespace: string;
+  // A second watched namespace, and one the operator must leave alone.
+  let second: string;
+  let outside: string;
   let env: OperatorEnvironment;
   const replicas = new Map<string, OperatorProcess>();
   const password = canary('audit-password');
@@ -101,14 +104,16 @@ describe.skipIf(!auditLogFiles)('RBAC against the API server audit log', () => {
       password,
       totp: `otpauth://totp/test:alice?secret=${totpSecret}&period=${String(TOTP_PERIOD_SEC)}&issuer=test`,
     });
-    env = await setupConfinedOperatorEnvironment(admin, [namespace]);
+    second = await scenario.clientNamespace('audit-second', clientSecretOf(oidc));
+    outside = await scenario.clientNamespace('audit-outside', clientSecretOf(oidc));
+    env = await setupConfinedOperatorEnvironment(admin, [namespace, second]);
     for (const identity of ['audit-a', 'audit-b']) {
       replicas.set(
         identity,
         scenario.startOperator({
           env,
           identity,
-          watchNamespace: namespace,
+          watchNamespace: [namespace, second],
           // Tokens live 6 s: the default 90 s margin for mounted Secrets would exceed their life.
           args: ['--secret-propagation', '2s'],
         }),
@@ -188,7 +193,7 @@ describe.skipIf(!auditLogFiles)('RBAC against the API server audit log', () => {
     async () => {
       const helm = findTool('helm', 'OTO_HELM') ?? '';
       const values = JSON.stringify({
-        operator: { watchNamespace: namespace },
+        operator: { watchNamespaces: [namespace] },
         prometheusRule: { enabled: false },
         networkPolicy: {
           enabled: true,
@@ -230,6 +235,28 @@ describe.skipIf(!auditLogFiles)('RBAC against the API server audit log', () => {
   it('imports a seed, rotates the chain and publishes the output Secret', async () => {
     await scenario.seededConnection(oidc, namespace, 'books', recovery, 'alice');
     await until('books', 'Ready after two rotations', (s) => ready(s) && (s.rotations ?? 0) >= 2);
+  });
+
+  it('reconciles a second watched namespace and leaves an unwatched one alone', async () => {
+    await scenario.seededConnection(oidc, outside, 'ignored');
+    await scenario.seededConnection(oidc, second, 'ledger');
+    await untilStatus(
+      admin,
+      second,
+      'ledger',
+      'Ready after a rotation',
+      (s) => ready(s) && (s.rotations ?? 0) >= 1,
+    );
+    // Created before ledger, which is Ready: had the operator looked at it, it would have a finalizer.
+    const ignored = (await custom.getNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace: outside,
+      plural: PLURAL,
+      name: 'ignored',
+    })) as { metadata?: { finalizers?: string[] }; status?: unknown };
+    expect(ignored.metadata?.finalizers ?? []).toEqual([]);
+    expect(ignored.status).toBeUndefined();
   });
 
   it('recovers a revoked chain with a TOTP login', async () => {
@@ -356,7 +383,7 @@ describe.skipIf(!auditLogFiles)('RBAC against the API server audit log', () => {
       ...grantedAccesses(rules.connectionNamespaceRules, 'connection namespace'),
       ...grantedAccesses(rules.operatorNamespaceRules, 'operator namespace'),
     ];
-    const namespaces = { operator: env.namespace, connections: [namespace] };
+    const namespaces = { operator: env.namespace, connections: [namespace, second] };
     const read = (): { text: string; comparison: AuditComparison } => {
       const text = (localAuditLogFiles(inject('kubeconfig')) ?? [])
         .map((file) => readFileSync(file, 'utf8'))

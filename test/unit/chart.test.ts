@@ -201,7 +201,10 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
     serviceMonitor: { enabled: true },
     networkPolicy: { enabled: true, apiServer: { cidrs: ['10.96.0.1/32', '172.18.0.2/32'] } },
     prometheusRule: { enabled: true, runbookBaseURL: 'https://runbooks.example/oto' },
-    operator: { allowedHosts: ['start.exactonline.nl', '*.concursolutions.com'], watchNamespace: 'apps' },
+    operator: {
+      allowedHosts: ['start.exactonline.nl', '*.concursolutions.com'],
+      watchNamespaces: ['apps', 'billing'],
+    },
   };
 
   it.each([
@@ -229,17 +232,22 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
     );
   });
 
-  it("puts every namespaced object in the release namespace, but the watched namespace's Role", () => {
+  it("puts every namespaced object in the release namespace, but the watched namespaces' Roles", () => {
     const clusterScoped = new Set(['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition']);
     const inWatched = new Set([
       'Role/oauth-token-operator-connections',
       'RoleBinding/oauth-token-operator-connections',
     ]);
+    const watched: string[] = [];
     for (const manifest of render(allOn, { extraArgs: ['--include-crds'] })) {
       const id = `${manifest.kind}/${manifest.metadata.name}`;
       if (clusterScoped.has(manifest.kind)) expect(manifest.metadata.namespace).toBeUndefined();
-      else expect(manifest.metadata.namespace, id).toBe(inWatched.has(id) ? 'apps' : NAMESPACE);
+      else if (inWatched.has(id)) watched.push(`${id} in ${manifest.metadata.namespace ?? ''}`);
+      else expect(manifest.metadata.namespace, id).toBe(NAMESPACE);
     }
+    expect(watched.sort()).toEqual(
+      ['apps', 'billing'].flatMap((ns) => [...inWatched].map((id) => `${id} in ${ns}`)).sort(),
+    );
   });
 
   describe('Deployment', () => {
@@ -358,11 +366,17 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
       },
     ],
     [
-      'allowed hosts and a watch namespace',
+      'allowed hosts and watch namespaces (a repeat dropped)',
       {
-        operator: { allowedHosts: ['start.exactonline.nl', '*.concursolutions.com'], watchNamespace: 'apps' },
+        operator: {
+          allowedHosts: ['start.exactonline.nl', '*.concursolutions.com'],
+          watchNamespaces: ['apps', 'billing', 'apps'],
+        },
       },
-      { allowedHosts: ['start.exactonline.nl', '*.concursolutions.com'], watchNamespace: 'apps' },
+      {
+        allowedHosts: ['start.exactonline.nl', '*.concursolutions.com'],
+        watchNamespaces: ['apps', 'billing'],
+      },
     ],
     ['allowInsecureHttp on', { operator: { allowInsecureHttp: true } }, { allowInsecureHttp: true }],
     ['allowPrivateNetworks on', { operator: { allowPrivateNetworks: true } }, { allowPrivateNetworks: true }],
@@ -432,9 +446,9 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
 
   describe('RBAC', () => {
     const SA = { kind: 'ServiceAccount', name: 'oauth-token-operator', namespace: NAMESPACE };
-    // Default values: every namespace. watchNamespace: the chart grants nothing cluster-wide.
+    // Default values: every namespace. watchNamespaces: the chart grants nothing cluster-wide.
     const cluster = helm ? render() : [];
-    const confined = helm ? render({ operator: { watchNamespace: 'apps' } }) : [];
+    const confined = helm ? render({ operator: { watchNamespaces: ['apps', 'billing'] } }) : [];
     const roleIn = (manifests: Manifest[], namespace: string): V1Role => {
       const found = all(manifests, 'Role').filter((r) => r.metadata?.namespace === namespace);
       expect(found.length, `one Role in ${namespace}`).toBe(1);
@@ -451,7 +465,7 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
         .flatMap((rule) => rule.verbs)
         .sort();
 
-    it('without watchNamespace: connectionNamespaceRules in a ClusterRole bound to the ServiceAccount', () => {
+    it('without watchNamespaces: connectionNamespaceRules in a ClusterRole bound to the ServiceAccount', () => {
       expect(only(cluster, 'ClusterRole').rules).toEqual(rbacRules.connectionNamespaceRules);
       const binding = only(cluster, 'ClusterRoleBinding');
       expect(binding.roleRef).toEqual({
@@ -463,23 +477,31 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
       expect(all(cluster, 'Role').map((r) => r.metadata?.namespace)).toEqual([NAMESPACE]);
     });
 
-    it('with watchNamespace: connectionNamespaceRules in a Role of that namespace, nothing cluster-wide', () => {
-      expect(all(confined, 'ClusterRole')).toEqual([]);
-      expect(all(confined, 'ClusterRoleBinding')).toEqual([]);
-      const role = roleIn(confined, 'apps');
-      expect(role.metadata?.name).toBe('oauth-token-operator-connections');
-      expect(role.rules).toEqual(rbacRules.connectionNamespaceRules);
-      const binding = bindingIn(confined, 'apps');
-      expect(binding.roleRef).toEqual({
-        apiGroup: 'rbac.authorization.k8s.io',
-        kind: 'Role',
-        name: 'oauth-token-operator-connections',
-      });
-      expect(binding.subjects).toEqual([SA]);
+    it.each(['apps', 'billing'])(
+      'with watchNamespaces: connectionNamespaceRules in a Role of %s, nothing cluster-wide',
+      (namespace) => {
+        expect(all(confined, 'ClusterRole')).toEqual([]);
+        expect(all(confined, 'ClusterRoleBinding')).toEqual([]);
+        const role = roleIn(confined, namespace);
+        expect(role.metadata?.name).toBe('oauth-token-operator-connections');
+        expect(role.rules).toEqual(rbacRules.connectionNamespaceRules);
+        const binding = bindingIn(confined, namespace);
+        expect(binding.roleRef).toEqual({
+          apiGroup: 'rbac.authorization.k8s.io',
+          kind: 'Role',
+          name: 'oauth-token-operator-connections',
+        });
+        expect(binding.subjects).toEqual([SA]);
+      },
+    );
+
+    it('with watchNamespaces: the operator is told the same namespaces the Roles are in', () => {
+      const args = only(confined, 'Deployment').spec?.template.spec?.containers[0]?.args ?? [];
+      expect(args).toContain('--watch-namespaces=apps,billing');
     });
 
-    it('with watchNamespace equal to the release namespace: two Roles there, neither replacing the other', () => {
-      const manifests = render({ operator: { watchNamespace: NAMESPACE } });
+    it('with the release namespace among watchNamespaces: two Roles there, neither replacing the other', () => {
+      const manifests = render({ operator: { watchNamespaces: [NAMESPACE] } });
       const names = all(manifests, 'Role').map(
         (r) => `${r.metadata?.namespace ?? ''}/${r.metadata?.name ?? ''}`,
       );
@@ -490,8 +512,8 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
     });
 
     it.each([
-      ['without watchNamespace', () => cluster],
-      ['with watchNamespace', () => confined],
+      ['without watchNamespaces', () => cluster],
+      ['with watchNamespaces', () => confined],
     ])(
       '%s: operatorNamespaceRules (state Secrets, Lease) in a Role of the release namespace only',
       (_name, manifests) => {
@@ -535,24 +557,27 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
     });
 
     it.each([
-      ['without watchNamespace', () => cluster],
-      ['with watchNamespace', () => confined],
-    ])('%s: no wildcard verb, resource or API group in any Role or ClusterRole', (_name, manifests) => {
-      const roles: (V1Role | V1ClusterRole)[] = [
-        ...all(manifests(), 'Role'),
-        ...all(manifests(), 'ClusterRole'),
-      ];
-      expect(roles.length).toBe(2);
-      for (const role of roles) {
-        for (const rule of role.rules ?? []) {
-          expect(rule.verbs.length).toBeGreaterThan(0);
-          for (const value of [...rule.verbs, ...(rule.resources ?? []), ...(rule.apiGroups ?? [])]) {
-            expect(value, `${role.kind ?? ''} ${JSON.stringify(rule)}`).not.toContain('*');
+      ['without watchNamespaces', () => cluster, 2],
+      ['with watchNamespaces', () => confined, 3],
+    ])(
+      '%s: no wildcard verb, resource or API group in any Role or ClusterRole',
+      (_name, manifests, count) => {
+        const roles: (V1Role | V1ClusterRole)[] = [
+          ...all(manifests(), 'Role'),
+          ...all(manifests(), 'ClusterRole'),
+        ];
+        expect(roles.length).toBe(count);
+        for (const role of roles) {
+          for (const rule of role.rules ?? []) {
+            expect(rule.verbs.length).toBeGreaterThan(0);
+            for (const value of [...rule.verbs, ...(rule.resources ?? []), ...(rule.apiGroups ?? [])]) {
+              expect(value, `${role.kind ?? ''} ${JSON.stringify(rule)}`).not.toContain('*');
+            }
+            expect(rule.nonResourceURLs).toBeUndefined();
           }
-          expect(rule.nonResourceURLs).toBeUndefined();
         }
-      }
-    });
+      },
+    );
 
     it.each([
       ['a wildcard verb', { apiGroups: [''], resources: ['secrets'], verbs: ['*'] }],
@@ -575,15 +600,23 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
     });
 
     it.each(['Apps', 'apps,billing', 'a_b', '-apps'])(
-      'refuses watchNamespace %j, which names no namespace',
+      'refuses watchNamespaces [%j], which names no namespace',
       (name) => {
         const result = runHelm(['template', RELEASE, chartDir, '--namespace', NAMESPACE], {
-          operator: { watchNamespace: name },
+          operator: { watchNamespaces: ['apps', name] },
         });
         expect(result.status).not.toBe(0);
-        expect(result.stderr).toMatch(/operator.watchNamespace: .* is not a namespace name/);
+        expect(result.stderr).toMatch(/operator.watchNamespaces: .* is not a namespace name/);
       },
     );
+
+    it('refuses the old operator.watchNamespace, naming its replacement', () => {
+      const result = runHelm(['template', RELEASE, chartDir, '--namespace', NAMESPACE], {
+        operator: { watchNamespace: 'apps' },
+      });
+      expect(result.status).not.toBe(0);
+      expect(result.stderr).toMatch(/operator.watchNamespace was renamed: set operator.watchNamespaces/);
+    });
   });
 
   it('installs the CRD of crds/ (helm template --include-crds)', () => {

@@ -45,6 +45,15 @@ describe('parseConfig', () => {
     },
     { args: ['--login-deadline', '0s'], message: /--login-deadline must be greater than zero/ },
     { args: ['--max-in-flight-per-namespace', '0'], message: /--max-in-flight-per-namespace/ },
+    {
+      args: ['--watch-namespaces', 'apps,Billing'],
+      message: /--watch-namespaces: "Billing" is not a namespace/,
+    },
+    { args: ['--watch-namespaces', 'a_b'], message: /--watch-namespaces: "a_b" is not a namespace/ },
+    {
+      args: ['--watch-namespaces', 'a'.repeat(64)],
+      message: /--watch-namespaces: .* is not a namespace/,
+    },
   ])('rejects $args', ({ args, message }) => {
     expect(() => parseConfig(args, {})).toThrow(ConfigError);
     expect(() => parseConfig(args, {})).toThrow(message);
@@ -81,6 +90,27 @@ describe('parseConfig', () => {
     const config = parseConfig(args, {});
     if (config === 'help') throw new Error('unexpected help');
     expect([config.workers, config.maxInFlightPerNamespace]).toEqual([workers, perNamespace]);
+  });
+
+  it.each([
+    { name: 'unset: every namespace', args: [], env: {}, watchNamespaces: [] },
+    { name: 'one', args: ['--watch-namespaces', 'apps'], env: {}, watchNamespaces: ['apps'] },
+    {
+      name: 'a list, spaces and repeats dropped',
+      args: ['--watch-namespaces', ' apps, billing,,apps '],
+      env: {},
+      watchNamespaces: ['apps', 'billing'],
+    },
+    {
+      name: 'OTO_WATCH_NAMESPACES',
+      args: [],
+      env: { OTO_WATCH_NAMESPACES: 'a,b' },
+      watchNamespaces: ['a', 'b'],
+    },
+  ])('watches namespaces: $name', ({ args, env, watchNamespaces }) => {
+    const config = parseConfig(args, env);
+    if (config === 'help') throw new Error('unexpected help');
+    expect(config.watchNamespaces).toEqual(watchNamespaces);
   });
 
   it('has deadlines for a reconcile and a login walk', () => {

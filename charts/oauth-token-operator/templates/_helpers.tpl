@@ -55,20 +55,23 @@ app.kubernetes.io/component: operator
 {{- end }}
 
 {{/*
-The namespaces operator.watchNamespace confines the operator to, as a JSON list (empty: every
-namespace). RBAC follows it: Roles in these namespaces instead of a ClusterRole. A name that is not a
-namespace name is refused here rather than left to a Role the API server would reject.
+The namespaces operator.watchNamespaces confines the operator to, as a JSON list without repeats
+(empty: every namespace). RBAC follows it: Roles in these namespaces instead of a ClusterRole. A name
+that is not a namespace name is refused here rather than left to a Role the API server would reject.
 */}}
 {{- define "oauth-token-operator.watchNamespaces" -}}
+{{- if hasKey .Values.operator "watchNamespace" }}
+{{- fail "operator.watchNamespace was renamed: set operator.watchNamespaces, a list of namespaces" }}
+{{- end }}
 {{- $namespaces := list }}
-{{- with .Values.operator.watchNamespace }}
+{{- range .Values.operator.watchNamespaces }}
 {{- $name := toString . }}
 {{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$" $name) }}
-{{- fail (printf "operator.watchNamespace: %q is not a namespace name (one namespace, lower-case letters, digits and '-')" $name) }}
+{{- fail (printf "operator.watchNamespaces: %q is not a namespace name (lower-case letters, digits and '-', at most 63)" $name) }}
 {{- end }}
 {{- $namespaces = append $namespaces $name }}
 {{- end }}
-{{- toJson $namespaces }}
+{{- toJson (uniq $namespaces) }}
 {{- end }}
 
 {{/* The RBAC rules shared with the integration tests: files/rbac-rules.yaml. */}}

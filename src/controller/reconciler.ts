@@ -103,7 +103,7 @@ export class Reconciler {
     }
     const connection = await this.readLive(namespace, name);
     if (connection === undefined) return {};
-    if (connection.metadata.deletionTimestamp) return this.finalize(connection);
+    if (connection.metadata.deletionTimestamp) return this.finalize(connection, signal);
     if (!connection.metadata.finalizers?.includes(FINALIZER)) {
       await this.patchFinalizers(connection, [...(connection.metadata.finalizers ?? []), FINALIZER]);
       // The update event brings the connection back with the finalizer in place.
@@ -247,10 +247,10 @@ export class Reconciler {
     }
   }
 
-  private async finalize(connection: OAuthConnection): Promise<ReconcileResult> {
+  private async finalize(connection: OAuthConnection, signal: AbortSignal): Promise<ReconcileResult> {
     const { namespace, name } = connection.metadata;
     if (!connection.metadata.finalizers?.includes(FINALIZER)) return {};
-    if (connection.spec.revokeOnDelete) await this.revoke(connection);
+    if (connection.spec.revokeOnDelete) await this.revoke(connection, signal);
     await this.deps.state.delete(namespace, name);
     await this.patchFinalizers(
       connection,
@@ -261,8 +261,11 @@ export class Reconciler {
     return {};
   }
 
-  /** Best effort: deletion must not hang on a provider that is down or a Secret already gone. */
-  private async revoke(connection: OAuthConnection): Promise<void> {
+  /**
+   * Best effort: deletion must not hang on a provider that is down or a Secret already gone; the
+   * reconcile's deadline bounds discovery and the revocation request.
+   */
+  private async revoke(connection: OAuthConnection, signal: AbortSignal): Promise<void> {
     const { namespace, name, uid } = connection.metadata;
     try {
       const stored = await this.deps.state.read(connection);
@@ -273,8 +276,17 @@ export class Reconciler {
         this.options.propagationMs,
         this.inputOptions(),
       );
-      const endpoints = await this.deps.oauth.resolveEndpoints(inputs.endpoints(stored.state.geolocation));
-      await this.deps.oauth.revoke(inputs.client, endpoints, stored.state.refreshToken);
+      const endpoints = await this.deps.oauth.resolveEndpoints(
+        inputs.endpoints(stored.state.geolocation),
+        signal,
+      );
+      await this.deps.oauth.revoke(
+        inputs.client,
+        endpoints,
+        stored.state.refreshToken,
+        'refresh_token',
+        signal,
+      );
       this.deps.events.record(
         { namespace, name, ...(uid ? { uid } : {}) },
         'Normal',

@@ -37,10 +37,12 @@ export class OAuthClient {
 
   /**
    * The endpoints of a client, the token endpoint already checked against the endpoint policy's URL
-   * rules, so a refused URL fails before any state is written or request sent.
+   * rules, so a refused URL fails before any state is written or request sent. `signal` ends the
+   * wait for a discovery document (the request itself is shared by every caller and bounded by the
+   * Transport's timeout).
    */
-  resolveEndpoints(settings: EndpointSettings): Promise<ResolvedEndpoints> {
-    return resolveEndpoints(this.transport, this.discovery, settings);
+  resolveEndpoints(settings: EndpointSettings, signal?: AbortSignal): Promise<ResolvedEndpoints> {
+    return resolveEndpoints(this.transport, this.discovery, settings, signal);
   }
 
   /**
@@ -65,6 +67,7 @@ export class OAuthClient {
     endpoints: ResolvedEndpoints,
     token: string,
     tokenTypeHint: 'refresh_token' | 'access_token' = 'refresh_token',
+    signal?: AbortSignal,
   ): Promise<void> {
     // A revocation URL set on a FOLIO connection would get the refresh token in an RFC 7009 form.
     if (client.protocol?.kind === 'folio') {
@@ -73,7 +76,7 @@ export class OAuthClient {
         'FOLIO offers no RFC 7009 revocation; the refresh token expires by itself',
       );
     }
-    return revokeToken(this.transport, client, endpoints, token, tokenTypeHint, this.clock.now());
+    return revokeToken(this.transport, client, endpoints, token, tokenTypeHint, this.clock.now(), signal);
   }
 
   /** RFC 7662: whether the provider still accepts a token; 'unknown' when it cannot say. */
@@ -81,10 +84,11 @@ export class OAuthClient {
     client: ClientConfig,
     endpoints: ResolvedEndpoints,
     token: string,
+    signal?: AbortSignal,
   ): Promise<IntrospectionVerdict> {
     // FOLIO has no introspection, and asking would mean sending its refresh token somewhere.
     if (client.protocol?.kind === 'folio') return Promise.resolve('unknown');
-    return introspectToken(this.transport, client, endpoints, token);
+    return introspectToken(this.transport, client, endpoints, token, 'refresh_token', signal);
   }
 
   /**

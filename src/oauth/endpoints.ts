@@ -20,14 +20,17 @@ export async function resolveEndpoints(
   transport: Transport,
   discovery: DiscoveryCache,
   settings: EndpointSettings,
+  signal?: AbortSignal,
 ): Promise<ResolvedEndpoints> {
   const explicitToken = nonEmpty(settings.tokenURL);
   const issuerURL = nonEmpty(settings.issuerURL);
   let discovered: DiscoveredMetadata | undefined;
   if (issuerURL !== undefined) {
+    signal?.throwIfAborted();
     try {
-      discovered = await discovery.get(issuerURL);
+      discovered = await untilAborted(discovery.get(issuerURL), signal);
     } catch (err) {
+      if (signal?.aborted === true) throw err;
       if (explicitToken === undefined || (err instanceof TokenError && err.code === 'insecure_endpoint'))
         throw err;
     }
@@ -58,4 +61,22 @@ export async function resolveEndpoints(
   if (discovered?.userinfoEndpoint !== undefined) endpoints.userinfoEndpoint = discovered.userinfoEndpoint;
   if (discovered !== undefined) endpoints.issuer = discovered.issuer;
   return endpoints;
+}
+
+/**
+ * `promise`, or the signal's reason once it aborts first. A discovery request is shared by every
+ * connection of the issuer, so one caller's deadline ends its own wait, not the request.
+ */
+async function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  const aborted = Promise.withResolvers<never>();
+  const onAbort = (): void => {
+    aborted.reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+  };
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await Promise.race([promise, aborted.promise]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
 }

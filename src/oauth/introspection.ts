@@ -17,10 +17,13 @@ export async function introspectToken(
   endpoints: ResolvedEndpoints,
   token: string,
   tokenTypeHint: 'refresh_token' | 'access_token' = 'refresh_token',
+  signal?: AbortSignal,
 ): Promise<IntrospectionVerdict> {
   if (token === '') return 'unknown';
   try {
-    const { config } = endpointCall(transport, client, endpoints, 'introspection_endpoint');
+    const { config } = endpointCall(transport, client, endpoints, 'introspection_endpoint', {
+      ...(signal !== undefined ? { signal } : {}),
+    });
     const result = await tokenIntrospection(config, token, { token_type_hint: tokenTypeHint });
     return result.active ? 'active' : 'inactive';
   } catch {

@@ -17,9 +17,12 @@ export async function revokeToken(
   token: string,
   tokenTypeHint: 'refresh_token' | 'access_token',
   nowMs: number,
+  signal?: AbortSignal,
 ): Promise<void> {
   if (token === '') throw configurationError('MissingCredential', 'token to revoke is empty');
-  const { config, exchange } = endpointCall(transport, client, endpoints, 'revocation_endpoint');
+  const { config, exchange } = endpointCall(transport, client, endpoints, 'revocation_endpoint', {
+    ...(signal !== undefined ? { signal } : {}),
+  });
   try {
     await tokenRevocation(config, token, { token_type_hint: tokenTypeHint });
   } catch (err) {

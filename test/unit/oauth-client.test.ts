@@ -609,6 +609,25 @@ describe('revoke', () => {
     });
     expect(seen).toHaveLength(1);
   });
+
+  it("ends at the caller's signal, as does introspection (then 'unknown')", async () => {
+    // The provider never answers: only the signal can end these calls before the request timeout.
+    handler = () => undefined;
+    const oauth = oauthClient({ timeoutMs: 60_000 });
+    const endpoints = {
+      tokenEndpoint: `${base}/token`,
+      revocationEndpoint: `${base}/revoke`,
+      introspectionEndpoint: `${base}/introspect`,
+    };
+    // Without the signal they would wait the 60 s timeout, past the test's own timeout.
+    const revoked = failure(
+      oauth.revoke(EXACT, endpoints, REFRESH_TOKEN, 'refresh_token', AbortSignal.timeout(100)),
+    );
+    const verdict = oauth.introspect(EXACT, endpoints, REFRESH_TOKEN, AbortSignal.timeout(100));
+    expect((await revoked).code).toBe('transient');
+    expect(await verdict).toBe('unknown');
+    expect(seen.map((r) => r.path).sort()).toEqual(['/introspect', '/revoke']);
+  });
 });
 
 describe('resolveEndpoints', () => {
@@ -656,6 +675,30 @@ describe('resolveEndpoints', () => {
     oauth.clearDiscoveryCache();
     await oauth.resolveEndpoints({ issuerURL: issuer });
     expect(seen).toHaveLength(3);
+  });
+
+  it("ends one caller's wait for a discovery at its signal, not the request the others share", async () => {
+    const issuer = `${base}/realms/demo`;
+    let answer: (() => void) | undefined;
+    handler = (_req, res) => {
+      answer = () => {
+        json(res, 200, { issuer, token_endpoint: `${issuer}/protocol/openid-connect/token` });
+      };
+    };
+    const oauth = oauthClient({ timeoutMs: 60_000 });
+    const controller = new AbortController();
+    const patient = oauth.resolveEndpoints({ issuerURL: issuer });
+    const hurried = oauth.resolveEndpoints({ issuerURL: issuer }, controller.signal);
+    await expect.poll(() => seen.length).toBe(1);
+    controller.abort(new DOMException('reconcile deadline reached', 'TimeoutError'));
+    await expect(hurried).rejects.toThrow('reconcile deadline reached');
+    // An explicit tokenURL does not turn an abort into "use what is configured".
+    await expect(
+      oauth.resolveEndpoints({ issuerURL: issuer, tokenURL: `${base}/token` }, controller.signal),
+    ).rejects.toThrow('reconcile deadline reached');
+    answer?.();
+    expect((await patient).tokenEndpoint).toBe(`${issuer}/protocol/openid-connect/token`);
+    expect(seen).toHaveLength(1);
   });
 
   it('lets an explicit tokenURL override the discovered one, and survive a failed discovery', async () => {

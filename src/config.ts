@@ -99,7 +99,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   'max-concurrent-per-host': {
     type: 'string',
     default: '4',
-    help: 'Concurrent token requests per token-endpoint host.',
+    help: 'Concurrent token requests (and token liveness probes) per host.',
   },
   'min-request-gap': {
     type: 'string',

@@ -18,12 +18,21 @@ export async function probeToken(engine: EngineSteps): Promise<EngineResult | Pr
   if (settings === undefined || state?.accessToken === undefined)
     throw new Error('probe without spec.probe or an access token');
   const uid = connection.metadata.uid ?? '';
-  engine.ctx.probes.probed(uid, engine.deps.clock.now());
+  const { signal } = engine.ctx;
   let result: ProbeResult;
   try {
-    const endpoints = await engine.deps.oauth.resolveEndpoints(inputs.endpoints(state.geolocation));
-    result = await engine.deps.oauth.probe(settings.urlFor(endpoints), state.accessToken, engine.ctx.signal);
+    const endpoints = await engine.deps.oauth.resolveEndpoints(inputs.endpoints(state.geolocation), signal);
+    const url = settings.urlFor(endpoints);
+    // The probe's host counts against --max-concurrent-per-host like a token request: a tarpit API
+    // host is turned away with a requeue, and the probe stays due until it has run.
+    const host = engine.hostAdmission(url);
+    if (!('slot' in host)) return { requeueAfterMs: host.retryAfterMs };
+    engine.ctx.probes.probed(uid, engine.deps.clock.now());
+    const accessToken = state.accessToken;
+    result = await host.slot.run(() => engine.deps.oauth.probe(url, accessToken, signal));
   } catch (err) {
+    // A probe that failed is done for this interval all the same: no retry loop on a bad URL.
+    engine.ctx.probes.probed(uid, engine.deps.clock.now());
     if (!isTokenError(err)) throw err;
     return engine.fail({
       ...failureOf(err),

@@ -1,0 +1,96 @@
+// The probe step of the chain engine (src/controller/chain/probe.ts) on a small fake engine: the
+// probe's host counts against the per-host limit like a token request, a probe turned away stays due,
+// and a slot is released however the probe ends.
+import { describe, expect, it } from 'vitest';
+import { probeToken } from '../../src/controller/chain/probe.ts';
+import type { EngineSteps } from '../../src/controller/chain/engine.ts';
+import { ProbeSchedule } from '../../src/controller/chain/probe-schedule.ts';
+import type { Failure } from '../../src/controller/status.ts';
+import { HostLimiter } from '../../src/controller/host-limiter.ts';
+import { TokenError, type ProbeResult } from '../../src/oauth/index.ts';
+import { FakeClock } from '../harness/fake-clock.ts';
+
+const NOW = Date.parse('2030-01-01T00:00:00Z');
+const UID = 'uid-1';
+const PROBE_URL = 'https://api.example.com/me';
+const INTERVAL_MS = 60_000;
+
+interface Built {
+  engine: EngineSteps;
+  limiter: HostLimiter;
+  probes: ProbeSchedule;
+  probed: string[];
+  failures: Failure[];
+}
+
+/** A fake engine whose probe answers with `answer`; `busy` slots on the API host are already taken. */
+function build(answer: () => Promise<ProbeResult>, busy = 0): Built {
+  const clock = new FakeClock(NOW);
+  const limiter = new HostLimiter(1, { clock });
+  for (let i = 0; i < busy; i++) limiter.tryAcquire('api.example.com', `other/${String(i)}`);
+  const probes = new ProbeSchedule();
+  const probed: string[] = [];
+  const failures: Failure[] = [];
+  const engine = {
+    deps: {
+      clock,
+      oauth: {
+        resolveEndpoints: () => Promise.resolve({ tokenEndpoint: 'https://login.example.com/token' }),
+        probe: (url: string) => {
+          probed.push(url);
+          return answer();
+        },
+      },
+      metrics: { probes: { inc: () => undefined } },
+    },
+    ctx: {
+      handle: { state: { accessToken: 'at-1' } },
+      inputs: { probe: { intervalMs: INTERVAL_MS, urlFor: () => PROBE_URL }, endpoints: () => ({}) },
+      connection: { metadata: { uid: UID } },
+      log: { info: () => undefined, debug: () => undefined },
+      probes,
+      status: { record: () => undefined },
+      signal: new AbortController().signal,
+    },
+    labels: { namespace: 'ns', name: 'conn' },
+    hostAdmission: (url: string) => limiter.tryAcquire(new URL(url).host, 'ns/conn'),
+    fail: (failure: Failure) => {
+      failures.push(failure);
+      return Promise.resolve({ requeueAfterMs: 1_000 });
+    },
+  } as unknown as EngineSteps;
+  return { engine, limiter, probes, probed, failures };
+}
+
+const accepted = (): Promise<ProbeResult> => Promise.resolve({ verdict: 'accepted', status: 200 });
+
+describe('the probe step', () => {
+  it('is turned away with a requeue while the API host is at its limit, and stays due', async () => {
+    const { engine, probes, probed } = build(accepted, 1);
+    const dueBefore = probes.nextAt(UID, INTERVAL_MS, NOW);
+    const result = await probeToken(engine);
+    expect(result).toMatchObject({ requeueAfterMs: expect.any(Number) as number });
+    expect(probed).toEqual([]);
+    expect(probes.nextAt(UID, INTERVAL_MS, NOW)).toBe(dueBefore);
+  });
+
+  it.each<[string, () => Promise<ProbeResult>, unknown]>([
+    ['an accepted token', accepted, 'accepted'],
+    ['a rejected token', () => Promise.resolve({ verdict: 'rejected', status: 401 }), 'rejected'],
+    [
+      'a URL the policy refuses',
+      () => Promise.reject(new TokenError({ code: 'insecure_endpoint', reason: 'Refused', message: 'no' })),
+      { requeueAfterMs: 1_000 },
+    ],
+  ])(
+    'takes a slot for %s, releases it after, and is not due again for an interval',
+    async (_n, answer, out) => {
+      const { engine, limiter, probes, probed, failures } = build(answer);
+      expect(await probeToken(engine)).toEqual(out);
+      expect(probed).toEqual([PROBE_URL]);
+      expect(limiter.inFlight('api.example.com')).toBe(0);
+      expect(probes.nextAt(UID, INTERVAL_MS, NOW)).toBe(NOW + INTERVAL_MS);
+      if (typeof out !== 'string') expect(failures.map((f) => f.reason)).toEqual(['ProbeRefused']);
+    },
+  );
+});

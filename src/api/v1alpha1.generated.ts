@@ -288,7 +288,7 @@ export interface OAuthConnectionSpec {
       authorizationHeader?: string;
     };
     /**
-     * Extra keys rendered from templates, for config files - {{accessToken}}, {{tokenType}}, {{expiresAt}} are replaced.
+     * Extra keys rendered from templates, for config files - {{accessToken}}, {{tokenType}}, {{expiresAt}} and {{geolocation}} are replaced. {{geolocation}} is the origin of the data center the token requests go to - a Concur geolocation once known, else the origin of status.tokenEndpoint.
      */
     templates?: {
       /**

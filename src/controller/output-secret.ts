@@ -12,13 +12,35 @@
 // can set on any Secret (controllingConnection).
 import * as k8s from '@kubernetes/client-node';
 import { API_VERSION, GROUP, KIND, type OAuthConnection } from '../api/v1alpha1.ts';
-import { canonicalTokenType } from '../oauth/index.ts';
+import { canonicalTokenType, normaliseGeolocation } from '../oauth/index.ts';
 import { CONNECTION_NAME_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, ROLE_LABEL } from './state-store.ts';
 
 export interface OutputTokens {
   accessToken: string;
   tokenType: string;
   expiresAtMs: number;
+  /** What `{{geolocation}}` renders (outputGeolocation); empty when left out. */
+  geolocation?: string;
+}
+
+/**
+ * What `{{geolocation}}` renders: the base URI of the data center the connection's token requests go
+ * to. For a provider that names one in its answers and is followed there (Concur: the geolocation, where
+ * the user lives and where its APIs must be called, https://developer.concur.com/platform/base-uris.html),
+ * the stored one. Otherwise (every other provider, whatever its answers carry, or a Concur answer
+ * without one) the origin of the token endpoint in use (status.tokenEndpoint): for Concur that is the
+ * same data center, since the request was answered there; for other providers simply the token host,
+ * which is their API host only for some (Exact Online yes, Keycloak no). Only origins are rendered
+ * (scheme, host, port; no path, no user info); undefined when neither is a URL.
+ */
+export function outputGeolocation(chain: {
+  /** Whether the preset sends token requests to the geolocation its answers name (Concur). */
+  followsGeolocation: boolean;
+  geolocation?: string | undefined;
+  tokenEndpoint?: string | undefined;
+}): string | undefined {
+  const stored = chain.followsGeolocation ? normaliseGeolocation(chain.geolocation) : undefined;
+  return stored ?? normaliseGeolocation(chain.tokenEndpoint);
 }
 
 /**
@@ -101,9 +123,9 @@ const MAX_DATA_KEY_LENGTH = 253;
  */
 const RESERVED_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
 
-const PLACEHOLDER = /\{\{\s*(accessToken|tokenType|expiresAt)\s*\}\}/g;
+const PLACEHOLDER = /\{\{\s*(accessToken|tokenType|expiresAt|geolocation)\s*\}\}/g;
 
-type Placeholder = 'accessToken' | 'tokenType' | 'expiresAt';
+type Placeholder = 'accessToken' | 'tokenType' | 'expiresAt' | 'geolocation';
 
 /** Why a key cannot be a Secret data key, or undefined. Quotes at most a short prefix of the key. */
 function keyProblem(key: string): string | undefined {
@@ -136,15 +158,19 @@ export function renderOutputData(connection: OAuthConnection, tokens: OutputToke
       `spec.output.keys.accessToken: the provider's access token is ${tokenBytes} bytes, over the ${MAX_ACCESS_TOKEN_BYTES} bytes the operator writes to a Secret`,
     );
   }
+  const geolocation = tokens.geolocation ?? '';
   const values: Readonly<Record<Placeholder, string>> = {
     accessToken: tokens.accessToken,
     tokenType,
     expiresAt,
+    geolocation,
   };
   const valueBytes: Readonly<Record<Placeholder, number>> = {
     accessToken: tokenBytes,
     tokenType: Buffer.byteLength(tokenType),
     expiresAt: Buffer.byteLength(expiresAt),
+    // An origin (a host name is at most 253 characters), but a template may repeat it: counted too.
+    geolocation: Buffer.byteLength(geolocation),
   };
 
   // Key → the field that asked for it, in the order rendered; a Map, so no key name is special.

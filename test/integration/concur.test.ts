@@ -24,6 +24,7 @@ import {
   createSecret,
   getConnectionStatus,
   OutputTokenWatcher,
+  readSecretData,
   ready,
   untilStatus,
   waitFor,
@@ -56,7 +57,11 @@ type Status = ConnectionStatus & {
   lastFailureTime?: string;
   refreshTokenExpiresAt?: string;
   tokenEndpoint?: string;
+  loginAttempts?: string[];
 };
+
+/** An output key for API clients: the base URI of the user's data center. */
+const API_BASE = { key: 'api-base-url', template: '{{geolocation}}' };
 
 interface StoredChain {
   refreshToken?: string;
@@ -172,6 +177,18 @@ describe('concur preset against the SAP Concur simulator', () => {
 
   const refreshes = (sim: ConcurSimulator): ConcurTokenRequest[] =>
     sim.tokenRequests().filter((r) => r.grantType === 'refresh_token');
+
+  /** The api-base-url values of a connection's output Secret, each recorded once when it changes. */
+  const apiBases = (name: string): { values: string[]; poll: () => Promise<void> } => {
+    const values: string[] = [];
+    return {
+      values,
+      poll: async () => {
+        const value = (await readSecretData(admin, namespace, `${name}-token`))?.[API_BASE.key];
+        if (value !== undefined && value !== values.at(-1)) values.push(value);
+      },
+    };
+  };
 
   describe.concurrent('chains', () => {
     // Keep-alive: access tokens that outlive the refresh token (a test device: Concur's live an
@@ -302,38 +319,47 @@ describe('concur preset against the SAP Concur simulator', () => {
       const watcher = new OutputTokenWatcher(admin, namespace, 'moving-token', (token) => {
         secrets.push(token);
       });
-      await concurConnection(sim, 'moving');
+      await concurConnection(sim, 'moving', { output: { templates: [API_BASE] } });
       const statuses = await StatusRecorder.start(admin, namespace, 'moving');
+      const bases = apiBases('moving');
       await waitFor(
         'moving: 3 refreshes at us',
         async () => {
           await watcher.poll();
+          await bases.poll();
           return refreshes(sim).length >= 3;
         },
         60_000,
         100,
       );
+      const basesBeforeMove = [...bases.values];
       sim.moveUser('emea');
       const movedAt = Date.now();
       await waitFor(
         'moving: 3 refreshes at emea',
         async () => {
           await watcher.poll();
+          await bases.poll();
           return refreshes(sim).filter((r) => r.geolocation === 'emea').length >= 3;
         },
         60_000,
         100,
       );
       statuses.stop();
+      await bases.poll();
       const requests = refreshes(sim);
       const afterMove = requests.filter((r) => r.at >= movedAt);
       const done = await status('moving');
       const degraded = statuses.with('Degraded', 'True').map((o) => condition(o.status, 'Degraded')?.reason);
       console.log(
         `concur geolocation: requests after the move ${JSON.stringify(afterMove.map((r) => ({ ...r, at: r.at - movedAt })))}; ` +
-          `Degraded while moving ${JSON.stringify(degraded)}; ` +
+          `Degraded while moving ${JSON.stringify(degraded)}; api-base-url values ${JSON.stringify(bases.values)}; ` +
           `stats ${JSON.stringify(sim.stats())}`,
       );
+      // Consumers follow the data center through {{geolocation}}: the old one until the move, then
+      // the new one, and nothing else in between.
+      expect(basesBeforeMove).toEqual([sim.geolocations.us]);
+      expect(bases.values).toEqual([sim.geolocations.us, sim.geolocations.emea]);
       // One answer 16 from the old geolocation, then every request at the new one.
       expect(afterMove[0]).toMatchObject({ geolocation: 'us', status: 400, code: 16 });
       expect(afterMove.slice(1).every((r) => r.geolocation === 'emea' && r.status === 200)).toBe(true);
@@ -436,6 +462,77 @@ describe('concur preset against the SAP Concur simulator', () => {
       const reasons = events.items.filter((e) => e.involvedObject.name === 'recovered').map((e) => e.reason);
       expect(reasons).toContain('ChainBroken');
       expect(reasons).toContain('RecoveryLoginSucceeded');
+    }, 90_000);
+
+    // The recovery login meets the move: the refresh at the old data center answers 108 (a revoked
+    // chain is refused before the user's data center is looked at), and the password grant there
+    // code 16. The same login sends the password grant again at the geolocation named, at once.
+    it('code 16 on the recovery login: the password grant retried at the geolocation named, stored with the new chain', async ({
+      expect,
+    }) => {
+      const sim = await simulator(SCALE);
+      await concurConnection(sim, 'relogin', {
+        output: { templates: [API_BASE] },
+        spec: {
+          recovery: {
+            login: {
+              flow: 'direct',
+              usernameRef: { name: 'concur-user' },
+              passwordRef: { name: 'concur-user' },
+              maxAttemptsPerHour: 1,
+            },
+          },
+        },
+      });
+      const bases = apiBases('relogin');
+      await until('relogin', 'Ready after a refresh', (s) => ready(s) && !!s.lastRefreshTime);
+      await bases.poll();
+      const statuses = await StatusRecorder.start(admin, namespace, 'relogin');
+      const before = sim.tokenRequests().length;
+      sim.moveUser('emea');
+      expect(sim.revoke()).toBe(1);
+      await waitFor(
+        'relogin: a refresh of the new chain at emea',
+        async () => {
+          await bases.poll();
+          const after = sim.tokenRequests().slice(before);
+          return after.some((r) => r.grantType === 'refresh_token' && r.geolocation === 'emea');
+        },
+        30_000,
+        100,
+      );
+      const done = await until('relogin', 'Ready in chain 2', (s) => ready(s) && s.chainGeneration === 2);
+      statuses.stop();
+      await bases.poll();
+      const after = sim.tokenRequests().slice(before);
+      console.log(
+        `concur 16 in the recovery login: requests ${JSON.stringify(after.map((r) => [r.grantType, r.geolocation, r.status, r.code]))}; ` +
+          `login attempts ${JSON.stringify(done.loginAttempts)}; api-base-url values ${JSON.stringify(bases.values)}`,
+      );
+      // 108 at us breaks the chain, the password grant at us answers 16, the same login at emea
+      // succeeds, and the new chain is refreshed at emea.
+      expect(after.slice(0, 3).map((r) => [r.grantType, r.geolocation, r.status, r.code])).toEqual([
+        ['refresh_token', 'us', 400, 108],
+        ['password', 'us', 400, 16],
+        ['password', 'emea', 200, undefined],
+      ]);
+      expect(after.slice(3).every((r) => r.geolocation === 'emea' && r.status === 200)).toBe(true);
+      expect((after[2]?.at ?? 0) - (after[1]?.at ?? 0), 'retried at once').toBeLessThan(1_000);
+      expect(sim.stats()).toMatchObject({ passwordGrants: 1, errorsByCode: { 108: 1, 16: 1 } });
+      // One login, within a budget of one an hour: the move cost no second attempt.
+      expect(done.loginAttempts?.length).toBe(1);
+      const stored = await storedChain('relogin');
+      secrets.push(stored.refreshToken ?? '');
+      expect(stored.geolocation).toBe(sim.geolocations.emea);
+      expect(stored.refreshToken === sim.currentRefreshToken(), 'the state holds the new chain').toBe(true);
+      expect(done.tokenEndpoint).toBe(sim.tokenEndpoint('emea'));
+      expect(bases.values).toEqual([sim.geolocations.us, sim.geolocations.emea]);
+      const reasons = statuses.observed.flatMap((o) => (o.status.conditions ?? []).map((c) => c.reason));
+      expect(reasons, 'the move is no login failure').not.toContain('LoginProviderError');
+      const events = await core.listNamespacedEvent({ namespace });
+      expect(events.items.filter((e) => e.involvedObject.name === 'relogin').map((e) => e.reason)).toContain(
+        'RecoveryLoginSucceeded',
+      );
     }, 90_000);
 
     it('5 in the recovery login (wrong password): one attempt, LoginFailed, no lock-out', async ({

@@ -6,6 +6,7 @@ import {
   decide,
   dueAt,
   minRequestGap,
+  relocationTarget,
   stateLost,
   type Action,
   type ChainInput,
@@ -29,6 +30,8 @@ const SEED = 'seed-token-0001';
 const RT = 'refresh-token-0002';
 const MIN = 60_000;
 const iso = (ms: number): string => new Date(ms).toISOString();
+const US = 'https://us.api.concursolutions.com';
+const EU = 'https://eu.api.concursolutions.com';
 
 /** A healthy chain: token issued 2 minutes ago, valid for 10 more, refresh token RT, generation 1. */
 function chain(overrides: Partial<ChainState> = {}): ChainState {
@@ -885,6 +888,46 @@ describe('next-state builders', () => {
     );
     expect(implicit).toMatchObject({ chainGeneration: 1, rotations: 4, implicit: true });
     expect(implicit.refreshToken).toBeUndefined();
+  });
+
+  it.each([
+    { name: 'the answer names one', stored: US, answered: EU, expected: EU },
+    { name: 'the answer names none', stored: US, answered: undefined, expected: US },
+    { name: 'a first login names one', stored: undefined, answered: EU, expected: EU },
+  ])('a login keeps the geolocation with the new chain: $name', ({ stored, answered, expected }) => {
+    const next = afterLogin(
+      chain(stored !== undefined ? { geolocation: stored } : {}),
+      UID,
+      { ...tokens, flow: 'direct', ...(answered !== undefined ? { geolocation: answered } : {}) },
+      { nowMs: NOW, assumedLifetimeMs: 3_600_000, statusGeneration: 1 },
+    );
+    expect(next.geolocation).toBe(expected);
+  });
+});
+
+describe('relocationTarget: a token request sent again at the geolocation named (Concur code 16)', () => {
+  const error = (code: TokenError['code'], geolocation?: string): TokenError =>
+    new TokenError({
+      code,
+      reason: 'R',
+      message: 'm',
+      ...(geolocation !== undefined ? { geolocation } : {}),
+    });
+  it.each([
+    { name: 'the first move of a reconcile: there', err: error('relocate', EU), already: false, to: EU },
+    { name: 'a second move in a row: a failure', err: error('relocate', EU), already: true, to: undefined },
+    { name: 'a move naming no geolocation', err: error('relocate'), already: false, to: undefined },
+    // Concur names a geolocation in every error body: only code 16 is a move.
+    {
+      name: 'a broken chain with a geolocation',
+      err: error('chain_broken', EU),
+      already: false,
+      to: undefined,
+    },
+    { name: 'a configuration error', err: error('configuration', US), already: false, to: undefined },
+    { name: 'an outage', err: error('transient'), already: false, to: undefined },
+  ])('$name', ({ err, already, to }) => {
+    expect(relocationTarget(err, already)).toBe(to);
   });
 });
 

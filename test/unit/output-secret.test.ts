@@ -9,6 +9,7 @@ import {
   MAX_ACCESS_TOKEN_BYTES,
   MAX_RENDERED_BYTES,
   OutputError,
+  outputGeolocation,
   OutputRejectedError,
   OutputSecretNotOwnedError,
   OutputSecretWriter,
@@ -101,10 +102,85 @@ describe('renderOutputData', () => {
     expect(renderOutputData(withOutput(output), tokens)).toEqual(expected);
   });
 
+  it.each([
+    {
+      name: "a Concur chain's geolocation, for API clients",
+      geolocation: 'https://us.api.concursolutions.com',
+      template: '{{geolocation}}',
+      expected: 'https://us.api.concursolutions.com',
+    },
+    {
+      name: 'beside the token, with spaces in the braces',
+      geolocation: 'https://emea.api.concursolutions.com',
+      template: '{"base":"{{ geolocation }}/api/v3.0","token":"{{accessToken}}"}',
+      expected: '{"base":"https://emea.api.concursolutions.com/api/v3.0","token":"AT"}',
+    },
+    { name: 'unknown: empty', geolocation: undefined, template: 'base={{geolocation}}', expected: 'base=' },
+  ])('{{geolocation}}: $name', ({ geolocation, template, expected }) => {
+    const output = { secretName: 's', templates: [{ key: 'api-base-url', template }] };
+    const data = renderOutputData(withOutput(output), {
+      ...tokens,
+      ...(geolocation !== undefined ? { geolocation } : {}),
+    });
+    expect(data['api-base-url']).toBe(expected);
+  });
+
   it('builds the data on a null prototype: no key name is special while rendering', () => {
     const data = renderOutputData(withOutput({ secretName: 's' }), tokens);
     expect(Object.getPrototypeOf(data)).toBeNull();
     expect(Object.keys(data)).toEqual(['access_token', 'token_type', 'expires_at']);
+  });
+});
+
+describe('outputGeolocation: what {{geolocation}} renders', () => {
+  const US = 'https://us.api.concursolutions.com';
+  const EMEA = 'https://emea.api.concursolutions.com';
+  it.each([
+    {
+      name: 'Concur, a stored geolocation: it, whatever endpoint answered',
+      chain: { followsGeolocation: true, geolocation: EMEA, tokenEndpoint: `${US}/oauth2/v0/token` },
+      expected: EMEA,
+    },
+    {
+      name: 'Concur, none stored yet: the origin of the regional token endpoint',
+      chain: { followsGeolocation: true, tokenEndpoint: `${US}/oauth2/v0/token` },
+      expected: US,
+    },
+    {
+      name: 'Concur, a stored geolocation that is not a URL: the token endpoint',
+      chain: { followsGeolocation: true, geolocation: 'emea', tokenEndpoint: `${US}/oauth2/v0/token` },
+      expected: US,
+    },
+    {
+      name: 'Concur, a geolocation with a path and a query: its origin only',
+      chain: { followsGeolocation: true, geolocation: `${EMEA}/x?y=1` },
+      expected: EMEA,
+    },
+    {
+      name: 'another provider: the token host, a port kept',
+      chain: {
+        followsGeolocation: false,
+        tokenEndpoint: 'https://start.exactonline.nl:443/api/oauth2/token',
+      },
+      expected: 'https://start.exactonline.nl',
+    },
+    {
+      name: 'another provider whose answers carry a geolocation: not followed, not rendered',
+      chain: {
+        followsGeolocation: false,
+        geolocation: EMEA,
+        tokenEndpoint: 'https://sso.example.org:8443/realms/r/protocol/openid-connect/token',
+      },
+      expected: 'https://sso.example.org:8443',
+    },
+    {
+      name: 'a token endpoint with credentials in it: nothing',
+      chain: { followsGeolocation: false, tokenEndpoint: 'https://user:pw@sso.example.org/token' },
+      expected: undefined,
+    },
+    { name: 'nothing known', chain: { followsGeolocation: true }, expected: undefined },
+  ])('$name', ({ chain, expected }) => {
+    expect(outputGeolocation(chain)).toBe(expected);
   });
 });
 
@@ -279,6 +355,25 @@ describe('renderOutputData: sizes', () => {
     expect(data.cfg).toBe(accessToken.repeat(5));
     const size = Object.entries(data).reduce((n, [k, v]) => n + k.length + v.length, 0);
     expect(size).toBeLessThanOrEqual(MAX_RENDERED_BYTES);
+  });
+
+  it('counts the geolocation in the rendered size like any other value', () => {
+    // access_token=AT is 14 bytes and the template's key 2; the rest is the template's text.
+    const geolocation = 'https://emea.api.concursolutions.com';
+    const room = MAX_RENDERED_BYTES - 'access_token'.length - 'AT'.length - 'kk'.length;
+    const output = { secretName: 's', keys: { tokenType: '', expiresAt: '' } };
+    const template = (fill: number): Output => ({
+      ...output,
+      templates: [{ key: 'kk', template: `${'x'.repeat(fill)}{{geolocation}}` }],
+    });
+    const fits = renderOutputData(withOutput(template(room - geolocation.length)), {
+      ...tokens,
+      geolocation,
+    });
+    expect(fits.kk?.endsWith(geolocation)).toBe(true);
+    expect(() =>
+      renderOutputData(withOutput(template(room - geolocation.length + 1)), { ...tokens, geolocation }),
+    ).toThrow(/templates\[0\]: the template renders 524275 bytes, taking the output to 524289 bytes/);
   });
 
   it('counts bytes, not characters, exactly at the boundary', () => {

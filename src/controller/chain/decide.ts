@@ -14,7 +14,7 @@
 //   spec change or a changed input Secret lifts the backoff.
 // - No spec or provider answer can make token requests come faster than minRequestGap allows.
 import type { LoginFlow, OAuthConnectionStatus } from '../../api/v1alpha1.ts';
-import type { IntrospectionVerdict, ProbeVerdict } from '../../oauth/index.ts';
+import type { IntrospectionVerdict, ProbeVerdict, TokenError } from '../../oauth/index.ts';
 import { loginGate } from '../recovery.ts';
 import { nextRefreshAt, type RefreshTiming } from '../schedule.ts';
 import type { ChainState } from '../state-store.ts';
@@ -457,4 +457,17 @@ function passwordBlocked(input: ChainInput, nowMs: number): Action | undefined {
       'spec.grant.passwordRef: the provider rejected the username or password; no further attempt until the credentials Secret changes',
     ),
   );
+}
+
+/**
+ * Where to send a failed token request again, or undefined. Concur's code 16 ("the user lives in
+ * another data center") consumed nothing, so the same request (a refresh, a password grant, a
+ * login's code exchange) goes to the geolocation it names, in the same reconcile; but only once: a
+ * second move in a row is a failure like any other, retried after the request floor.
+ */
+export function relocationTarget(
+  err: Pick<TokenError, 'code' | 'geolocation'>,
+  alreadyRelocated: boolean,
+): string | undefined {
+  return err.code === 'relocate' && !alreadyRelocated ? err.geolocation : undefined;
 }

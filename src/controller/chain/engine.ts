@@ -10,6 +10,7 @@ import {
   isTokenError,
   type OAuthClient,
   type ProbeVerdict,
+  type TokenError,
   type TokenGrant,
   type TokenSet,
 } from '../../oauth/index.ts';
@@ -18,7 +19,7 @@ import type { OperatorMetrics } from '../../observability/metrics.ts';
 import { failureOf } from '../failures.ts';
 import type { Admission, HostLimiter } from '../host-limiter.ts';
 import type { ResolvedInputs } from '../inputs.ts';
-import type { OutputSecretWriter } from '../output-secret.ts';
+import { outputGeolocation, type OutputSecretWriter } from '../output-secret.ts';
 import type { RecoveryLogin } from '../recovery.ts';
 import { delayUntil } from '../schedule.ts';
 import { fingerprint, type ChainState } from '../state-store.ts';
@@ -28,6 +29,7 @@ import {
   brokenMessage,
   decide,
   dueAt,
+  relocationTarget,
   type Action,
   type ChainInput,
   type ChainTiming,
@@ -74,7 +76,15 @@ export interface EngineResult {
 /** What the steps in other files (logins.ts, probe.ts) use of the engine that runs them. */
 export type EngineSteps = Pick<
   ChainEngine,
-  'deps' | 'ctx' | 'labels' | 'chainState' | 'hostAdmission' | 'persistOrConflict' | 'publish' | 'fail'
+  | 'deps'
+  | 'ctx'
+  | 'labels'
+  | 'chainState'
+  | 'hostAdmission'
+  | 'followRelocation'
+  | 'persistOrConflict'
+  | 'publish'
+  | 'fail'
 >;
 
 /** Steps that change what is known and are followed by another decision; a bound, not a budget. */
@@ -312,13 +322,9 @@ export class ChainEngine {
         metrics.chainBroken.inc(this.labels);
         return 'again';
       }
-      // Concur's code 16 consumed nothing: the same token is presented at the returned geolocation,
-      // now stored with the chain, in this same reconcile. Only a second move in a row is a failure.
-      if (err.code === 'relocate' && err.geolocation !== undefined && !this.relocated) {
-        this.relocated = true;
-        log.info('the provider moved the user to another data center; asking there');
-        return 'again';
-      }
+      // Concur's code 16: the same token is presented at the returned geolocation, now stored with
+      // the chain (afterFailure), when the next decision refreshes again in this reconcile.
+      if (this.followRelocation(err) !== undefined) return 'again';
       // A rejected password is not tried again with the same credentials (decide.ts, passwordBlocked).
       const rejectedPassword = grant.type === 'password' && err.reason === 'InvalidCredentials';
       return this.fail(failureOf(err), rejectedPassword ? inputs.passwordVersion : undefined);
@@ -361,6 +367,21 @@ export class ChainEngine {
       'tokens refreshed',
     );
     return this.publish(true, endpoints.tokenEndpoint);
+  }
+
+  /**
+   * The geolocation to send a failed token request to again (Concur's code 16), or undefined. One
+   * move per reconcile, whichever request met it (a refresh or a login's token request), so that a
+   * provider naming data center after data center is a failure, not a loop (decide.ts,
+   * relocationTarget).
+   */
+  followRelocation(err: TokenError): string | undefined {
+    const target = relocationTarget(err, this.relocated);
+    if (target !== undefined) {
+      this.relocated = true;
+      this.ctx.log.info('the provider moved the user to another data center; asking there');
+    }
+    return target;
   }
 
   /**
@@ -409,10 +430,26 @@ export class ChainEngine {
     const state = handle.state;
     if (state?.accessToken === undefined) throw new Error('publish without an access token');
     const expiresAtMs = state.accessTokenExpiresAtMs ?? 0;
+    // {{geolocation}}: the stored one, else the origin of the endpoint that just answered or that
+    // status recorded; resolved from the spec only when neither is known (a status from before).
+    const followsGeolocation = inputs.preset.geolocationTokenPath !== undefined;
+    const geolocation =
+      outputGeolocation({
+        followsGeolocation,
+        geolocation: state.geolocation,
+        tokenEndpoint: tokenEndpoint ?? this.ctx.status.current.tokenEndpoint,
+      }) ??
+      outputGeolocation({
+        followsGeolocation,
+        tokenEndpoint: (
+          await this.deps.oauth.resolveEndpoints(inputs.endpoints(state.geolocation), this.ctx.signal)
+        ).tokenEndpoint,
+      });
     await this.deps.output.write(connection, {
       accessToken: state.accessToken,
       tokenType: state.tokenType ?? 'Bearer',
       expiresAtMs,
+      ...(geolocation !== undefined ? { geolocation } : {}),
     });
     const nowMs = clock.now();
     const nextRefreshAtMs = dueAt(

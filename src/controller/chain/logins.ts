@@ -2,7 +2,7 @@
 // credentials (a preset whose password starts a chain: FOLIO), and the recovery login of
 // spec.recovery.login. Both are claimed and persisted like a refresh and report the attempt before
 // it is made; they act on the engine through EngineSteps (engine.ts).
-import { isTokenError, type TokenGrant, type TokenSet } from '../../oauth/index.ts';
+import { isTokenError, type ResolvedEndpoints, type TokenGrant, type TokenSet } from '../../oauth/index.ts';
 import { failureOf } from '../failures.ts';
 import type { ResolvedInputs } from '../inputs.ts';
 import { recentLoginAttempts, type RecoveryLogin } from '../recovery.ts';
@@ -121,16 +121,34 @@ export async function recoveryLogin(
   const base = engine.chainState();
   const claim = await handle.claim(base, engine.ctx.identity, undefined);
   const claimed: ChainState = { ...base, claim };
+  // Where the login's token request goes: the chain's geolocation, then the one a code 16 names.
+  let geolocation = base.geolocation;
+  let endpoints: ResolvedEndpoints;
   let result: Awaited<ReturnType<RecoveryLogin['login']>>;
   try {
-    const endpoints = await engine.deps.oauth.resolveEndpoints(inputs.endpoints(base.geolocation));
-    result = await engine.deps.recovery.login(
-      connection,
-      inputs,
-      endpoints,
-      base.totpLastStep,
-      engine.ctx.signal,
-    );
+    // Concur's code 16 on the password grant consumed nothing: the same login (one attempt, one
+    // claim) sends its token request once more at the geolocation named, in this reconcile, as a
+    // refresh would (engine.followRelocation allows one move, so this runs at most twice). Only the
+    // token endpoint moves (inputs.endpoints). A TOTP code, where one is sent, is a new one: the
+    // generator never hands out a code twice. A code flow would walk its login pages again before
+    // exchanging a new code there; no preset that relocates offers one (Concur: direct only).
+    for (;;) {
+      endpoints = await engine.deps.oauth.resolveEndpoints(inputs.endpoints(geolocation), engine.ctx.signal);
+      try {
+        result = await engine.deps.recovery.login(
+          connection,
+          inputs,
+          endpoints,
+          base.totpLastStep,
+          engine.ctx.signal,
+        );
+        break;
+      } catch (err) {
+        const there = isTokenError(err) ? engine.followRelocation(err) : undefined;
+        if (there === undefined) throw err;
+        geolocation = there;
+      }
+    }
   } catch (err) {
     if (!isTokenError(err)) throw err;
     const failure = failureOf(err, 'login');
@@ -139,22 +157,30 @@ export async function recoveryLogin(
       { reason: failure.reason, loginReason: err.reason, httpStatus: err.httpStatus },
       'recovery login failed',
     );
-    // The code sent (if any) is spent even though the login failed; the claim is released.
+    // The code sent (if any) is spent even though the login failed; the claim is released. A
+    // geolocation the provider named (followed or not) is where the next attempt goes.
     const secret = engine.deps.recovery.parseSecret(inputs);
     const step = secret ? engine.deps.recovery.totp.lastUsedStep(secret) : undefined;
-    const released = { ...afterFailedLogin(claimed, step) };
+    const named = err.code === 'relocate' ? (err.geolocation ?? geolocation) : geolocation;
+    const released = { ...afterFailedLogin(withGeolocation(claimed, named), step) };
     delete released.claim;
     const persisted = await engine.persistOrConflict(released, claim.id, claim.startedAtMs);
     if (persisted !== undefined) return persisted;
     return engine.fail(failure, failure.reason === 'LoginFailed' ? inputs.login.version : undefined);
   }
 
-  const next = afterLogin(handle.state, connection.metadata.uid ?? '', result.tokens, {
-    nowMs: clock.now(),
-    assumedLifetimeMs: inputs.assumedLifetimeMs,
-    statusGeneration: engine.ctx.status.current.chainGeneration,
-    ...(result.totpStep !== undefined ? { totpStep: result.totpStep } : {}),
-  });
+  // A geolocation in the answer (Concur's) replaces the one followed (afterLogin).
+  const next = afterLogin(
+    withGeolocation(claimed, geolocation),
+    connection.metadata.uid ?? '',
+    result.tokens,
+    {
+      nowMs: clock.now(),
+      assumedLifetimeMs: inputs.assumedLifetimeMs,
+      statusGeneration: engine.ctx.status.current.chainGeneration,
+      ...(result.totpStep !== undefined ? { totpStep: result.totpStep } : {}),
+    },
+  );
   const persisted = await engine.persistOrConflict(next, claim.id, claim.startedAtMs);
   if (persisted !== undefined) return persisted;
   metrics.recoveryLogins.inc({ ...engine.labels, result: 'success' });
@@ -170,5 +196,11 @@ export async function recoveryLogin(
     });
   }
   log.info({ flow: result.tokens.flow, chainGeneration: next.chainGeneration }, 'recovery login succeeded');
-  return engine.publish(true, undefined, true);
+  // An implicit login asks no token endpoint: status keeps naming the last one that answered.
+  return engine.publish(true, result.tokens.flow === 'implicit' ? undefined : endpoints.tokenEndpoint, true);
+}
+
+/** The state with the chain's geolocation set to `geolocation` (unchanged when that is unknown). */
+function withGeolocation(state: ChainState, geolocation: string | undefined): ChainState {
+  return geolocation === undefined || geolocation === state.geolocation ? state : { ...state, geolocation };
 }

@@ -176,6 +176,8 @@ export function afterLogin(
     rotations: continuing ? continuing.rotations + 1 : 0,
   };
   if (options.totpStep !== undefined) next.totpLastStep = options.totpStep;
+  // A login's answer names the data center too (Concur): later requests go there, as after a refresh.
+  if (tokens.geolocation !== undefined) next.geolocation = tokens.geolocation;
   if (tokens.flow === 'implicit') {
     next.implicit = true;
     return next;

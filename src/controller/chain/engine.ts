@@ -222,10 +222,16 @@ export class ChainEngine {
         const state = handle.state;
         const endpoints = await this.deps.oauth.resolveEndpoints(
           this.ctx.inputs.endpoints(state?.geolocation),
+          this.ctx.signal,
         );
         this.introspection =
           state?.refreshToken !== undefined
-            ? await this.deps.oauth.introspect(this.ctx.inputs.client, endpoints, state.refreshToken)
+            ? await this.deps.oauth.introspect(
+                this.ctx.inputs.client,
+                endpoints,
+                state.refreshToken,
+                this.ctx.signal,
+              )
             : 'unknown';
         return 'again';
       }
@@ -293,7 +299,10 @@ export class ChainEngine {
     const { clock, metrics } = this.deps;
     const { handle, inputs, log } = this.ctx;
     const base = this.chainState();
-    const endpoints = await this.deps.oauth.resolveEndpoints(inputs.endpoints(base.geolocation));
+    const endpoints = await this.deps.oauth.resolveEndpoints(
+      inputs.endpoints(base.geolocation),
+      this.ctx.signal,
+    );
     const grant = this.grant(base);
     const presented = grant.type === 'refresh_token' ? grant.refreshToken : undefined;
     if (retry !== undefined)
@@ -385,19 +394,19 @@ export class ChainEngine {
   }
 
   /**
-   * A slot for one token request to the endpoint's host (host-limiter.ts). It is asked for before
+   * A slot for one token request (or probe) to the URL's host (host-limiter.ts). It is asked for before
    * anything is claimed or recorded, so a host at its limit costs nothing but a requeue: the worker
    * is free at once, the limiter wakes the key when its turn comes, and no claim is left behind for
    * a request that was never sent (a claim would have to be settled as in doubt). Whoever gets a
    * slot must release it on every path: releaseOnError around what precedes the request, run()
    * around the request.
    */
-  hostAdmission(tokenEndpoint: string): Admission {
+  hostAdmission(url: string): Admission {
     const { namespace, name } = this.labels;
-    const host = new URL(tokenEndpoint).host;
+    const host = new URL(url).host;
     const admission = this.deps.hostLimiter.tryAcquire(host, `${namespace}/${name}`);
     if (!('slot' in admission))
-      this.ctx.log.debug({ host }, 'the token endpoint host is at its concurrency limit; requeued');
+      this.ctx.log.debug({ host }, 'the host is at its concurrency limit; requeued');
     return admission;
   }
 

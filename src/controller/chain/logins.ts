@@ -29,7 +29,10 @@ export async function startChain(engine: EngineSteps, why: Failure): Promise<Eng
   const { handle, inputs, connection, log } = engine.ctx;
   const base = engine.chainState();
   const restart = why.reason !== 'NoRefreshToken';
-  const endpoints = await engine.deps.oauth.resolveEndpoints(inputs.endpoints(base.geolocation));
+  const endpoints = await engine.deps.oauth.resolveEndpoints(
+    inputs.endpoints(base.geolocation),
+    engine.ctx.signal,
+  );
   // Before the attempt is recorded or anything claimed (see hostAdmission).
   const host = engine.hostAdmission(endpoints.tokenEndpoint);
   if (!('slot' in host)) return { requeueAfterMs: host.retryAfterMs };

@@ -17,7 +17,7 @@ import { formProfileFor } from '../providers/configure.ts';
 import type { ResolvedInputs } from './inputs.ts';
 
 const HOUR_MS = 3_600_000;
-const DEFAULT_MAX_ATTEMPTS_PER_HOUR = 4;
+export const DEFAULT_MAX_ATTEMPTS_PER_HOUR = 4;
 
 export interface LoginGate {
   allowed: boolean;

@@ -628,6 +628,50 @@ const rows: Row[] = [
     expect: { kind: 'back-off' },
   },
   {
+    name: 'a broken password chain restarted 4 times in the last hour waits until the oldest is an hour old',
+    input: input({
+      ...passwordChain,
+      state: chain({ broken: { reason: 'RefreshTokenRejected', atMs: NOW } }),
+      status: {
+        ...recorded(chain()),
+        loginAttempts: [iso(NOW - 50 * MIN), iso(NOW - 30 * MIN), iso(NOW - 20 * MIN), iso(NOW - MIN)],
+      },
+    }),
+    expect: { kind: 'fail' },
+    reason: 'LoginAttemptsExhausted',
+    recheckAtMs: NOW + 10 * MIN,
+  },
+  {
+    name: 'a broken password chain restarted 3 times in the last hour (and more before) logs in again',
+    input: input({
+      ...passwordChain,
+      state: chain({ broken: { reason: 'RefreshTokenRejected', atMs: NOW } }),
+      status: {
+        ...recorded(chain()),
+        loginAttempts: [
+          iso(NOW - 90 * MIN),
+          iso(NOW - 61 * MIN),
+          iso(NOW - 30 * MIN),
+          iso(NOW - 20 * MIN),
+          iso(NOW - MIN),
+        ],
+      },
+    }),
+    expect: { kind: 'start-chain' },
+  },
+  {
+    name: 'a broken password chain follows spec.recovery.login.maxAttemptsPerHour when it is set',
+    input: input({
+      ...passwordChain,
+      login: { ...login, maxAttemptsPerHour: 1 },
+      state: chain({ broken: { reason: 'RefreshTokenRejected', atMs: NOW } }),
+      status: { ...recorded(chain()), loginAttempts: [iso(NOW - 30 * MIN)] },
+    }),
+    expect: { kind: 'fail' },
+    reason: 'LoginAttemptsExhausted',
+    recheckAtMs: NOW + 30 * MIN,
+  },
+  {
     name: 'a password chain whose state went back in time logs in, never presenting the old token',
     input: input({
       ...passwordChain,

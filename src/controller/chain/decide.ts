@@ -15,7 +15,7 @@
 // - No spec or provider answer can make token requests come faster than minRequestGap allows.
 import type { LoginFlow, OAuthConnectionStatus } from '../../api/v1alpha1.ts';
 import type { IntrospectionVerdict, ProbeVerdict, TokenError } from '../../oauth/index.ts';
-import { loginGate } from '../recovery.ts';
+import { DEFAULT_MAX_ATTEMPTS_PER_HOUR, loginGate } from '../recovery.ts';
 import { nextRefreshAt, type RefreshTiming } from '../schedule.ts';
 import type { ChainState } from '../state-store.ts';
 import { fingerprint } from '../state-store.ts';
@@ -242,7 +242,11 @@ function gated(input: ChainInput, nowMs: number, action: Action): Action {
 function recover(input: ChainInput, nowMs: number, why: Failure): Action {
   // A password chain logs in with its own credentials, never with ones the provider rejected.
   if (input.passwordStartsChain === true) {
-    return passwordBlocked(input, nowMs) ?? gated(input, nowMs, { kind: 'start-chain', why });
+    return (
+      passwordBlocked(input, nowMs) ??
+      restartsExhausted(input, nowMs) ??
+      gated(input, nowMs, { kind: 'start-chain', why })
+    );
   }
   const login = input.login;
   if (login === undefined) return { kind: 'fail', failure: why };
@@ -438,6 +442,26 @@ function probeOrPublish(input: ChainInput, nowMs: number, dueAtMs: number): Acti
   if (probe === undefined) return { kind: 'publish', dueAtMs };
   if (probe.verdict === undefined && nowMs >= probe.nextAtMs) return { kind: 'probe' };
   return { kind: 'publish', dueAtMs: Math.min(dueAtMs, probe.nextAtMs) };
+}
+
+/**
+ * A password chain (FOLIO) restarted as often in the last hour as a recovery login may be tried: each
+ * restart is a password login, so a chain that keeps breaking (another client presenting the same
+ * refresh token, which on FOLIO revokes every token of the user) must not turn into a login every
+ * few minutes that the provider's or a directory's lock-out would count. The restarts are the login
+ * attempts status records (startChain reports each before it is made).
+ */
+function restartsExhausted(input: ChainInput, nowMs: number): Action | undefined {
+  const max = input.login?.maxAttemptsPerHour ?? DEFAULT_MAX_ATTEMPTS_PER_HOUR;
+  // The rejected-password case is passwordBlocked's; only the count is asked here.
+  const gate = loginGate(input.status, max, input.passwordVersion ?? '', nowMs);
+  if (gate.allowed) return undefined;
+  return failure(
+    'chain_broken',
+    'LoginAttemptsExhausted',
+    `${String(gate.attempts.length)} logins in the last hour to start a new chain reached the limit of ${String(max)}; the next is allowed an hour after the oldest`,
+    gate.retryAtMs !== undefined ? { recheckAtMs: gate.retryAtMs } : {},
+  );
 }
 
 /**

@@ -288,6 +288,35 @@ describe('folio preset against the FOLIO simulator', () => {
       expect(reasons).toEqual(expect.arrayContaining(['LoggedIn', 'ChainBroken', 'RecoveryLoginSucceeded']));
     }, 120_000);
 
+    it('a chain that keeps breaking: 4 restarts in an hour, then LoginAttemptsExhausted and no fifth login', async ({
+      expect,
+    }) => {
+      const sim = await simulator();
+      await folioConnection(sim, 'breaking');
+      await until('breaking', 'Ready after a rotation', (s) => ready(s) && (s.rotations ?? 0) >= 1);
+      // Each revocation is noticed at the next refresh (a 422) and answered by one restart login.
+      for (let generation = 2; generation <= 5; generation++) {
+        expect(sim.revokeAll(USERNAME), 'live refresh tokens revoked').toBe(1);
+        await until('breaking', `chain ${String(generation)}`, (s) => (s.chainGeneration ?? 0) >= generation);
+      }
+      expect(sim.revokeAll(USERNAME), 'live refresh tokens revoked').toBe(1);
+      const exhausted = await until(
+        'breaking',
+        'ChainBroken LoginAttemptsExhausted',
+        (s) => condition(s, 'ChainBroken')?.reason === 'LoginAttemptsExhausted',
+      );
+      // Looking again (an event) does not log in either.
+      await poke('breaking');
+      const stats = sim.stats();
+      console.log(
+        `folio breaking: ${JSON.stringify(condition(exhausted, 'ChainBroken'))}; stats ${JSON.stringify(stats)}`,
+      );
+      expect(stats.logins, 'the first login and 4 restarts').toBe(5);
+      expect(exhausted.loginAttempts?.length).toBe(4);
+      expect(exhausted.chainGeneration).toBe(5);
+      expect(Date.parse(exhausted.nextRefreshTime ?? '') - Date.now()).toBeGreaterThan(30 * 60_000);
+    }, 120_000);
+
     it('a refresh answer lost after FOLIO rotated: never presented again, the chain restarted by one login', async ({
       expect,
     }) => {
@@ -407,7 +436,7 @@ describe('folio preset against the FOLIO simulator', () => {
   });
 
   it('leaks no secret value into logs, Events or status', async () => {
-    for (const name of ['rotating', 'revoked', 'lost', 'outage', 'wrongpw']) {
+    for (const name of ['rotating', 'revoked', 'breaking', 'lost', 'outage', 'wrongpw']) {
       const token = await storedRefreshToken(name);
       if (token !== undefined) secrets.push(token);
     }

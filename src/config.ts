@@ -214,6 +214,13 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     get('max-in-flight-per-namespace') === undefined
       ? Math.max(1, workers - 1)
       : positiveInt('max-in-flight-per-namespace');
+  // The old single-namespace variable would otherwise be ignored without a word, and the operator
+  // would reconcile every namespace (a second writer to chains another installation owns).
+  if (env.OTO_WATCH_NAMESPACE !== undefined) {
+    throw new ConfigError(
+      'OTO_WATCH_NAMESPACE was renamed: set OTO_WATCH_NAMESPACES (a comma-separated list)',
+    );
+  }
   const watchNamespaces = namespaceList(get('watch-namespaces') ?? '');
   const kubeconfig = get('kubeconfig') ?? env.KUBECONFIG;
   return {

@@ -1,5 +1,5 @@
-// Caps concurrent token requests per token-endpoint host, so a cold start of thousands of
-// connections does not stampede one provider (and trip its per-app rate limits).
+// Caps concurrent token requests (and token liveness probes) per host, so a cold start of thousands
+// of connections does not stampede one provider (and trip its per-app rate limits).
 //
 // The limit never makes a worker wait. A reconcile asks for a slot before it writes its claim
 // (chain/engine.ts): it gets one, or it is turned away and its key is requeued. Waiting inside the

@@ -125,7 +125,14 @@ const RESERVED_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 
 
 const PLACEHOLDER = /\{\{\s*(accessToken|tokenType|expiresAt|geolocation)\s*\}\}/g;
 
-type Placeholder = 'accessToken' | 'tokenType' | 'expiresAt' | 'geolocation';
+export type Placeholder = 'accessToken' | 'tokenType' | 'expiresAt' | 'geolocation';
+
+/** Whether any of spec.output.templates names the placeholder `name` (`{{name}}`). */
+export function templatesUse(connection: OAuthConnection, name: Placeholder): boolean {
+  return (connection.spec.output.templates ?? []).some(({ template }) =>
+    [...template.matchAll(PLACEHOLDER)].some((match) => match[1] === name),
+  );
+}
 
 /** Why a key cannot be a Secret data key, or undefined. Quotes at most a short prefix of the key. */
 function keyProblem(key: string): string | undefined {

@@ -336,6 +336,8 @@ func adminHTTPClient(pki *pkiFiles) (*http.Client, error) {
 	}, nil
 }
 
+var pickedPorts = map[int]bool{}
+
 // freePort picks a free port below Linux's ephemeral range (32768-60999). etcd and the API server bind
 // it a moment later, and a port the kernel hands out for ":0" could meanwhile go to an outgoing
 // connection of a test running beside us; nothing takes a port below the range unless asked for it.
@@ -347,11 +349,16 @@ func freePort() (int, error) {
 			return 0, err
 		}
 		port := low + int(n.Int64())
+		// etcd's two ports and the API server's are picked before any is bound: never one twice.
+		if pickedPorts[port] {
+			continue
+		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
 			continue
 		}
 		l.Close()
+		pickedPorts[port] = true
 		return port, nil
 	}
 	return 0, fmt.Errorf("no free port between %d and %d after 100 tries", low, high)

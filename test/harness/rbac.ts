@@ -54,7 +54,7 @@ async function grant(
 }
 
 /**
- * An operator namespace and ServiceAccount with what the chart grants when operator.watchNamespace
+ * An operator namespace and ServiceAccount with what the chart grants when operator.watchNamespaces
  * confines it: a Role with the connection rules in each watched namespace, a Role with the
  * operator's own rules in its namespace, nothing cluster-wide.
  */

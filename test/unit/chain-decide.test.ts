@@ -660,18 +660,6 @@ const rows: Row[] = [
     expect: { kind: 'start-chain' },
   },
   {
-    name: 'a broken password chain follows spec.recovery.login.maxAttemptsPerHour when it is set',
-    input: input({
-      ...passwordChain,
-      login: { ...login, maxAttemptsPerHour: 1 },
-      state: chain({ broken: { reason: 'RefreshTokenRejected', atMs: NOW } }),
-      status: { ...recorded(chain()), loginAttempts: [iso(NOW - 30 * MIN)] },
-    }),
-    expect: { kind: 'fail' },
-    reason: 'LoginAttemptsExhausted',
-    recheckAtMs: NOW + 30 * MIN,
-  },
-  {
     name: 'a password chain whose state went back in time logs in, never presenting the old token',
     input: input({
       ...passwordChain,

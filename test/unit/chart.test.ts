@@ -610,6 +610,13 @@ describe.skipIf(helm === undefined)('chart rendered by helm template', { timeout
       },
     );
 
+    it('accepts an empty leftover operator.watchNamespace from old default values', () => {
+      const result = runHelm(['template', RELEASE, chartDir, '--namespace', NAMESPACE], {
+        operator: { watchNamespace: '' },
+      });
+      expect(result.status, result.stderr).toBe(0);
+    });
+
     it('refuses the old operator.watchNamespace, naming its replacement', () => {
       const result = runHelm(['template', RELEASE, chartDir, '--namespace', NAMESPACE], {
         operator: { watchNamespace: 'apps' },

@@ -113,6 +113,12 @@ describe('parseConfig', () => {
     expect(config.watchNamespaces).toEqual(watchNamespaces);
   });
 
+  it('refuses the old OTO_WATCH_NAMESPACE instead of ignoring it (and watching every namespace)', () => {
+    expect(() => parseConfig([], { OTO_WATCH_NAMESPACE: 'apps' })).toThrow(
+      /OTO_WATCH_NAMESPACE was renamed: set OTO_WATCH_NAMESPACES/,
+    );
+  });
+
   it('has deadlines for a reconcile and a login walk', () => {
     const defaults = parseConfig([], {});
     if (defaults === 'help') throw new Error('unexpected help');

@@ -10,6 +10,7 @@ import {
   MAX_RENDERED_BYTES,
   OutputError,
   outputGeolocation,
+  templatesUse,
   OutputRejectedError,
   OutputSecretNotOwnedError,
   OutputSecretWriter,
@@ -181,6 +182,18 @@ describe('outputGeolocation: what {{geolocation}} renders', () => {
     { name: 'nothing known', chain: { followsGeolocation: true }, expected: undefined },
   ])('$name', ({ chain, expected }) => {
     expect(outputGeolocation(chain)).toBe(expected);
+  });
+
+  // The engine looks the value up only for a connection whose templates ask for it.
+  it.each([
+    { templates: [{ key: 'base', template: '{{geolocation}}' }], expected: true },
+    { templates: [{ key: 'url', template: 'x={{ geolocation }}/api' }], expected: true },
+    { templates: [{ key: 'auth', template: 'Bearer {{accessToken}}' }], expected: false },
+    { templates: [{ key: 'text', template: 'geolocation {{geolocationX}}' }], expected: false },
+    { templates: undefined, expected: false },
+  ])('templatesUse geolocation in $templates: $expected', ({ templates, expected }) => {
+    const output = { secretName: 'out', ...(templates ? { templates } : {}) };
+    expect(templatesUse(withOutput(output), 'geolocation')).toBe(expected);
   });
 });
 

@@ -60,7 +60,7 @@ The namespaces operator.watchNamespaces confines the operator to, as a JSON list
 that is not a namespace name is refused here rather than left to a Role the API server would reject.
 */}}
 {{- define "oauth-token-operator.watchNamespaces" -}}
-{{- if hasKey .Values.operator "watchNamespace" }}
+{{- if .Values.operator.watchNamespace }}
 {{- fail "operator.watchNamespace was renamed: set operator.watchNamespaces, a list of namespaces" }}
 {{- end }}
 {{- $namespaces := list }}

@@ -452,7 +452,8 @@ function probeOrPublish(input: ChainInput, nowMs: number, dueAtMs: number): Acti
  * attempts status records (startChain reports each before it is made).
  */
 function restartsExhausted(input: ChainInput, nowMs: number): Action | undefined {
-  const max = input.login?.maxAttemptsPerHour ?? DEFAULT_MAX_ATTEMPTS_PER_HOUR;
+  // FOLIO offers no spec.recovery.login (the password is the recovery), so the limit is the default.
+  const max = DEFAULT_MAX_ATTEMPTS_PER_HOUR;
   // The rejected-password case is passwordBlocked's; only the count is asked here.
   const gate = loginGate(input.status, max, input.passwordVersion ?? '', nowMs);
   if (gate.allowed) return undefined;

@@ -19,7 +19,7 @@ import type { OperatorMetrics } from '../../observability/metrics.ts';
 import { failureOf } from '../failures.ts';
 import type { Admission, HostLimiter } from '../host-limiter.ts';
 import type { ResolvedInputs } from '../inputs.ts';
-import { outputGeolocation, type OutputSecretWriter } from '../output-secret.ts';
+import { outputGeolocation, templatesUse, type OutputSecretWriter } from '../output-secret.ts';
 import type { RecoveryLogin } from '../recovery.ts';
 import { delayUntil } from '../schedule.ts';
 import { fingerprint, type ChainState } from '../state-store.ts';
@@ -379,6 +379,31 @@ export class ChainEngine {
   }
 
   /**
+   * What {{geolocation}} renders: the stored geolocation, else the origin of the endpoint that just
+   * answered or that status recorded; resolved from the spec only when neither is known (a status
+   * from an older version, an implicit login). Best effort: the tokens are stored already, so a
+   * failed look-up leaves the placeholder empty rather than keeping them from the output Secret.
+   */
+  private async outputGeolocation(
+    state: ChainState,
+    tokenEndpoint: string | undefined,
+  ): Promise<string | undefined> {
+    const followsGeolocation = this.ctx.inputs.preset.geolocationTokenPath !== undefined;
+    const known = outputGeolocation({
+      followsGeolocation,
+      geolocation: state.geolocation,
+      tokenEndpoint: tokenEndpoint ?? this.ctx.status.current.tokenEndpoint,
+    });
+    if (known !== undefined) return known;
+    try {
+      const endpoints = await this.deps.oauth.resolveEndpoints(this.ctx.inputs.endpoints(state.geolocation));
+      return outputGeolocation({ followsGeolocation, tokenEndpoint: endpoints.tokenEndpoint });
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
    * The geolocation to send a failed token request to again (Concur's code 16), or undefined. One
    * move per reconcile, whichever request met it (a refresh or a login's token request), so that a
    * provider naming data center after data center is a failure, not a loop (decide.ts,
@@ -439,21 +464,9 @@ export class ChainEngine {
     const state = handle.state;
     if (state?.accessToken === undefined) throw new Error('publish without an access token');
     const expiresAtMs = state.accessTokenExpiresAtMs ?? 0;
-    // {{geolocation}}: the stored one, else the origin of the endpoint that just answered or that
-    // status recorded; resolved from the spec only when neither is known (a status from before).
-    const followsGeolocation = inputs.preset.geolocationTokenPath !== undefined;
-    const geolocation =
-      outputGeolocation({
-        followsGeolocation,
-        geolocation: state.geolocation,
-        tokenEndpoint: tokenEndpoint ?? this.ctx.status.current.tokenEndpoint,
-      }) ??
-      outputGeolocation({
-        followsGeolocation,
-        tokenEndpoint: (
-          await this.deps.oauth.resolveEndpoints(inputs.endpoints(state.geolocation), this.ctx.signal)
-        ).tokenEndpoint,
-      });
+    const geolocation = templatesUse(connection, 'geolocation')
+      ? await this.outputGeolocation(state, tokenEndpoint)
+      : undefined;
     await this.deps.output.write(connection, {
       accessToken: state.accessToken,
       tokenType: state.tokenType ?? 'Bearer',

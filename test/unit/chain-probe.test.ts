@@ -65,13 +65,17 @@ function build(answer: () => Promise<ProbeResult>, busy = 0): Built {
 const accepted = (): Promise<ProbeResult> => Promise.resolve({ verdict: 'accepted', status: 200 });
 
 describe('the probe step', () => {
-  it('is turned away with a requeue while the API host is at its limit, and stays due', async () => {
-    const { engine, probes, probed } = build(accepted, 1);
-    const dueBefore = probes.nextAt(UID, INTERVAL_MS, NOW);
+  it('is put off while the API host is at its limit: no request, no verdict, due again when a slot should be free', async () => {
+    const { engine, limiter, probes, probed } = build(accepted, 1);
     const result = await probeToken(engine);
-    expect(result).toMatchObject({ requeueAfterMs: expect.any(Number) as number });
+    // 'inconclusive': the decision goes on to publish, and the next look is at the earlier of the
+    // refresh and this new probe time.
+    expect(result).toBe('inconclusive');
     expect(probed).toEqual([]);
-    expect(probes.nextAt(UID, INTERVAL_MS, NOW)).toBe(dueBefore);
+    const nextAt = probes.nextAt(UID, INTERVAL_MS, NOW);
+    expect(nextAt).toBeGreaterThan(NOW);
+    expect(nextAt).toBeLessThan(NOW + INTERVAL_MS);
+    expect(limiter.inFlight('api.example.com'), 'only the slot taken before').toBe(1);
   });
 
   it.each<[string, () => Promise<ProbeResult>, unknown]>([

@@ -23,10 +23,14 @@ export async function probeToken(engine: EngineSteps): Promise<EngineResult | Pr
   try {
     const endpoints = await engine.deps.oauth.resolveEndpoints(inputs.endpoints(state.geolocation), signal);
     const url = settings.urlFor(endpoints);
-    // The probe's host counts against --max-concurrent-per-host like a token request: a tarpit API
-    // host is turned away with a requeue, and the probe stays due until it has run.
+    // The probe's host counts against --max-concurrent-per-host like a token request. Turned away, it
+    // is put off until the host should have a slot (the limiter's estimate) and the decision goes on
+    // without a verdict: the output Secret is still written, not held back by a busy API host.
     const host = engine.hostAdmission(url);
-    if (!('slot' in host)) return { requeueAfterMs: host.retryAfterMs };
+    if (!('slot' in host)) {
+      engine.ctx.probes.probed(uid, engine.deps.clock.now() + host.retryAfterMs - settings.intervalMs);
+      return 'inconclusive';
+    }
     engine.ctx.probes.probed(uid, engine.deps.clock.now());
     const accessToken = state.accessToken;
     result = await host.slot.run(() => engine.deps.oauth.probe(url, accessToken, signal));

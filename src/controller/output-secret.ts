@@ -49,6 +49,8 @@ export function outputGeolocation(chain: {
  */
 export class OutputError extends Error {
   readonly code: string = 'configuration';
+  /** How the failure is retried: a person must act (configuration), or time will tell (transient). */
+  readonly kind: 'configuration' | 'transient' = 'configuration';
   readonly reason: string;
 
   constructor(reason: string, message: string) {
@@ -66,6 +68,22 @@ export class OutputSecretNotOwnedError extends OutputError {
       `Secret ${secretName} exists and is not owned by this connection; it is left untouched (spec.output.secretName)`,
     );
     this.name = 'OutputSecretNotOwnedError';
+  }
+}
+
+/**
+ * The output Secret still belongs to an earlier connection of the same name (deleted and created
+ * again): the garbage collector deletes it with its owner, within seconds, and the next write
+ * creates this connection's own. Retried with the transient backoff, not a person's.
+ */
+export class OutputSecretOfPredecessorError extends OutputError {
+  override readonly kind = 'transient';
+  constructor(secretName: string) {
+    super(
+      'OutputSecretPendingDeletion',
+      `Secret ${secretName} still belongs to an earlier connection of this name; waiting for the garbage collector to delete it (spec.output.secretName)`,
+    );
+    this.name = 'OutputSecretOfPredecessorError';
   }
 }
 
@@ -365,17 +383,19 @@ export function outputSecretOwnerKey(
  * Whether the operator may write an existing Secret for a connection: `owned` when the connection
  * controls it; `adopt` for an output Secret an earlier version wrote without an owner reference (it
  * carries this connection's name annotation and the operator's labels, and no controller at all),
- * which gets the reference on this write; `foreign` for everything else, which is never touched.
+ * which gets the reference on this write; `predecessor` for one controlled by a connection of this
+ * name with another UID (deleted and created again, or a reference to no object at all: either way
+ * the garbage collector removes it), also never touched; `foreign` for everything else.
  */
 export function ownership(
   existing: Pick<k8s.V1ObjectMeta, 'ownerReferences' | 'labels' | 'annotations'> | undefined,
   connection: OAuthConnection,
-): 'owned' | 'adopt' | 'foreign' {
+): 'owned' | 'adopt' | 'predecessor' | 'foreign' {
   const controller = controllingConnection(existing);
-  if (controller !== undefined)
-    return controller.uid === connection.metadata.uid && controller.name === connection.metadata.name
-      ? 'owned'
-      : 'foreign';
+  if (controller !== undefined) {
+    if (controller.name !== connection.metadata.name) return 'foreign';
+    return controller.uid === connection.metadata.uid ? 'owned' : 'predecessor';
+  }
   if ((existing?.ownerReferences ?? []).some((r) => r.controller === true)) return 'foreign';
   const marked =
     existing?.labels?.[MANAGED_BY_LABEL] === MANAGED_BY &&
@@ -507,6 +527,7 @@ export class OutputSecretWriter {
       }
       const owner = ownership(existing.metadata, connection);
       if (owner === 'foreign') throw new OutputSecretNotOwnedError(name);
+      if (owner === 'predecessor') throw new OutputSecretOfPredecessorError(name);
       if (existing.type !== 'Opaque') {
         // A Secret's type cannot be changed, and replacing it would need delete on Secrets in every
         // watched namespace: a person deletes it instead (the operator then creates an Opaque one).

@@ -174,9 +174,10 @@ export class Reconciler {
         log.info('state Secret changed under us: another writer is active; backing off');
         return engine.fail({ kind: 'conflict', reason: 'StateConflict', message: err.message });
       }
-      // The output Secret is someone else's, or spec.output asks for keys or sizes it may not have.
+      // The output Secret is someone else's (or, transient, a deleted predecessor's), or spec.output
+      // asks for keys or sizes it may not have.
       if (err instanceof OutputError) {
-        return engine.fail({ kind: 'configuration', reason: err.reason, message: err.message });
+        return engine.fail({ kind: err.kind, reason: err.reason, message: err.message }, undefined, false);
       }
       // Endpoint resolution (discovery, the endpoint policy) failed before any request was sent.
       if (isTokenError(err)) return engine.fail(failureOf(err));

@@ -7,6 +7,7 @@ import {
   createConnection,
   getConnectionStatus,
   readSecretData,
+  untilStatus,
   waitFor,
 } from '../harness/builders.ts';
 import { GROUP, isApiError, PLURAL, VERSION } from '../harness/kube.ts';
@@ -83,6 +84,62 @@ describe('single-writer rotation against oidc-provider', () => {
     expect(await oidc.isAccessTokenActive(data.access_token ?? '')).toBe(true);
     expect(data.authorization).toBe(`Bearer ${data.access_token ?? ''}`);
     const status = await getConnectionStatus(admin, namespace, 'machine');
+    expect(condition(status, 'Ready')?.status).toBe('True');
+  });
+
+  it("waits for an earlier same-name connection's output Secret to be collected, then writes its own", async () => {
+    const core = admin.makeApiClient(k8s.CoreV1Api);
+    // What a connection deleted and created again under its name finds when the garbage collector
+    // has not yet removed its predecessor's Secret. The owner reference names a version the API
+    // server does not serve, so the collector leaves it alone and this test plays the collector.
+    await core.createNamespacedSecret({
+      namespace,
+      body: {
+        metadata: {
+          name: 'again-token',
+          ownerReferences: [
+            {
+              apiVersion: `${GROUP}/v0predecessor`,
+              kind: 'OAuthConnection',
+              name: 'again',
+              uid: '00000000-0000-0000-0000-000000000001',
+              controller: true,
+            },
+          ],
+        },
+        type: 'Opaque',
+        data: { access_token: Buffer.from('old').toString('base64') },
+      },
+    });
+    await createConnection(
+      admin,
+      connection(namespace, 'again', oidc.issuer, {
+        grant: { type: 'clientCredentials', seedSecretRef: undefined },
+      }),
+    );
+    const waiting = await untilStatus(
+      admin,
+      namespace,
+      'again',
+      'Ready=False OutputSecretPendingDeletion',
+      (s) => condition(s, 'Ready')?.reason === 'OutputSecretPendingDeletion',
+    );
+    expect(condition(waiting, 'Refreshing')?.reason, 'retried, not stopped for a person').toBe('Retrying');
+    expect((await readSecretData(admin, namespace, 'again-token'))?.access_token).toBe('old');
+    await core.deleteNamespacedSecret({ name: 'again-token', namespace });
+    // Retried with the transient backoff (seconds), not the configuration backoff (a minute).
+    await untilStatus(
+      admin,
+      namespace,
+      'again',
+      'Ready',
+      (s) => condition(s, 'Ready')?.status === 'True',
+      30_000,
+    );
+    const secret = await core.readNamespacedSecret({ name: 'again-token', namespace });
+    const status = await getConnectionStatus(admin, namespace, 'again');
+    expect(secret.metadata?.ownerReferences?.[0]?.name).toBe('again');
+    expect(secret.metadata?.ownerReferences?.[0]?.uid).not.toBe('00000000-0000-0000-0000-000000000001');
     expect(condition(status, 'Ready')?.status).toBe('True');
   });
 

@@ -13,6 +13,7 @@ import {
   templatesUse,
   OutputRejectedError,
   OutputSecretNotOwnedError,
+  OutputSecretOfPredecessorError,
   OutputSecretWriter,
   outputMetadata,
   outputSecretOwnerKey,
@@ -629,6 +630,11 @@ describe('ownership: the controller owner reference, never a label', () => {
     {
       name: 'controlled by an earlier connection of the same name',
       meta: { ownerReferences: [ref({ uid: 'earlier' })] },
+      expected: 'predecessor',
+    },
+    {
+      name: 'controlled by another connection',
+      meta: { ownerReferences: [ref({ name: 'other' })] },
       expected: 'foreign',
     },
     {
@@ -838,6 +844,24 @@ describe('OutputSecretWriter', () => {
     fake.secrets.set('s', { type: 'Opaque', metadata, data: { mine: 'eA==' } });
     await expect(write(fake)).rejects.toBeInstanceOf(OutputSecretNotOwnedError);
     expect(fake.calls).toEqual(['read s']);
+  });
+
+  it("waits, as transient, for the garbage collector to take a deleted predecessor's Secret, then creates its own", async () => {
+    const fake = new FakeSecrets();
+    fake.secrets.set('s', {
+      type: 'Opaque',
+      metadata: { name: 's', ownerReferences: [ref({ uid: 'earlier' })], resourceVersion: '3' },
+      data: { access_token: 'b2xk' },
+    });
+    const refused = write(fake);
+    await expect(refused).rejects.toBeInstanceOf(OutputSecretOfPredecessorError);
+    await expect(refused).rejects.toMatchObject({ kind: 'transient', reason: 'OutputSecretPendingDeletion' });
+    expect(fake.calls).toEqual(['read s']);
+    expect(fake.secrets.get('s')?.data).toEqual({ access_token: 'b2xk' });
+    // The garbage collector deletes it with its owner; the next write creates this connection's own.
+    fake.secrets.delete('s');
+    expect(await write(fake)).toBe(true);
+    expect(fake.secrets.get('s')?.metadata?.ownerReferences).toEqual([ref()]);
   });
 
   it('refuses, without deleting it, a Secret of its own whose type is not Opaque', async () => {

@@ -512,7 +512,11 @@ export class ChainEngine {
   }
 
   /** Records a failure in status; `blockCredentials` stops further logins with these credentials. */
-  async fail(failure: Failure, blockCredentials?: string): Promise<EngineResult> {
+  /**
+   * Records a failure in status. `outputWritten: false` when the output Secret could not be written
+   * (an output error): the token the state holds is then not what pods read, so it cannot keep Ready.
+   */
+  async fail(failure: Failure, blockCredentials?: string, outputWritten = true): Promise<EngineResult> {
     const state = this.ctx.handle.state;
     const nowMs = this.deps.clock.now();
     const minIntervalMs = this.ctx.inputs.timing.minIntervalMs;
@@ -527,7 +531,7 @@ export class ChainEngine {
       generation: this.ctx.connection.metadata.generation,
       nowMs,
       failure: { ...failure, message },
-      ...(state?.accessTokenExpiresAtMs !== undefined
+      ...(outputWritten && state?.accessTokenExpiresAtMs !== undefined
         ? { accessTokenExpiresAtMs: state.accessTokenExpiresAtMs }
         : {}),
       ...(state?.issuedAtMs !== undefined ? { minIntervalRetryAtMs: state.issuedAtMs + minIntervalMs } : {}),

@@ -63,6 +63,20 @@ type Status = ConnectionStatus & {
 /** An output key for API clients: the base URI of the user's data center. */
 const API_BASE = { key: 'api-base-url', template: '{{geolocation}}' };
 
+/** spec.recovery of a direct (password grant) recovery login with the credentials Secret `secret`. */
+function directRecovery(secret: string, maxAttemptsPerHour: number): Record<string, unknown> {
+  return {
+    recovery: {
+      login: {
+        flow: 'direct',
+        usernameRef: { name: secret },
+        passwordRef: { name: secret },
+        maxAttemptsPerHour,
+      },
+    },
+  };
+}
+
 interface StoredChain {
   refreshToken?: string;
   geolocation?: string;
@@ -419,16 +433,7 @@ describe('concur preset against the SAP Concur simulator', () => {
     }) => {
       const sim = await simulator(SCALE);
       await concurConnection(sim, 'recovered', {
-        spec: {
-          recovery: {
-            login: {
-              flow: 'direct',
-              usernameRef: { name: 'concur-user' },
-              passwordRef: { name: 'concur-user' },
-              maxAttemptsPerHour: 3,
-            },
-          },
-        },
+        spec: directRecovery('concur-user', 3),
       });
       await until('recovered', 'Ready after a refresh', (s) => ready(s) && !!s.lastRefreshTime);
       const statuses = await StatusRecorder.start(admin, namespace, 'recovered');
@@ -473,16 +478,7 @@ describe('concur preset against the SAP Concur simulator', () => {
       const sim = await simulator(SCALE);
       await concurConnection(sim, 'relogin', {
         output: { templates: [API_BASE] },
-        spec: {
-          recovery: {
-            login: {
-              flow: 'direct',
-              usernameRef: { name: 'concur-user' },
-              passwordRef: { name: 'concur-user' },
-              maxAttemptsPerHour: 1,
-            },
-          },
-        },
+        spec: directRecovery('concur-user', 1),
       });
       const bases = apiBases('relogin');
       await until('relogin', 'Ready after a refresh', (s) => ready(s) && !!s.lastRefreshTime);
@@ -540,16 +536,7 @@ describe('concur preset against the SAP Concur simulator', () => {
     }) => {
       const sim = await simulator(SCALE);
       await concurConnection(sim, 'wrongpw', {
-        spec: {
-          recovery: {
-            login: {
-              flow: 'direct',
-              usernameRef: { name: 'concur-user-wrong' },
-              passwordRef: { name: 'concur-user-wrong' },
-              maxAttemptsPerHour: 5,
-            },
-          },
-        },
+        spec: directRecovery('concur-user-wrong', 5),
       });
       await until('wrongpw', 'Ready after a refresh', (s) => ready(s) && !!s.lastRefreshTime);
       sim.revoke();

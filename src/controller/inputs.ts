@@ -196,7 +196,14 @@ export async function resolveInputs(
   core: k8s.CoreV1Api,
   connection: OAuthConnection,
   propagationMs: number,
-  options: SecretReadOptions = {},
+  options: SecretReadOptions & {
+    /**
+     * Only what a request as the client needs (the revocation on delete): the client secret. The
+     * seed and the user's credentials are not read, so a deletion whose Secrets went first (a
+     * namespace being deleted, `kubectl delete -f` of a manifest) still revokes.
+     */
+    clientOnly?: boolean;
+  } = {},
 ): Promise<ResolvedInputs> {
   const { spec } = connection;
   const { namespace } = connection.metadata;
@@ -269,6 +276,10 @@ export async function resolveInputs(
     inputs.client.clientSecret = (
       await read(spec.clientSecretRef, 'spec.clientSecretRef', 'client_secret')
     ).value;
+  }
+  if (options.clientOnly === true) {
+    inputs.version = versionOf(versions);
+    return inputs;
   }
   if (grantType === 'refreshToken' && spec.grant?.seedSecretRef) {
     try {

@@ -271,12 +271,10 @@ export class Reconciler {
     try {
       const stored = await this.deps.state.read(connection);
       if (!stored?.state.refreshToken || stored.state.connectionUID !== uid) return;
-      const inputs = await resolveInputs(
-        this.deps.core,
-        connection,
-        this.options.propagationMs,
-        this.inputOptions(),
-      );
+      const inputs = await resolveInputs(this.deps.core, connection, this.options.propagationMs, {
+        ...this.inputOptions(),
+        clientOnly: true,
+      });
       const endpoints = await this.deps.oauth.resolveEndpoints(
         inputs.endpoints(stored.state.geolocation),
         signal,

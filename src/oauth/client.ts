@@ -6,7 +6,7 @@ import type { Clock } from '../kube/clock.ts';
 import { DiscoveryCache } from './discovery.ts';
 import { resolveEndpoints } from './endpoints.ts';
 import { configurationError } from './exchange.ts';
-import { requestFolioTokens } from './folio.ts';
+import { logoutFolioRefreshToken, requestFolioTokens } from './folio.ts';
 import { requestTokens } from './grants.ts';
 import { introspectToken, type IntrospectionVerdict } from './introspection.ts';
 import { performLogin, type LoginParams, type LoginResult } from './login.ts';
@@ -61,7 +61,11 @@ export class OAuthClient {
     return requestTokens(this.transport, client, endpoints, grant, this.clock.now(), signal);
   }
 
-  /** RFC 7009 revocation; throws TokenError. */
+  /**
+   * Revokes a token: RFC 7009, or for FOLIO the logout of its refresh token at mod-login (never at a
+   * revocation URL from the spec, which would get the refresh token in an RFC 7009 form). Throws
+   * TokenError.
+   */
   async revoke(
     client: ClientConfig,
     endpoints: ResolvedEndpoints,
@@ -69,12 +73,15 @@ export class OAuthClient {
     tokenTypeHint: 'refresh_token' | 'access_token' = 'refresh_token',
     signal?: AbortSignal,
   ): Promise<void> {
-    // A revocation URL set on a FOLIO connection would get the refresh token in an RFC 7009 form.
     if (client.protocol?.kind === 'folio') {
-      throw configurationError(
-        'RevocationNotSupported',
-        'FOLIO offers no RFC 7009 revocation; the refresh token expires by itself',
-      );
+      // FOLIO's access tokens are self-contained and cannot be revoked; only a refresh token can.
+      if (tokenTypeHint !== 'refresh_token') {
+        throw configurationError(
+          'RevocationNotSupported',
+          'FOLIO cannot revoke an access token; it stays valid until it expires',
+        );
+      }
+      return logoutFolioRefreshToken(this.transport, client, endpoints, token, this.clock.now(), signal);
     }
     return revokeToken(this.transport, client, endpoints, token, tokenTypeHint, this.clock.now(), signal);
   }

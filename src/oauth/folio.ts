@@ -1,5 +1,5 @@
-// FOLIO's login and refresh, which are not OAuth 2.0: a password login and a refresh whose tokens
-// travel only in cookies. From the source of mod-login (LoginAPI.java, TokenCookieParser.java,
+// FOLIO's login, refresh and logout, which are not OAuth 2.0: a password login and a refresh whose
+// tokens travel only in cookies. From the source of mod-login (LoginAPI.java, TokenCookieParser.java,
 // https://github.com/folio-org/mod-login) and mod-authtoken (RefreshTokenStore.java,
 // https://github.com/folio-org/mod-authtoken):
 // - POST <gateway>/authn/login-with-expiry, JSON {"username","password"}, X-Okapi-Tenant → 201 with
@@ -11,19 +11,31 @@
 //   mod-login turns every 4xx of mod-authtoken (token used before, expired, unknown) into one 422
 //   token.refresh.unprocessable; a missing or duplicated cookie is 400 token.parse.failure.
 // - A refresh token presented a second time revokes every refresh token of that user.
+// - POST <gateway>/authn/logout with the same cookie (mod-login 7.10.0 and later) → 204: mod-authtoken
+//   marks that one refresh token revoked (RefreshTokenStore.revokeToken, an unconditional update by
+//   the token's id), so a token already used, revoked or expired is answered 204 as well, and no other
+//   session of the user is touched. A token mod-authtoken cannot read, or a failure of mod-authtoken,
+//   is 422 token.logout.unprocessable. Without a Cookie header the same endpoint logs out EVERY
+//   session of the user whose access token came with the request (as /authn/logout-all does): the
+//   logout therefore always carries the refresh cookie and never an access token.
 //
-// The refresh endpoint is the chain's token endpoint; the login is its sibling under /authn/. Both
-// go through the one Transport. Failures leave as the TokenError classes the OAuth grants use, so the
-// controller handles a FOLIO chain exactly like any other: a refused refresh token is 'chain_broken',
-// a refused password 'configuration' InvalidCredentials, outages 'transient', and a refresh whose
-// answer was lost 'in_doubt'.
+// The refresh endpoint is the chain's token endpoint; the login and the logout are its siblings under
+// /authn/. All three go through the one Transport. Failures leave as the TokenError classes the OAuth
+// grants use, so the controller handles a FOLIO chain exactly like any other: a refused refresh token
+// is 'chain_broken', a refused password 'configuration' InvalidCredentials, outages 'transient', and
+// a refresh whose answer was lost 'in_doubt'.
 import { Cookie } from 'tough-cookie';
 import { classifyTokenFailure, type NetworkFailure } from './classify.ts';
 import { sanitizeDescription, sanitizeErrorCode, TokenError, type TokenFailure } from './errors.ts';
 import { configurationError } from './exchange.ts';
 import { checkTokenSizes, secretsOf } from './grants.ts';
 import type { ClientConfig, ResolvedEndpoints, TokenGrant, TokenSet } from './model.ts';
-import { TransportFailure, type Transport, type TransportResponse } from './transport.ts';
+import {
+  TransportFailure,
+  type Transport,
+  type TransportRequest,
+  type TransportResponse,
+} from './transport.ts';
 
 export const FOLIO_ACCESS_COOKIE = 'folioAccessToken';
 export const FOLIO_REFRESH_COOKIE = 'folioRefreshToken';
@@ -32,6 +44,14 @@ export const FOLIO_TENANT_HEADER = 'x-okapi-tenant';
 /** The login endpoint: the refresh endpoint's sibling (both under the gateway's /authn/). */
 export function folioLoginURL(refreshEndpoint: string): string {
   return new URL('login-with-expiry', refreshEndpoint).href;
+}
+
+/**
+ * The logout endpoint, the refresh endpoint's other sibling. Never a revocation URL from the spec:
+ * FOLIO's refresh token goes only to mod-login's own paths.
+ */
+export function folioLogoutURL(refreshEndpoint: string): string {
+  return new URL('logout', refreshEndpoint).href;
 }
 
 /** The instants the body states, in epoch milliseconds, where they parse. */
@@ -101,8 +121,11 @@ export function folioTokensFrom(
   return tokens;
 }
 
+/** What was asked of FOLIO: a login, a refresh, or the logout of a refresh token. */
+export type FolioCall = 'password' | 'refresh_token' | 'logout';
+
 export interface FolioFailureInput {
-  grant: 'password' | 'refresh_token';
+  grant: FolioCall;
   httpStatus?: number;
   headers?: Record<string, string>;
   /** The body as text. */
@@ -120,6 +143,8 @@ const SUMMARY: Readonly<Record<string, string>> = {
     'FOLIO rejected the login: a wrong username or password, or an inactive or blocked user (mod-login does not say which)',
   RefreshTokenRejected:
     'FOLIO refused the refresh token: used before, expired or revoked (chain broken; a second use of a refresh token revokes every refresh token of the user)',
+  LogoutUnprocessable:
+    'FOLIO could not log the refresh token out: mod-authtoken cannot read it (then it cannot be refreshed either) or failed (then it stays valid until it expires)',
   UnknownTenant: 'the FOLIO gateway does not know the tenant sent in X-Okapi-Tenant',
   InvalidRequest: 'FOLIO rejected the request as malformed',
   Unauthorized: 'the FOLIO gateway refused the request as unauthenticated',
@@ -146,9 +171,9 @@ function folioError(body: string | undefined): { code?: string; message?: string
 }
 
 /**
- * Classifies a failed FOLIO login or refresh. Pure. What is not FOLIO's own dialect (no answer, a
- * lost answer, a 2xx without the cookies, a redirect, 408, 425, 429, 5xx) is judged as for any token
- * endpoint by classifyTokenFailure, from the status and headers only.
+ * Classifies a failed FOLIO login, refresh or logout. Pure. What is not FOLIO's own dialect (no
+ * answer, a lost answer, a 2xx without the cookies, a redirect, 408, 425, 429, 5xx) is judged as for
+ * any token endpoint by classifyTokenFailure, from the status and headers only.
  */
 export function classifyFolioFailure(input: FolioFailureInput): TokenFailure {
   const status = input.httpStatus;
@@ -164,7 +189,8 @@ export function classifyFolioFailure(input: FolioFailureInput): TokenFailure {
   if (generic) {
     // The body is left out: FOLIO's error bodies are not OAuth's, and a gateway's page means nothing.
     return classifyTokenFailure({
-      grant: input.grant,
+      // A logout consumes nothing the operator still needs: a lost answer is only transient.
+      grant: input.grant === 'logout' ? 'client_credentials' : input.grant,
       nowMs: input.nowMs,
       headers: input.headers ?? {},
       ...(status !== undefined ? { httpStatus: status } : {}),
@@ -175,7 +201,11 @@ export function classifyFolioFailure(input: FolioFailureInput): TokenFailure {
   }
   const error = folioError(input.body);
   let verdict: Pick<TokenFailure, 'code' | 'reason'>;
-  if (status === 422) {
+  if (status === 422 && input.grant === 'logout') {
+    // Not counted as revoked: the same 422 stands for a token mod-authtoken cannot read and for
+    // mod-authtoken failing to record the revocation, and the operator cannot tell them apart.
+    verdict = { code: 'transient', reason: 'LogoutUnprocessable' };
+  } else if (status === 422) {
     verdict =
       input.grant === 'password'
         ? { code: 'configuration', reason: 'InvalidCredentials' }
@@ -232,6 +262,59 @@ function required(value: string, what: string): void {
   if (value === '') throw configurationError('MissingCredential', `${what} is empty`);
 }
 
+/** The headers every FOLIO request carries: the tenant routes it at the gateway. */
+function baseHeaders(client: ClientConfig): Record<string, string> {
+  const tenant = client.protocol?.kind === 'folio' ? client.protocol.tenant : '';
+  if (tenant === '') throw configurationError('MissingTenant', 'the FOLIO tenant is not set');
+  return { accept: 'application/json', 'user-agent': 'oauth-token-operator', [FOLIO_TENANT_HEADER]: tenant };
+}
+
+/**
+ * The Cookie header of a refresh and of a logout: the refresh cookie alone. mod-login refuses a
+ * request with two of either cookie, and an access token beside it would only widen what a logout
+ * can do (see the file comment).
+ */
+function refreshCookie(refreshToken: string): string {
+  required(refreshToken, 'refresh token');
+  return `${FOLIO_REFRESH_COOKIE}=${refreshToken}`;
+}
+
+interface FolioExchange {
+  grant: FolioCall;
+  redact: readonly string[];
+  nowMs: number;
+}
+
+/** One POST through the Transport; a failure below HTTP leaves as a classified TokenError. */
+async function post(
+  transport: Transport,
+  request: Omit<TransportRequest, 'method'>,
+  exchange: FolioExchange,
+): Promise<{ answer: TransportResponse; text: string }> {
+  let answer: TransportResponse;
+  try {
+    answer = await transport.request({ ...request, method: 'POST' });
+  } catch (err) {
+    if (err instanceof TransportFailure) {
+      throw new TokenError(classifyFolioFailure({ ...exchange, ...transportInput(err) }));
+    }
+    throw err;
+  }
+  return { answer, text: new TextDecoder().decode(answer.body) };
+}
+
+/** The TokenError of an HTTP answer that is not the success asked for. */
+function answerFailure(answer: TransportResponse, text: string, exchange: FolioExchange): TokenError {
+  return new TokenError(
+    classifyFolioFailure({
+      ...exchange,
+      httpStatus: answer.status,
+      headers: headersOf(answer.headers),
+      body: text,
+    }),
+  );
+}
+
 /**
  * One FOLIO login (grant 'password') or refresh (grant 'refresh_token') through the Transport.
  * Resolves to the token set; every failure is a TokenError.
@@ -244,13 +327,7 @@ export async function requestFolioTokens(
   nowMs: number,
   signal?: AbortSignal,
 ): Promise<TokenSet> {
-  const tenant = client.protocol?.kind === 'folio' ? client.protocol.tenant : '';
-  if (tenant === '') throw configurationError('MissingTenant', 'the FOLIO tenant is not set');
-  const headers: Record<string, string> = {
-    accept: 'application/json',
-    'user-agent': 'oauth-token-operator',
-    [FOLIO_TENANT_HEADER]: tenant,
-  };
+  const headers = baseHeaders(client);
   let url: string;
   let body: string | undefined;
   switch (grant.type) {
@@ -262,10 +339,8 @@ export async function requestFolioTokens(
       body = JSON.stringify({ username: grant.username, password: grant.password });
       break;
     case 'refresh_token':
-      required(grant.refreshToken, 'refresh token');
       url = endpoints.tokenEndpoint;
-      // Only the refresh cookie: mod-login refuses a request with two of either cookie.
-      headers.cookie = `${FOLIO_REFRESH_COOKIE}=${grant.refreshToken}`;
+      headers.cookie = refreshCookie(grant.refreshToken);
       break;
     default:
       throw configurationError(
@@ -273,24 +348,18 @@ export async function requestFolioTokens(
         `FOLIO has no ${grant.type} grant: it logs in with a password and rotates a refresh token`,
       );
   }
-  const base = { grant: grant.type, redact: secretsOf(client, grant), nowMs };
-  let answer: TransportResponse;
-  try {
-    answer = await transport.request({
+  const exchange = { grant: grant.type, redact: secretsOf(client, grant), nowMs };
+  const { answer, text } = await post(
+    transport,
+    {
       purpose: 'token',
-      method: 'POST',
       url,
       headers,
       ...(body !== undefined ? { body } : {}),
       ...(signal !== undefined ? { signal } : {}),
-    });
-  } catch (err) {
-    if (err instanceof TransportFailure) {
-      throw new TokenError(classifyFolioFailure({ ...base, ...transportInput(err) }));
-    }
-    throw err;
-  }
-  const text = new TextDecoder().decode(answer.body);
+    },
+    exchange,
+  );
   if (answer.status >= 200 && answer.status < 300) {
     const tokens = folioTokensFrom(answer.headers.getSetCookie(), text, nowMs);
     if (tokens !== undefined) {
@@ -300,12 +369,36 @@ export async function requestFolioTokens(
       return tokens;
     }
   }
-  throw new TokenError(
-    classifyFolioFailure({
-      ...base,
-      httpStatus: answer.status,
-      headers: headersOf(answer.headers),
-      body: text,
-    }),
+  throw answerFailure(answer, text, exchange);
+}
+
+/**
+ * Logs one refresh token out at FOLIO (POST /authn/logout with its cookie): that token is revoked,
+ * every other session of the user is left alone. Resolves when FOLIO answered 2xx (204), which it
+ * does also for a token already used, revoked or expired; every failure is a TokenError, and a lost
+ * answer is only transient (a logout consumes nothing the operator still needs).
+ */
+export async function logoutFolioRefreshToken(
+  transport: Transport,
+  client: ClientConfig,
+  endpoints: ResolvedEndpoints,
+  refreshToken: string,
+  nowMs: number,
+  signal?: AbortSignal,
+): Promise<void> {
+  const headers = baseHeaders(client);
+  headers.cookie = refreshCookie(refreshToken);
+  const exchange = { grant: 'logout' as const, redact: secretsOf(client, undefined, refreshToken), nowMs };
+  const { answer, text } = await post(
+    transport,
+    {
+      purpose: 'revocation',
+      url: folioLogoutURL(endpoints.tokenEndpoint),
+      headers,
+      ...(signal !== undefined ? { signal } : {}),
+    },
+    exchange,
   );
+  if (answer.status >= 200 && answer.status < 300) return;
+  throw answerFailure(answer, text, exchange);
 }

@@ -9,7 +9,8 @@
 // harness's 1 s minimum request gap keeps about the production proportion.
 //
 // The counters that matter are the simulator's: logins (successful), failedLogins, refreshes,
-// refusedRefreshes (422), reuses (a refresh token presented after it was used or revoked).
+// refusedRefreshes (422), reuses (a refresh token presented after it was used or revoked), logouts
+// (one refresh token logged out) and logoutsAll (every session of the user).
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stateSecretName } from '../../src/controller/state-store.ts';
@@ -24,7 +25,7 @@ import {
   type ConnectionStatus,
 } from '../harness/builders.ts';
 import { connectionRecords, pokeConnection } from '../harness/operator-log.ts';
-import { createNamespace, GROUP, PLURAL, VERSION } from '../harness/kube.ts';
+import { createNamespace, GROUP, isApiError, PLURAL, VERSION } from '../harness/kube.ts';
 import { canary, findLeaks } from '../harness/leaks.ts';
 import type { OperatorProcess } from '../harness/operator.ts';
 import { Scenario } from '../harness/scenario.ts';
@@ -96,7 +97,7 @@ describe('folio preset against the FOLIO simulator', () => {
   async function folioConnection(
     sim: FolioSimulator,
     name: string,
-    overrides: { tenant?: string; loginSecret?: string } = {},
+    overrides: { tenant?: string; loginSecret?: string; revokeOnDelete?: boolean } = {},
   ): Promise<void> {
     const login = { name: overrides.loginSecret ?? 'folio-login' };
     await custom.createNamespacedCustomObject({
@@ -112,6 +113,7 @@ describe('folio preset against the FOLIO simulator', () => {
           provider: { preset: 'folio', baseURL: sim.okapiUrl, tenant: overrides.tenant ?? TENANT },
           clientID: 'folio-circulation-sync',
           grant: { type: 'password', usernameRef: login, passwordRef: login },
+          ...(overrides.revokeOnDelete === true ? { revokeOnDelete: true } : {}),
           output: {
             secretName: `${name}-token`,
             keys: { accessToken: 'x-okapi-token', tokenType: '' },
@@ -152,12 +154,15 @@ describe('folio preset against the FOLIO simulator', () => {
     );
   }
 
-  /** The refresh token the operator holds for a connection (for the leak scan). */
+  /** The refresh token the operator holds for a connection (for the leak scan); none once it is deleted. */
   async function storedRefreshToken(name: string): Promise<string | undefined> {
-    const secret = await core.readNamespacedSecret({
-      name: stateSecretName(namespace, name),
-      namespace: operatorNamespace,
-    });
+    const secret = await core
+      .readNamespacedSecret({ name: stateSecretName(namespace, name), namespace: operatorNamespace })
+      .catch((err: unknown) => {
+        if (isApiError(err, 404)) return undefined;
+        throw err;
+      });
+    if (secret === undefined) return undefined;
     const state = JSON.parse(Buffer.from(secret.data?.['state.json'] ?? '', 'base64').toString('utf8')) as {
       refreshToken?: string;
     };
@@ -420,6 +425,80 @@ describe('folio preset against the FOLIO simulator', () => {
       expect(sim.stats()).toMatchObject({ logins: 1, failedLogins: 1 });
     }, 120_000);
 
+    it("revokeOnDelete: the finalizer logs the chain's refresh token out at FOLIO, once, and no other session of the user", async ({
+      expect,
+    }) => {
+      const sim = await simulator();
+      await folioConnection(sim, 'logout', { revokeOnDelete: true });
+      await until('logout', 'Ready after a rotation', (s) => ready(s) && (s.rotations ?? 0) >= 1);
+      // A person in FOLIO's web client with the same account: the logout must leave their session.
+      const person = await fetch(sim.loginEndpoint, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-okapi-tenant': TENANT },
+        body: JSON.stringify({ username: USERNAME, password }),
+      });
+      await person.arrayBuffer();
+      const personToken = /^folioRefreshToken=([^;]+)/.exec(
+        person.headers.getSetCookie().find((c) => c.startsWith('folioRefreshToken=')) ?? '',
+      )?.[1];
+      expect(personToken).toBeDefined();
+      const deletedAt = Date.now();
+      await custom.deleteNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace,
+        plural: PLURAL,
+        name: 'logout',
+      });
+      await waitFor('the connection to be gone (the finalizer ran)', async () => {
+        try {
+          await custom.getNamespacedCustomObject({
+            group: GROUP,
+            version: VERSION,
+            namespace,
+            plural: PLURAL,
+            name: 'logout',
+          });
+          return false;
+        } catch (err) {
+          return isApiError(err, 404);
+        }
+      });
+      const goneAfterMs = Date.now() - deletedAt;
+      const stats = sim.stats();
+      const loggedOut = sim.refreshTokensIn(USERNAME, 'logged-out');
+      secrets.push(...loggedOut);
+      console.log(
+        `folio logout: connection gone ${String(goneAfterMs)} ms after the delete; stats ${JSON.stringify(stats)}`,
+      );
+      expect(stats).toMatchObject({
+        logouts: 1,
+        logoutsAll: 0,
+        refusedLogouts: 0,
+        revocations: 0,
+        reuses: 0,
+      });
+      // The chain's last refresh token, and only it: the person's session is still usable.
+      expect(loggedOut).toHaveLength(1);
+      expect(sim.validRefreshTokens(USERNAME)).toEqual([personToken]);
+      const events = await waitFor('the Revoked Event', async () => {
+        const list = await core.listNamespacedEvent({ namespace });
+        const reasons = list.items.filter((e) => e.involvedObject.name === 'logout').map((e) => e.reason);
+        return reasons.includes('Revoked') ? reasons : undefined;
+      });
+      expect(events).toContain('LoggedIn');
+      expect(
+        records('logout').filter((r) => r.msg === 'revocation on delete failed; deleting anyway'),
+      ).toEqual([]);
+      // Presented directly, the logged-out token refreshes no more (and FOLIO counts the try as a reuse).
+      const direct = await fetch(sim.refreshEndpoint, {
+        method: 'POST',
+        headers: { 'x-okapi-tenant': TENANT, cookie: `folioRefreshToken=${loggedOut[0] ?? ''}` },
+      });
+      expect(direct.status).toBe(422);
+      expect(await direct.text()).toContain('token.refresh.unprocessable');
+    }, 120_000);
+
     it('a tenant the gateway does not know: Ready=False UnknownTenant, no login attempt', async ({
       expect,
     }) => {
@@ -436,7 +515,7 @@ describe('folio preset against the FOLIO simulator', () => {
   });
 
   it('leaks no secret value into logs, Events or status', async () => {
-    for (const name of ['rotating', 'revoked', 'breaking', 'lost', 'outage', 'wrongpw']) {
+    for (const name of ['rotating', 'revoked', 'breaking', 'lost', 'outage', 'wrongpw', 'tenant', 'logout']) {
       const token = await storedRefreshToken(name);
       if (token !== undefined) secrets.push(token);
     }

@@ -22,6 +22,24 @@
 //   every refresh token of that user ("Token leaked … All tokens for user are now revoked."). Access
 //   tokens are self-contained JWTs and live on until they expire. An expired refresh token is
 //   refused without revoking anything.
+// - POST /authn/logout (mod-login 7.10.0+, LoginAPI.handleLogout, mod-authtoken's
+//   RouteApi.handleTokenLogout and RefreshTokenStore.revokeToken) with Cookie: folioRefreshToken=…
+//   → 204 with both cookies cleared (Path=/ and Path=/authn, not moved under the Okapi path, and
+//   SameSite=None, as mod-login writes them): that one refresh token is marked revoked, whatever it
+//   was (valid, used, revoked or expired), and nothing else of the user is touched. A token it never
+//   issued (mod-authtoken cannot decrypt it): 422 token.logout.unprocessable. A Cookie header without
+//   exactly one refresh cookie, or with two access cookies: 500 text (TokenCookieParser throws inside
+//   the handler's catch-all). A logged-out token presented to /authn/refresh later is a reuse, as any
+//   revoked token is.
+// - POST /authn/logout without a Cookie header at all, and POST /authn/logout-all: every refresh
+//   token of the user whose access token came with the request is revoked → 204. Without an access
+//   token the caller has only the gateway's dummy token, which mod-authtoken cannot read as an
+//   access token: 422 token.logout.unprocessable. (That a missing Cookie header reaches mod-login
+//   as null, rather than RMB refusing it, is the same reading as the refresh's 400 above.)
+// - mod-authtoken's filter (FilterApi) validates an access token that comes with a request (the
+//   x-okapi-token header or the folioAccessToken cookie, Okapi's TokenHeader) before anything else:
+//   a bad or expired one is 401 "Invalid token" (modelled on the logout and API routes); with none,
+//   a route that needs no permission (the logout) runs with a dummy token.
 // - An API call (GET /users) authenticated by the x-okapi-token header or the folioAccessToken
 //   cookie, with x-okapi-tenant: 400 "Token missing, access requires permission: …" without a
 //   token, 401 "Invalid token" for a bad or expired one.
@@ -82,6 +100,12 @@ export interface FolioSimulatorOptions extends SimTimeOptions {
 }
 
 export interface FolioStats {
+  /** Logouts of one refresh token (POST /authn/logout with the cookie) answered 204. */
+  logouts: number;
+  /** Logouts of every session of a user (logout-all, or a logout without a Cookie header), answered 204. */
+  logoutsAll: number;
+  /** Logouts of either kind answered 401, 422 or 500. */
+  refusedLogouts: number;
   logins: number;
   failedLogins: number;
   /** Users deactivated by the lockout. */
@@ -94,12 +118,12 @@ export interface FolioStats {
   parseFailures: number;
   /** Second uses of a refresh token (each revokes all of the user's refresh tokens). */
   reuses: number;
-  /** Revocations of all refresh tokens of a user (by reuse or by revokeAll). */
+  /** Revocations of all refresh tokens of a user (by reuse, a logout of every session, or revokeAll). */
   revocations: number;
   apiCalls: number;
 }
 
-export type FolioRefreshTokenState = 'valid' | 'used' | 'revoked' | 'expired' | 'unknown';
+export type FolioRefreshTokenState = 'valid' | 'used' | 'revoked' | 'logged-out' | 'expired' | 'unknown';
 
 export interface FolioSimulator {
   /** http://127.0.0.1:port */
@@ -108,12 +132,16 @@ export interface FolioSimulator {
   readonly okapiUrl: string;
   readonly loginEndpoint: string;
   readonly refreshEndpoint: string;
+  readonly logoutEndpoint: string;
+  readonly logoutAllEndpoint: string;
   readonly usersEndpoint: string;
   readonly faults: FaultControls;
   stats(): FolioStats;
   /** Refresh tokens of a user that a refresh would accept now. */
   validRefreshTokens(username: string): string[];
   refreshTokenState(refreshToken: string): FolioRefreshTokenState;
+  /** Refresh tokens of a user in a state, in the order they were issued. */
+  refreshTokensIn(username: string, state: FolioRefreshTokenState): string[];
   /** Revokes every refresh token of a user; returns how many were still usable. */
   revokeAll(username: string): number;
   /** Whether a user may log in (false once the lockout deactivated it, or for an unknown user). */
@@ -135,8 +163,8 @@ interface User {
 interface RefreshRecord {
   user: User;
   expiresAtSec: number;
-  /** mod-authtoken's is_revoked, with why. */
-  revoked: 'used' | 'revoked' | undefined;
+  /** mod-authtoken's is_revoked, with why (the first reason; FOLIO keeps only the flag). */
+  revoked: 'used' | 'revoked' | 'logged-out' | undefined;
 }
 
 interface AccessRecord {
@@ -180,10 +208,15 @@ export async function startFolioSimulator(options: FolioSimulatorOptions = {}): 
   const paths = {
     login: `${prefix}/authn/login-with-expiry`,
     refresh: `${prefix}/authn/refresh`,
+    logout: `${prefix}/authn/logout`,
+    logoutAll: `${prefix}/authn/logout-all`,
     users: `${prefix}/users`,
   };
   const signingKey = randomBytes(32);
   const stats: FolioStats = {
+    logouts: 0,
+    logoutsAll: 0,
+    refusedLogouts: 0,
     logins: 0,
     failedLogins: 0,
     deactivations: 0,
@@ -331,16 +364,77 @@ export async function startFolioSimulator(options: FolioSimulatorOptions = {}): 
     return tokenResponse(record.user);
   };
 
-  const listUsers = (req: SimRequest, tenant: string): Reply => {
+  /** The access token Okapi takes from a request (TokenHeader.java): the header, else the cookie. */
+  const presentedAccessToken = (req: SimRequest): string | undefined => {
     const header = req.headers['x-okapi-token'];
-    const token =
-      typeof header === 'string' ? header : cookiesOf(req).find(([n]) => n === ACCESS_COOKIE)?.[1];
-    if (token === undefined)
-      return textReply(400, 'Token missing, access requires permission: users.collection.get');
+    return typeof header === 'string' ? header : cookiesOf(req).find(([n]) => n === ACCESS_COOKIE)?.[1];
+  };
+
+  /** mod-authtoken's filter: the access token's record, or undefined for a bad or expired one. */
+  const validAccess = (token: string, tenant: string): AccessRecord | undefined => {
     const access = accessTokens.get(token);
     if (access === undefined || access.expiresAtSec <= nowSec() || access.user.tenant !== tenant) {
+      return undefined;
+    }
+    return access;
+  };
+
+  /** mod-login's logoutResponse: both cookies cleared, at fixed paths. */
+  const loggedOut = (): Reply => ({
+    status: 204,
+    headers: {
+      'set-cookie': [
+        `${ACCESS_COOKIE}=; SameSite=None; Secure; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT`,
+        `${REFRESH_COOKIE}=; SameSite=None; Secure; Path=/authn; Expires=Thu, 01 Jan 1970 00:00:00 GMT`,
+      ],
+    },
+  });
+
+  const logoutRefused = (): Reply => {
+    stats.refusedLogouts++;
+    return folioErrors(
+      422,
+      'Authorization server unable to process token logout request',
+      'token.logout.unprocessable',
+    );
+  };
+
+  /** LoginAPI.handleLogout: one refresh token with a Cookie header, every session without one. */
+  const logout = (req: SimRequest, tenant: string, all: boolean): Reply => {
+    const token = presentedAccessToken(req);
+    const access = token === undefined ? undefined : validAccess(token, tenant);
+    if (token !== undefined && access === undefined) {
+      stats.refusedLogouts++;
       return textReply(401, 'Invalid token');
     }
+    if (all || req.headers.cookie === undefined) {
+      // /token/invalidate-all reads the caller's token as an access token; a dummy token is not one.
+      if (access === undefined) return logoutRefused();
+      revokeAll(access.user);
+      stats.logoutsAll++;
+      return loggedOut();
+    }
+    const cookies = cookiesOf(req);
+    const count = (name: string): number => cookies.filter(([n]) => n === name).length;
+    if (count(REFRESH_COOKIE) !== 1 || count(ACCESS_COOKIE) > 1) {
+      stats.refusedLogouts++;
+      return textReply(500, 'Internal Server error');
+    }
+    const record = refreshTokens.get(cookies.find(([n]) => n === REFRESH_COOKIE)?.[1] ?? '');
+    if (record === undefined) return logoutRefused();
+    // RefreshTokenStore.revokeToken: is_revoked=TRUE by id in the tenant's table, with no look at
+    // what the token was or whether a row changed (another tenant's token changes nothing).
+    if (record.user.tenant === tenant) record.revoked ??= 'logged-out';
+    stats.logouts++;
+    return loggedOut();
+  };
+
+  const listUsers = (req: SimRequest, tenant: string): Reply => {
+    const token = presentedAccessToken(req);
+    if (token === undefined)
+      return textReply(400, 'Token missing, access requires permission: users.collection.get');
+    const access = validAccess(token, tenant);
+    if (access === undefined) return textReply(401, 'Invalid token');
     stats.apiCalls++;
     const limit = Number(req.url.searchParams.get('limit') ?? '10');
     const inTenant = users.filter((u) => u.tenant === tenant);
@@ -354,14 +448,14 @@ export async function startFolioSimulator(options: FolioSimulatorOptions = {}): 
 
   const handle = (req: SimRequest): Reply => {
     const path = req.url.pathname;
-    const route =
-      req.method === 'POST' && path === paths.login
-        ? login
-        : req.method === 'POST' && path === paths.refresh
-          ? refresh
-          : req.method === 'GET' && path === paths.users
-            ? listUsers
-            : undefined;
+    const routes: Record<string, ((req: SimRequest, tenant: string) => Reply) | undefined> = {
+      [`POST ${paths.login}`]: login,
+      [`POST ${paths.refresh}`]: refresh,
+      [`POST ${paths.logout}`]: (r, t) => logout(r, t, false),
+      [`POST ${paths.logoutAll}`]: (r, t) => logout(r, t, true),
+      [`GET ${paths.users}`]: listUsers,
+    };
+    const route = routes[`${req.method} ${path}`];
     if (route === undefined) return textReply(404, `No suitable module found for path ${path}`);
     // Okapi routes by tenant: without the header the request is the super tenant's, which has none
     // of these modules.
@@ -387,6 +481,8 @@ export async function startFolioSimulator(options: FolioSimulatorOptions = {}): 
     okapiUrl,
     loginEndpoint: `${server.origin}${paths.login}`,
     refreshEndpoint: `${server.origin}${paths.refresh}`,
+    logoutEndpoint: `${server.origin}${paths.logout}`,
+    logoutAllEndpoint: `${server.origin}${paths.logoutAll}`,
     usersEndpoint: `${server.origin}${paths.users}`,
     faults,
     stats: () => ({ ...stats }),
@@ -395,6 +491,10 @@ export async function startFolioSimulator(options: FolioSimulatorOptions = {}): 
         .filter(([, r]) => r.user.username === username && stateOf(r) === 'valid')
         .map(([token]) => token),
     refreshTokenState: (token) => stateOf(refreshTokens.get(token)),
+    refreshTokensIn: (username, state) =>
+      [...refreshTokens]
+        .filter(([, r]) => r.user.username === username && stateOf(r) === state)
+        .map(([token]) => token),
     revokeAll(username) {
       const user = userNamed(username);
       return user === undefined ? 0 : revokeAll(user);

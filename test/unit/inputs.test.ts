@@ -210,6 +210,16 @@ describe('resolveInputs: the policy applies to every referenced Secret', () => {
     totp: { labels: labelled, data: { totp: b64('JBSWY3DPEHPK3PXP') } },
   });
 
+  it('reads only the client secret for a revocation (clientOnly), so deleted user Secrets do not stop it', async () => {
+    // The user's Secrets are gone: only the client's is left.
+    const { core, reads } = fakeCore({ client: { labels: labelled, data: { client_secret: b64(VALUE) } } });
+    const inputs = await resolveInputs(core, connection({ recovery: { login } }), 1000, { clientOnly: true });
+    expect(inputs.client.clientSecret).toBe(VALUE);
+    expect(inputs.seed).toBeUndefined();
+    expect(inputs.login).toBeUndefined();
+    expect(reads).toEqual([`${NAMESPACE}/client`]);
+  });
+
   it('resolves with the options left out (the existing callers) and with them', async () => {
     const { core } = fakeCore(good());
     const plain = await resolveInputs(core, connection({ recovery: { login } }), 1000);

@@ -8,7 +8,9 @@ import type { OAuthConnectionSpec } from '../../src/api/v1alpha1.ts';
 import {
   classifyFolioFailure,
   folioLoginURL,
+  folioLogoutURL,
   folioTokensFrom,
+  logoutFolioRefreshToken,
   requestFolioTokens,
 } from '../../src/oauth/folio.ts';
 import { MAX_TOKEN_BYTES } from '../../src/oauth/grants.ts';
@@ -409,25 +411,269 @@ describe('FOLIO adapter: failures', () => {
     expect(sim.stats()).toMatchObject({ logins: 0, failedLogins: 0 });
   });
 
-  it('offers no client credentials grant, no RFC 7009 revocation, and no introspection', async () => {
+  it('offers no client credentials grant and no introspection; a revocation URL set by hand gets nothing', async () => {
     const { sim, oauth, client, endpoints, login } = await setup();
-    const { refreshToken = '' } = await login();
+    const { refreshToken = '', accessToken } = await login();
     const grant = await rejection(oauth.requestTokens(client, endpoints, { type: 'client_credentials' }));
     expect({ code: grant.code, reason: grant.reason }).toEqual({
       code: 'configuration',
       reason: 'UnsupportedGrantType',
     });
-    // A revocation or introspection URL set by hand must not receive FOLIO's refresh token.
+    // A revocation or introspection URL set by hand must not receive FOLIO's refresh token (an RFC
+    // 7009 form there would be a refresh without the cookie): the revocation is mod-login's logout.
     const trap = {
       ...endpoints,
       revocationEndpoint: sim.refreshEndpoint,
       introspectionEndpoint: sim.refreshEndpoint,
     };
-    const revoke = await rejection(oauth.revoke(client, trap, refreshToken));
-    expect(revoke.reason).toBe('RevocationNotSupported');
     expect(await oauth.introspect(client, trap, refreshToken)).toBe('unknown');
-    expect(sim.refreshTokenState(refreshToken)).toBe('valid');
-    expect(sim.stats()).toMatchObject({ refreshes: 0, refusedRefreshes: 0, parseFailures: 0 });
+    // An access token cannot be revoked at FOLIO: nothing is sent for one.
+    const access = await rejection(oauth.revoke(client, trap, accessToken, 'access_token'));
+    expect(access.reason).toBe('RevocationNotSupported');
+    expect(sim.stats()).toMatchObject({ logouts: 0, refusedLogouts: 0 });
+    await oauth.revoke(client, trap, refreshToken);
+    expect(sim.refreshTokenState(refreshToken)).toBe('logged-out');
+    expect(sim.stats()).toMatchObject({ logouts: 1, refreshes: 0, refusedRefreshes: 0, parseFailures: 0 });
+  });
+});
+
+describe('FOLIO adapter: logout (revokeOnDelete)', () => {
+  it('sends POST <gateway>/authn/logout with the tenant and the refresh cookie, and nothing else', async () => {
+    const sent: TransportRequest[] = [];
+    const transport = {
+      request: (req: TransportRequest) => {
+        sent.push(req);
+        return Promise.resolve({
+          url: new URL(req.url),
+          status: 204,
+          headers: new Headers(),
+          body: new Uint8Array(),
+        });
+      },
+    } as unknown as Transport;
+    const client: ClientConfig = {
+      clientID: 'folio-circulation-sync',
+      clientSecret: 'never-sent',
+      authMethod: 'none',
+      protocol: { kind: 'folio', tenant: TENANT },
+    };
+    const endpoints = {
+      tokenEndpoint: 'https://folio.example.org/okapi/authn/refresh',
+      revocationEndpoint: 'https://elsewhere.example.org/revoke',
+    };
+    const signal = new AbortController().signal;
+    await logoutFolioRefreshToken(transport, client, endpoints, 'R1', 0, signal);
+    expect(sent).toEqual([
+      {
+        purpose: 'revocation',
+        method: 'POST',
+        url: 'https://folio.example.org/okapi/authn/logout',
+        // No access token (header or cookie): without the refresh cookie mod-login would log every
+        // session of that access token's user out.
+        headers: {
+          accept: 'application/json',
+          'user-agent': 'oauth-token-operator',
+          'x-okapi-tenant': TENANT,
+          cookie: 'folioRefreshToken=R1',
+        },
+        signal,
+      },
+    ]);
+    expect(folioLogoutURL(endpoints.tokenEndpoint)).toBe('https://folio.example.org/okapi/authn/logout');
+  });
+
+  it('logs out exactly the presented refresh token: other sessions keep theirs, and it never refreshes again', async () => {
+    const { sim, oauth, client, endpoints, login, refresh } = await setup({ pathPrefix: '/okapi' });
+    const other = await login();
+    const mine = await login();
+    await oauth.revoke(client, endpoints, mine.refreshToken ?? '');
+    expect(sim.refreshTokenState(mine.refreshToken ?? '')).toBe('logged-out');
+    expect(sim.validRefreshTokens(USER.username)).toEqual([other.refreshToken]);
+    expect(sim.stats()).toMatchObject({ logouts: 1, logoutsAll: 0, refusedLogouts: 0, revocations: 0 });
+    // FOLIO's access tokens are self-contained: the last one stays valid until it expires.
+    expect(await apiStatus(sim, { 'x-okapi-token': mine.accessToken })).toBe(200);
+    const after = await rejection(refresh(mine.refreshToken ?? ''));
+    expect({ code: after.code, reason: after.reason }).toEqual({
+      code: 'chain_broken',
+      reason: 'RefreshTokenRejected',
+    });
+  });
+
+  it.each([
+    {
+      name: 'a token already used',
+      spoil: async (s: Setup, token: string) => {
+        await s.refresh(token);
+      },
+    },
+    { name: 'a token already expired', spoil: () => fx.clock.advance(6048 * 1000) },
+    {
+      name: 'a chain already revoked at FOLIO',
+      spoil: (s: Setup) => {
+        s.sim.revokeAll(USER.username);
+        return Promise.resolve();
+      },
+    },
+  ])('counts $name as revoked (FOLIO answers 204)', async (row) => {
+    const s = await setup();
+    const token = (await s.login()).refreshToken ?? '';
+    await row.spoil(s, token);
+    await s.oauth.revoke(s.client, s.endpoints, token);
+    expect(s.sim.stats()).toMatchObject({ logouts: 1, refusedLogouts: 0, reuses: 0 });
+  });
+
+  it.each<{
+    name: string;
+    options?: Parameters<typeof setup>[0];
+    /** Prepares the failure; returns the token to log out (default: the login's). */
+    arrange?: (s: Setup, token: string) => string | undefined;
+    code: TokenError['code'];
+    reason: string;
+    httpStatus?: number;
+    folioCode?: string;
+  }>([
+    {
+      // The same 422 covers a failure of mod-authtoken, so it is not counted as revoked.
+      name: 'a token FOLIO cannot read (never issued)',
+      arrange: () => 'eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..bm90.aXNzdWVk.YnlfZm9saW8',
+      code: 'transient',
+      reason: 'LogoutUnprocessable',
+      httpStatus: 422,
+      folioCode: 'token.logout.unprocessable',
+    },
+    {
+      name: 'a gateway outage (503)',
+      arrange: (s) => {
+        s.sim.faults.failNext(1, 503, '/authn/logout');
+        return undefined;
+      },
+      code: 'transient',
+      reason: 'ProviderUnavailable',
+      httpStatus: 503,
+    },
+    {
+      name: 'a lost answer (a logout consumes nothing the operator needs: not in doubt)',
+      arrange: (s) => {
+        s.sim.faults.dropNext(1, '/authn/logout');
+        return undefined;
+      },
+      code: 'transient',
+      reason: 'ConnectionReset',
+    },
+    {
+      name: 'a redirect (never followed)',
+      arrange: (s) => {
+        s.sim.faults.failNext(1, 302, '/authn/logout');
+        return undefined;
+      },
+      code: 'configuration',
+      reason: 'UnexpectedRedirect',
+      httpStatus: 302,
+    },
+    {
+      name: 'a tenant Okapi does not know',
+      arrange: (s) => {
+        s.client.protocol = { kind: 'folio', tenant: 'nosuch' };
+        return undefined;
+      },
+      code: 'configuration',
+      reason: 'UnknownTenant',
+      httpStatus: 400,
+    },
+    {
+      name: 'a base URL without FOLIO behind it',
+      options: { pathPrefix: '/okapi' },
+      arrange: (s) => {
+        s.endpoints.tokenEndpoint = `${s.sim.origin}/authn/refresh`;
+        return undefined;
+      },
+      code: 'configuration',
+      reason: 'EndpointNotFound',
+      httpStatus: 404,
+    },
+  ])('$name: $code $reason', async (row) => {
+    const s = await setup(row.options);
+    const issued = (await s.login()).refreshToken ?? '';
+    const token = row.arrange?.(s, issued) ?? issued;
+    const err = await rejection(s.oauth.revoke(s.client, s.endpoints, token));
+    expect({ code: err.code, reason: err.reason }).toEqual({ code: row.code, reason: row.reason });
+    expect(err.httpStatus).toBe(row.httpStatus);
+    if (row.folioCode !== undefined) {
+      expect(err.oauthError).toBe(row.folioCode);
+      expect(err.message).toContain(`error=${row.folioCode}`);
+    }
+    expect(JSON.stringify([err.message, err.toJSON()])).not.toContain(token);
+    expect(JSON.stringify([err.message, err.toJSON()])).not.toContain(issued);
+    // Nothing but the presented token was at stake: the user's chain was not revoked wholesale.
+    expect(s.sim.stats()).toMatchObject({ logoutsAll: 0, revocations: 0, reuses: 0 });
+  });
+
+  it("ends at the caller's signal", async () => {
+    const s = await setup();
+    const token = (await s.login()).refreshToken ?? '';
+    s.sim.faults.delayNext(1, 5_000, '/authn/logout');
+    const started = performance.now();
+    const err = await rejection(
+      s.oauth.revoke(s.client, s.endpoints, token, 'refresh_token', AbortSignal.timeout(100)),
+    );
+    expect(performance.now() - started).toBeLessThan(2_000);
+    expect(err.code).toBe('transient');
+  });
+
+  it.each<{
+    name: string;
+    transport: Partial<TransportOptions>;
+    client?: Partial<ClientConfig>;
+    token?: string;
+    code: TokenError['code'];
+    reason: string;
+  }>([
+    {
+      name: 'a URL the endpoint policy refuses',
+      transport: { policy: { allowInsecureHttp: false } },
+      code: 'insecure_endpoint',
+      reason: 'InsecureEndpoint',
+    },
+    {
+      name: 'no tenant',
+      transport: {},
+      client: { protocol: { kind: 'folio', tenant: '' } },
+      code: 'configuration',
+      reason: 'MissingTenant',
+    },
+    // Without a Cookie header mod-login would log out every session of the caller instead.
+    {
+      name: 'an empty refresh token',
+      transport: {},
+      token: '',
+      code: 'configuration',
+      reason: 'MissingCredential',
+    },
+  ])('sends nothing for $name', async (row) => {
+    const sim = await fx.start({ users: [USER] });
+    const requests: string[] = [];
+    const oauth = new OAuthClient({
+      clock: fx.clock,
+      transport: {
+        policy: { allowInsecureHttp: true },
+        onRequest: (host, status, _ms, purpose) => requests.push(`${purpose} ${host} ${String(status)}`),
+        ...row.transport,
+      },
+    });
+    const client: ClientConfig = {
+      clientID: 'folio',
+      authMethod: 'none',
+      protocol: { kind: 'folio', tenant: TENANT },
+      ...row.client,
+    };
+    const err = await rejection(
+      oauth.revoke(client, { tokenEndpoint: sim.refreshEndpoint }, row.token ?? 'R-canary-7f3a'),
+    );
+    await oauth.close();
+    expect({ code: err.code, reason: err.reason }).toEqual({ code: row.code, reason: row.reason });
+    expect(err.message).not.toContain('R-canary-7f3a');
+    expect(requests).toEqual([]);
+    expect(sim.stats()).toMatchObject({ logouts: 0, logoutsAll: 0, refusedLogouts: 0 });
   });
 });
 

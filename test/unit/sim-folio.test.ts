@@ -249,6 +249,157 @@ describe('FOLIO simulator: refresh', () => {
   });
 });
 
+function logoutWith(
+  sim: FolioSimulator,
+  headers: Record<string, string>,
+  url: string = sim.logoutEndpoint,
+): Promise<Answer> {
+  return call(url, { method: 'POST', headers: { 'x-okapi-tenant': TENANT, ...headers } });
+}
+
+describe('FOLIO simulator: logout', () => {
+  it('logs out one refresh token: 204, both cookies cleared, no other session touched, the access token lives on', async () => {
+    const sim = await simulator();
+    const first = await session(sim);
+    const other = await session(sim);
+    const bob = await session(sim, BOB);
+    const answer = await logoutWith(sim, { cookie: `folioRefreshToken=${first.refresh}` });
+    expect(answer.status).toBe(204);
+    expect(answer.text).toBe('');
+    // mod-login's logoutResponse: fixed paths and SameSite=None, whatever the login cookies had.
+    expect(answer.setCookies).toEqual([
+      'folioAccessToken=; SameSite=None; Secure; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT',
+      'folioRefreshToken=; SameSite=None; Secure; Path=/authn; Expires=Thu, 01 Jan 1970 00:00:00 GMT',
+    ]);
+    expect(sim.refreshTokenState(first.refresh)).toBe('logged-out');
+    expect(sim.refreshTokensIn(ALICE.username, 'logged-out')).toEqual([first.refresh]);
+    expect(sim.validRefreshTokens(ALICE.username)).toEqual([other.refresh]);
+    expect(sim.validRefreshTokens(BOB.username)).toEqual([bob.refresh]);
+    expect(await listUsers(sim, { 'x-okapi-tenant': TENANT, 'x-okapi-token': first.access })).toBe(200);
+    expect(sim.stats()).toMatchObject({ logouts: 1, logoutsAll: 0, refusedLogouts: 0, revocations: 0 });
+    // A logged-out token is a revoked one: presenting it is a reuse, which revokes the user's others.
+    const reuse = await refreshWith(sim, `folioRefreshToken=${first.refresh}`);
+    expect(reuse.status).toBe(422);
+    expect(errorCode(reuse)).toBe('token.refresh.unprocessable');
+    expect(sim.validRefreshTokens(ALICE.username)).toEqual([]);
+    expect(sim.stats()).toMatchObject({ reuses: 1, revocations: 1 });
+  });
+
+  it.each([
+    {
+      name: 'used',
+      spoil: async (sim: FolioSimulator, rt: string) => {
+        expect((await refreshWith(sim, `folioRefreshToken=${rt}`)).status).toBe(201);
+      },
+      after: 'used',
+    },
+    {
+      name: 'revoked',
+      spoil: (sim: FolioSimulator) => {
+        sim.revokeAll(ALICE.username);
+        return Promise.resolve();
+      },
+      after: 'revoked',
+    },
+    {
+      name: 'expired',
+      spoil: () => fx.clock.advance(6048 * 1000),
+      after: 'logged-out',
+    },
+  ] as const)('answers 204 for a token already $name, and revokes nothing else', async (row) => {
+    const sim = await simulator();
+    const { refresh } = await session(sim);
+    await row.spoil(sim, refresh);
+    const bob = await session(sim, BOB);
+    const valid = sim.validRefreshTokens(ALICE.username);
+    const before = sim.stats();
+    expect((await logoutWith(sim, { cookie: `folioRefreshToken=${refresh}` })).status).toBe(204);
+    expect(sim.refreshTokenState(refresh)).toBe(row.after);
+    expect(sim.validRefreshTokens(ALICE.username)).toEqual(valid);
+    expect(sim.validRefreshTokens(BOB.username)).toEqual([bob.refresh]);
+    expect(sim.stats()).toMatchObject({ logouts: 1, revocations: before.revocations, reuses: 0 });
+  });
+
+  it.each([
+    {
+      name: 'a refresh token it never issued',
+      cookie: 'folioRefreshToken=eyJhbGciOiJkaXIifQ..x.y.z',
+      status: 422,
+      code: 'token.logout.unprocessable',
+    },
+    { name: 'an empty Cookie header', cookie: '', status: 500 },
+    { name: 'only the access cookie', cookie: 'folioAccessToken=%AT%', status: 500 },
+    {
+      name: 'a duplicated refresh cookie',
+      cookie: 'folioRefreshToken=%RT%; folioRefreshToken=%RT%',
+      status: 500,
+    },
+    {
+      name: 'a duplicated access cookie',
+      cookie: 'folioAccessToken=%AT%; folioRefreshToken=%RT%; folioAccessToken=%AT%',
+      status: 500,
+    },
+  ])('answers $name with $status, logging nothing out', async ({ cookie, status, code }) => {
+    const sim = await simulator();
+    const { access, refresh } = await session(sim);
+    const answer = await logoutWith(sim, {
+      cookie: cookie.replaceAll('%RT%', refresh).replaceAll('%AT%', access),
+    });
+    expect(answer.status).toBe(status);
+    if (code !== undefined) expect(errorCode(answer)).toBe(code);
+    expect(answer.setCookies).toEqual([]);
+    expect(sim.refreshTokenState(refresh)).toBe('valid');
+    expect(sim.stats()).toMatchObject({ logouts: 0, logoutsAll: 0, refusedLogouts: 1 });
+  });
+
+  it.each([
+    { name: 'logout-all with an access token', all: true, token: 'valid', status: 204 },
+    {
+      name: 'a logout without a Cookie header, with an access token',
+      all: false,
+      token: 'valid',
+      status: 204,
+    },
+    { name: 'logout-all without an access token', all: true, token: 'none', status: 422 },
+    { name: 'a logout without a Cookie header or an access token', all: false, token: 'none', status: 422 },
+    { name: 'logout-all with an expired access token', all: true, token: 'expired', status: 401 },
+  ] as const)('$name: $status', async ({ all, token, status }) => {
+    const sim = await simulator();
+    const first = await session(sim);
+    const other = await session(sim);
+    const bob = await session(sim, BOB);
+    if (token === 'expired') await fx.clock.advance(6000);
+    const answer = await logoutWith(
+      sim,
+      token === 'none' ? {} : { 'x-okapi-token': first.access },
+      all ? sim.logoutAllEndpoint : sim.logoutEndpoint,
+    );
+    expect(answer.status).toBe(status);
+    const everySession = status === 204;
+    expect(sim.validRefreshTokens(ALICE.username)).toEqual(
+      everySession ? [] : [first.refresh, other.refresh],
+    );
+    expect(sim.refreshTokenState(other.refresh)).toBe(everySession ? 'revoked' : 'valid');
+    expect(sim.validRefreshTokens(BOB.username)).toEqual([bob.refresh]);
+    expect(sim.stats()).toMatchObject({
+      logouts: 0,
+      logoutsAll: everySession ? 1 : 0,
+      refusedLogouts: everySession ? 0 : 1,
+      revocations: everySession ? 1 : 0,
+    });
+  });
+
+  it('moves the logout under pathPrefix', async () => {
+    const sim = await simulator({ pathPrefix: '/okapi' });
+    expect(sim.logoutEndpoint).toBe(`${sim.origin}/okapi/authn/logout`);
+    expect(sim.logoutAllEndpoint).toBe(`${sim.origin}/okapi/authn/logout-all`);
+    const { refresh } = await session(sim);
+    const cookie = `folioRefreshToken=${refresh}`;
+    expect((await logoutWith(sim, { cookie }, `${sim.origin}/authn/logout`)).status).toBe(404);
+    expect((await logoutWith(sim, { cookie })).status).toBe(204);
+  });
+});
+
 describe('FOLIO simulator: API', () => {
   it.each([
     { name: 'the x-okapi-token header', headers: (at: string) => ({ 'x-okapi-token': at }), status: 200 },

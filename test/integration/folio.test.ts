@@ -425,11 +425,12 @@ describe('folio preset against the FOLIO simulator', () => {
       expect(sim.stats()).toMatchObject({ logins: 1, failedLogins: 1 });
     }, 120_000);
 
-    it("revokeOnDelete: the finalizer logs the chain's refresh token out at FOLIO, once, and no other session of the user", async ({
+    it("revokeOnDelete: the finalizer logs the chain's refresh token out at FOLIO, once, and no other session of the user, even after its login Secret was deleted", async ({
       expect,
     }) => {
       const sim = await simulator();
-      await folioConnection(sim, 'logout', { revokeOnDelete: true });
+      await createSecret(admin, namespace, 'logout-login', { username: USERNAME, password });
+      await folioConnection(sim, 'logout', { revokeOnDelete: true, loginSecret: 'logout-login' });
       await until('logout', 'Ready after a rotation', (s) => ready(s) && (s.rotations ?? 0) >= 1);
       // A person in FOLIO's web client with the same account: the logout must leave their session.
       const person = await fetch(sim.loginEndpoint, {
@@ -442,6 +443,8 @@ describe('folio preset against the FOLIO simulator', () => {
         person.headers.getSetCookie().find((c) => c.startsWith('folioRefreshToken=')) ?? '',
       )?.[1];
       expect(personToken).toBeDefined();
+      // As `kubectl delete -f` of the guide's manifest, or a namespace deletion, may do: the Secret first.
+      await core.deleteNamespacedSecret({ name: 'logout-login', namespace });
       const deletedAt = Date.now();
       await custom.deleteNamespacedCustomObject({
         group: GROUP,

@@ -87,6 +87,23 @@ export class HostLimiter {
     return { retryAfterMs: Math.min(MAX_RETRY_MS, Math.max(MIN_RETRY_MS, Math.round(jittered))) };
   }
 
+  /**
+   * A slot on `host` only if one is free now, without joining the line: for work that can simply
+   * be put off (the token liveness probe), which must never take a place, or a kept slot, that a
+   * token request is waiting for. Turned away, the answer is the usual estimate of a free slot.
+   */
+  tryAcquireIfFree(host: string): Admission {
+    const state = this.stateOf(host);
+    this.lapseReservations(host, state);
+    const current = this.stateOf(host);
+    if (current.active + current.reserved.size + current.line.size < this.perHost) {
+      current.active++;
+      return { slot: this.slot(host, current) };
+    }
+    const estimate = current.averageMs * (1 + Math.random() * 0.2);
+    return { retryAfterMs: Math.min(MAX_RETRY_MS, Math.max(MIN_RETRY_MS, Math.round(estimate))) };
+  }
+
   /** Slots taken on the host (reserved ones not yet taken are not counted). */
   inFlight(host: string): number {
     return this.hosts.get(host)?.active ?? 0;

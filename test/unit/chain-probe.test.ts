@@ -23,7 +23,10 @@ interface Built {
   failures: Failure[];
 }
 
-/** A fake engine whose probe answers with `answer`; `busy` slots on the API host are already taken. */
+/**
+ * A fake engine whose probe answers with `answer`. `busy` token requests to the API host have asked
+ * for its one slot first: the first holds it, the others wait in line.
+ */
 function build(answer: () => Promise<ProbeResult>, busy = 0): Built {
   const clock = new FakeClock(NOW);
   const limiter = new HostLimiter(1, { clock });
@@ -34,6 +37,7 @@ function build(answer: () => Promise<ProbeResult>, busy = 0): Built {
   const engine = {
     deps: {
       clock,
+      hostLimiter: limiter,
       oauth: {
         resolveEndpoints: () => Promise.resolve({ tokenEndpoint: 'https://login.example.com/token' }),
         probe: (url: string) => {
@@ -53,7 +57,6 @@ function build(answer: () => Promise<ProbeResult>, busy = 0): Built {
       signal: new AbortController().signal,
     },
     labels: { namespace: 'ns', name: 'conn' },
-    hostAdmission: (url: string) => limiter.tryAcquire(new URL(url).host, 'ns/conn'),
     fail: (failure: Failure) => {
       failures.push(failure);
       return Promise.resolve({ requeueAfterMs: 1_000 });
@@ -76,6 +79,21 @@ describe('the probe step', () => {
     expect(nextAt).toBeGreaterThan(NOW);
     expect(nextAt).toBeLessThan(NOW + INTERVAL_MS);
     expect(limiter.inFlight('api.example.com'), 'only the slot taken before').toBe(1);
+    // It took no place in line: a token request turned away later is still first to be woken.
+    expect(limiter.waiting('api.example.com')).toBe(0);
+  });
+
+  it('never takes the slot kept for a token request waiting in line', async () => {
+    const { engine, limiter, probed } = build(accepted);
+    const holder = limiter.tryAcquire('api.example.com', 'other/0');
+    expect('slot' in limiter.tryAcquire('api.example.com', 'other/1'), 'other/1 waits in line').toBe(false);
+    // The holder finishes: the slot is kept for the request that waited, not taken by the probe.
+    if ('slot' in holder) holder.slot.release();
+    expect(await probeToken(engine)).toBe('inconclusive');
+    expect(probed).toEqual([]);
+    expect('slot' in limiter.tryAcquire('api.example.com', 'other/1'), 'other/1 takes its kept slot').toBe(
+      true,
+    );
   });
 
   it.each<[string, () => Promise<ProbeResult>, unknown]>([

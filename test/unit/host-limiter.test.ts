@@ -108,6 +108,22 @@ describe('HostLimiter', () => {
     expect(Math.max(...delays)).toBe(MAX_RETRY_MS);
   });
 
+  it('tryAcquireIfFree takes only a free slot: never a kept one, never a place in line', () => {
+    const { hosts, woken } = limiter(1);
+    const probe = slotOf(hosts.tryAcquireIfFree('h'));
+    const delay = turnedAway(hosts.tryAcquireIfFree('h'));
+    expect(delay).toBeGreaterThanOrEqual(MIN_RETRY_MS);
+    expect(hosts.waiting('h'), 'no place in line').toBe(0);
+    turnedAway(hosts.tryAcquire('h', 'ns/refresh'));
+    probe.release();
+    // The freed slot is kept for the token request in line; a probe cannot take it.
+    expect(woken).toEqual(['ns/refresh']);
+    turnedAway(hosts.tryAcquireIfFree('h'));
+    slotOf(hosts.tryAcquire('h', 'ns/refresh')).release();
+    slotOf(hosts.tryAcquireIfFree('h')).release();
+    expect(hosts.inFlight('h')).toBe(0);
+  });
+
   it('refuses a limit below 1', () => {
     expect(() => new HostLimiter(0, { clock: new FakeClock() })).toThrow(/at least 1/);
   });

@@ -419,7 +419,7 @@ export class ChainEngine {
   }
 
   /**
-   * A slot for one token request (or probe) to the URL's host (host-limiter.ts). It is asked for before
+   * A slot for one token request to the URL's host (host-limiter.ts). It is asked for before
    * anything is claimed or recorded, so a host at its limit costs nothing but a requeue: the worker
    * is free at once, the limiter wakes the key when its turn comes, and no claim is left behind for
    * a request that was never sent (a claim would have to be settled as in doubt). Whoever gets a
@@ -511,9 +511,9 @@ export class ChainEngine {
     return { requeueAfterMs: Math.min(result.requeueAfterMs ?? probeInMs, probeInMs) };
   }
 
-  /** Records a failure in status; `blockCredentials` stops further logins with these credentials. */
   /**
-   * Records a failure in status. `outputWritten: false` when the output Secret could not be written
+   * Records a failure in status; `blockCredentials` stops further logins with these credentials.
+   * `outputWritten: false` when the output Secret could not be written
    * (an output error): the token the state holds is then not what pods read, so it cannot keep Ready.
    */
   async fail(failure: Failure, blockCredentials?: string, outputWritten = true): Promise<EngineResult> {

@@ -6,6 +6,8 @@ import { stableJitter } from './decide.ts';
 
 interface Entry {
   lastAtMs?: number;
+  /** A probe put off because its host was busy: not before this. */
+  notBeforeMs?: number;
   /** Fingerprint of the access token a probe-triggered refresh returned. */
   refreshedFor?: string;
 }
@@ -17,11 +19,18 @@ export class ProbeSchedule {
   nextAt(uid: string, intervalMs: number, nowMs: number): number {
     const entry = this.entry(uid);
     if (entry.lastAtMs === undefined) entry.lastAtMs = nowMs - intervalMs * (1 - stableJitter(uid, 0));
-    return entry.lastAtMs + intervalMs;
+    return Math.max(entry.lastAtMs + intervalMs, entry.notBeforeMs ?? 0);
   }
 
   probed(uid: string, atMs: number): void {
-    this.entry(uid).lastAtMs = atMs;
+    const entry = this.entry(uid);
+    entry.lastAtMs = atMs;
+    delete entry.notBeforeMs;
+  }
+
+  /** The probe found its host busy: it is due again at `untilMs`, when a slot should be free. */
+  putOff(uid: string, untilMs: number): void {
+    this.entry(uid).notBeforeMs = untilMs;
   }
 
   /** Records the access token a probe-triggered refresh returned. */

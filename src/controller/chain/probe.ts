@@ -23,12 +23,14 @@ export async function probeToken(engine: EngineSteps): Promise<EngineResult | Pr
   try {
     const endpoints = await engine.deps.oauth.resolveEndpoints(inputs.endpoints(state.geolocation), signal);
     const url = settings.urlFor(endpoints);
-    // The probe's host counts against --max-concurrent-per-host like a token request. Turned away, it
-    // is put off until the host should have a slot (the limiter's estimate) and the decision goes on
-    // without a verdict: the output Secret is still written, not held back by a busy API host.
-    const host = engine.hostAdmission(url);
+    // The probe's host counts against --max-concurrent-per-host, but a probe only takes a slot that
+    // is free, never a place in line that a token request waits for. Turned away, it is put off until
+    // the host should have a slot (the limiter's estimate) and the decision goes on without a
+    // verdict: the output Secret is still written, not held back by a busy API host.
+    const host = engine.deps.hostLimiter.tryAcquireIfFree(new URL(url).host);
     if (!('slot' in host)) {
-      engine.ctx.probes.probed(uid, engine.deps.clock.now() + host.retryAfterMs - settings.intervalMs);
+      engine.ctx.probes.putOff(uid, engine.deps.clock.now() + host.retryAfterMs);
+      log.debug({ retryAfterMs: host.retryAfterMs }, 'the probe host is busy; probe put off');
       return 'inconclusive';
     }
     engine.ctx.probes.probed(uid, engine.deps.clock.now());

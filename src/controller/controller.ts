@@ -9,7 +9,7 @@
 // reference names.
 import * as k8s from '@kubernetes/client-node';
 import type { OAuthConnection } from '../api/v1alpha1.ts';
-import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../api/v1alpha1.ts';
+import { GROUP, KIND, PLURAL, VERSION } from '../api/v1alpha1.ts';
 import { withDeadline, type Clock, type Deadline } from '../kube/clock.ts';
 import { WorkQueue } from '../kube/workqueue.ts';
 import { errorFields, type Logger } from '../observability/log.ts';
@@ -104,7 +104,7 @@ export class Controller {
     const ownerOnly: Trim = (meta) => {
       const owner = controllingConnection(meta);
       return owner
-        ? { ownerReferences: [{ apiVersion: API_VERSION, kind: KIND, controller: true, ...owner }] }
+        ? { ownerReferences: [{ kind: KIND, controller: true, ...owner }] }
         : {};
     };
     this.outputSecrets = new Map(

@@ -357,10 +357,10 @@ export function outputMetadata(connection: OAuthConnection): {
  */
 export function controllingConnection(
   metadata: Pick<k8s.V1ObjectMeta, 'ownerReferences'> | undefined,
-): { name: string; uid: string } | undefined {
+): { name: string; uid: string; apiVersion: string } | undefined {
   const ref = (metadata?.ownerReferences ?? []).find((r) => r.controller === true);
   if (ref?.kind !== KIND || ref.apiVersion.split('/')[0] !== GROUP) return undefined;
-  return { name: ref.name, uid: ref.uid };
+  return { name: ref.name, uid: ref.uid, apiVersion: ref.apiVersion };
 }
 
 /**
@@ -394,7 +394,10 @@ export function ownership(
   const controller = controllingConnection(existing);
   if (controller !== undefined) {
     if (controller.name !== connection.metadata.name) return 'foreign';
-    return controller.uid === connection.metadata.uid ? 'owned' : 'predecessor';
+    if (controller.uid === connection.metadata.uid) return 'owned';
+    // Only a reference the garbage collector can resolve is a predecessor's: the collector deletes
+    // the Secret. One naming a version the API server does not serve stays for ever: a person's.
+    return controller.apiVersion === API_VERSION ? 'predecessor' : 'foreign';
   }
   if ((existing?.ownerReferences ?? []).some((r) => r.controller === true)) return 'foreign';
   const marked =

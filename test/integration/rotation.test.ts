@@ -90,16 +90,19 @@ describe('single-writer rotation against oidc-provider', () => {
   it("waits for an earlier same-name connection's output Secret to be collected, then writes its own", async () => {
     const core = admin.makeApiClient(k8s.CoreV1Api);
     // What a connection deleted and created again under its name finds when the garbage collector
-    // has not yet removed its predecessor's Secret. The owner reference names a version the API
-    // server does not serve, so the collector leaves it alone and this test plays the collector.
+    // has not yet removed its predecessor's Secret. The owner is gone, so the collector deletes the
+    // Secret at once, but a finalizer of this test holds it (deleting, not yet deleted) until the
+    // test lets go: the window a busy collector leaves, made as long as the test needs.
+    const hold = 'test.oauth-token-operator.dev/hold';
     await core.createNamespacedSecret({
       namespace,
       body: {
         metadata: {
           name: 'again-token',
+          finalizers: [hold],
           ownerReferences: [
             {
-              apiVersion: `${GROUP}/v0predecessor`,
+              apiVersion: `${GROUP}/${VERSION}`,
               kind: 'OAuthConnection',
               name: 'again',
               uid: '00000000-0000-0000-0000-000000000001',
@@ -126,7 +129,15 @@ describe('single-writer rotation against oidc-provider', () => {
     );
     expect(condition(waiting, 'Refreshing')?.reason, 'retried, not stopped for a person').toBe('Retrying');
     expect((await readSecretData(admin, namespace, 'again-token'))?.access_token).toBe('old');
-    await core.deleteNamespacedSecret({ name: 'again-token', namespace });
+    // The collector's deletion is under way; letting go of the hold completes it.
+    await waitFor('the collector to delete the Secret', async () => {
+      const held = await core.readNamespacedSecret({ name: 'again-token', namespace });
+      return held.metadata?.deletionTimestamp !== undefined;
+    });
+    await core.patchNamespacedSecret(
+      { name: 'again-token', namespace, body: { metadata: { finalizers: null } } },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+    );
     // Retried with the transient backoff (seconds), not the configuration backoff (a minute).
     await untilStatus(
       admin,

@@ -548,8 +548,9 @@ const connection: OAuthConnection = {
   ...withOutput({ secretName: 's' }),
   metadata: { name: 'c', namespace: 'n', uid: UID },
 };
+const API = 'oauth.token-operator.dev/v1alpha1';
 const ref = (overrides: Partial<k8s.V1OwnerReference> = {}): k8s.V1OwnerReference => ({
-  apiVersion: 'oauth.token-operator.dev/v1alpha1',
+  apiVersion: API,
   kind: 'OAuthConnection',
   name: 'c',
   uid: UID,
@@ -564,11 +565,11 @@ const outputLabels = {
 describe('ownership: the controller owner reference, never a label', () => {
   it.each([
     { name: 'no owner reference', refs: undefined, owner: undefined },
-    { name: 'our controller reference', refs: [ref()], owner: { name: 'c', uid: UID } },
+    { name: 'our controller reference', refs: [ref()], owner: { name: 'c', uid: UID, apiVersion: API } },
     {
       name: 'ours among other owners',
       refs: [ref({ kind: 'Deployment', apiVersion: 'apps/v1', controller: false }), ref()],
-      owner: { name: 'c', uid: UID },
+      owner: { name: 'c', uid: UID, apiVersion: API },
     },
     {
       name: 'a reference to us that is not the controller',
@@ -635,6 +636,11 @@ describe('ownership: the controller owner reference, never a label', () => {
     {
       name: 'controlled by another connection',
       meta: { ownerReferences: [ref({ name: 'other' })] },
+      expected: 'foreign',
+    },
+    {
+      name: 'naming this connection at a version the API server does not serve (never collected)',
+      meta: { ownerReferences: [ref({ uid: 'earlier', apiVersion: 'oauth.token-operator.dev/v0' })] },
       expected: 'foreign',
     },
     {

@@ -103,9 +103,7 @@ export class Controller {
     const outputSelector = `${MANAGED_BY_LABEL}=${MANAGED_BY},${ROLE_LABEL}=output`;
     const ownerOnly: Trim = (meta) => {
       const owner = controllingConnection(meta);
-      return owner
-        ? { ownerReferences: [{ kind: KIND, controller: true, ...owner }] }
-        : {};
+      return owner ? { ownerReferences: [{ kind: KIND, controller: true, ...owner }] } : {};
     };
     this.outputSecrets = new Map(
       scopes.map((ns) => [ns ?? '', secretMetadataInformer(kc, core, ns, outputSelector, ownerOnly)]),

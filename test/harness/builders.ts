@@ -1,6 +1,6 @@
 // Small builders for the resources integration tests create.
 import * as k8s from '@kubernetes/client-node';
-import { GROUP, PLURAL, VERSION } from './kube.ts';
+import { GROUP, isApiError, PLURAL, VERSION } from './kube.ts';
 
 export interface ConnectionOverrides {
   provider?: Record<string, unknown>;
@@ -43,6 +43,21 @@ export async function createConnection(
     namespace: body.metadata.namespace,
     plural: PLURAL,
     body,
+  });
+}
+
+/** Deletes a connection and waits until it is gone, i.e. until the operator's finalizer has run. */
+export async function deleteConnection(kc: k8s.KubeConfig, namespace: string, name: string): Promise<void> {
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const ref = { group: GROUP, version: VERSION, namespace, plural: PLURAL, name };
+  await custom.deleteNamespacedCustomObject(ref);
+  await waitFor(`${namespace}/${name} to be gone (the finalizer ran)`, async () => {
+    try {
+      await custom.getNamespacedCustomObject(ref);
+      return false;
+    } catch (err) {
+      return isApiError(err, 404);
+    }
   });
 }
 

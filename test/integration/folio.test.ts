@@ -16,13 +16,14 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stateSecretName } from '../../src/controller/state-store.ts';
 import {
   condition,
+  type ConnectionStatus,
   createSecret,
+  deleteConnection,
   getConnectionStatus,
   readSecretData,
   ready,
   untilStatus,
   waitFor,
-  type ConnectionStatus,
 } from '../harness/builders.ts';
 import { connectionRecords, pokeConnection } from '../harness/operator-log.ts';
 import { createNamespace, GROUP, isApiError, PLURAL, VERSION } from '../harness/kube.ts';
@@ -446,27 +447,7 @@ describe('folio preset against the FOLIO simulator', () => {
       // As `kubectl delete -f` of the guide's manifest, or a namespace deletion, may do: the Secret first.
       await core.deleteNamespacedSecret({ name: 'logout-login', namespace });
       const deletedAt = Date.now();
-      await custom.deleteNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace,
-        plural: PLURAL,
-        name: 'logout',
-      });
-      await waitFor('the connection to be gone (the finalizer ran)', async () => {
-        try {
-          await custom.getNamespacedCustomObject({
-            group: GROUP,
-            version: VERSION,
-            namespace,
-            plural: PLURAL,
-            name: 'logout',
-          });
-          return false;
-        } catch (err) {
-          return isApiError(err, 404);
-        }
-      });
+      await deleteConnection(admin, namespace, 'logout');
       const goneAfterMs = Date.now() - deletedAt;
       const stats = sim.stats();
       const loggedOut = sim.refreshTokensIn(USERNAME, 'logged-out');

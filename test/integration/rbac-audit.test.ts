@@ -27,14 +27,15 @@ import {
 import {
   condition,
   connection,
+  type ConnectionOverrides,
+  type ConnectionStatus,
   createConnection,
   createSecret,
+  deleteConnection,
   getConnectionStatus,
   ready,
   untilStatus,
   waitFor,
-  type ConnectionOverrides,
-  type ConnectionStatus,
 } from '../harness/builders.ts';
 import { localAuditLogFiles } from '../harness/controlplane.ts';
 import { GROUP, isApiError, PLURAL, repoRoot, VERSION } from '../harness/kube.ts';
@@ -349,24 +350,7 @@ describe.skipIf(!auditLogFiles)('RBAC against the API server audit log', () => {
   });
 
   it('deletes a connection: finalizer removed, state Secret deleted', async () => {
-    await custom.deleteNamespacedCustomObject({
-      group: GROUP,
-      version: VERSION,
-      namespace,
-      plural: PLURAL,
-      name: 'books',
-    });
-    await waitFor('the connection to be gone', () =>
-      gone(() =>
-        custom.getNamespacedCustomObject({
-          group: GROUP,
-          version: VERSION,
-          namespace,
-          plural: PLURAL,
-          name: 'books',
-        }),
-      ),
-    );
+    await deleteConnection(admin, namespace, 'books');
     await waitFor('its state Secret to be gone', () =>
       gone(() =>
         core.readNamespacedSecret({ name: stateSecretName(namespace, 'books'), namespace: env.namespace }),

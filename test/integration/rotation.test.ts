@@ -1,11 +1,12 @@
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
-  OutputTokenWatcher,
   condition,
   connection,
   createConnection,
+  deleteConnection,
   getConnectionStatus,
+  OutputTokenWatcher,
   readSecretData,
   untilStatus,
   waitFor,
@@ -173,27 +174,7 @@ describe('single-writer rotation against oidc-provider', () => {
     const chain = JSON.parse(Buffer.from(state.data?.['state.json'] ?? '', 'base64').toString('utf8')) as {
       refreshToken: string;
     };
-    await custom.deleteNamespacedCustomObject({
-      group: GROUP,
-      version: VERSION,
-      namespace,
-      plural: PLURAL,
-      name: 'books',
-    });
-    await waitFor('the connection to be gone', async () => {
-      try {
-        await custom.getNamespacedCustomObject({
-          group: GROUP,
-          version: VERSION,
-          namespace,
-          plural: PLURAL,
-          name: 'books',
-        });
-        return false;
-      } catch (err) {
-        return isApiError(err, 404);
-      }
-    });
+    await deleteConnection(admin, namespace, 'books');
     await waitFor('the state Secret to be gone', async () => {
       try {
         await core.readNamespacedSecret({ name: stateName, namespace: env.namespace });

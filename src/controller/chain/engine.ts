@@ -384,7 +384,7 @@ export class ChainEngine {
    * from an older version, an implicit login). Best effort: the tokens are stored already, so a
    * failed look-up leaves the placeholder empty rather than keeping them from the output Secret.
    */
-  private async outputGeolocation(
+  private async geolocationForOutput(
     state: ChainState,
     tokenEndpoint: string | undefined,
   ): Promise<string | undefined> {
@@ -465,7 +465,7 @@ export class ChainEngine {
     if (state?.accessToken === undefined) throw new Error('publish without an access token');
     const expiresAtMs = state.accessTokenExpiresAtMs ?? 0;
     const geolocation = templatesUse(connection, 'geolocation')
-      ? await this.outputGeolocation(state, tokenEndpoint)
+      ? await this.geolocationForOutput(state, tokenEndpoint)
       : undefined;
     await this.deps.output.write(connection, {
       accessToken: state.accessToken,

@@ -75,6 +75,12 @@ export interface ConnectionStatus {
   accessTokenExpiresAt?: string;
   nextRefreshTime?: string;
   lastRefreshTime?: string;
+  observedGeneration?: number;
+  lastFailureTime?: string;
+  lastRecoveryTime?: string;
+  refreshTokenExpiresAt?: string;
+  tokenEndpoint?: string;
+  loginAttempts?: string[];
 }
 
 export async function getConnectionStatus(
@@ -98,6 +104,24 @@ export function condition(status: ConnectionStatus, type: string) {
 
 /** Whether the connection says its output Secret holds a valid token (Ready=True). */
 export const ready = (s: ConnectionStatus): boolean => condition(s, 'Ready')?.status === 'True';
+
+/**
+ * A run's polled statuses held against "Ready throughout": the index of the first Ready one (-1
+ * when none), the Ready conditions of those after it that are not Ready, and the statuses with
+ * Degraded or ChainBroken True. Each list is empty for a run without trouble.
+ */
+export function healthOf(polled: readonly ConnectionStatus[]) {
+  const firstReady = polled.findIndex(ready);
+  return {
+    firstReady,
+    notReadyAfter: polled
+      .slice(firstReady)
+      .filter((s) => !ready(s))
+      .map((s) => condition(s, 'Ready')),
+    degraded: polled.filter((s) => condition(s, 'Degraded')?.status === 'True'),
+    chainBroken: polled.filter((s) => condition(s, 'ChainBroken')?.status === 'True'),
+  };
+}
 
 export async function createSecret(
   kc: k8s.KubeConfig,

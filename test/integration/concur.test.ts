@@ -20,18 +20,18 @@ import { stateSecretName } from '../../src/controller/state-store.ts';
 import {
   condition,
   connection,
+  type ConnectionOverrides,
+  type ConnectionStatus,
   createConnection,
   createSecret,
-  getConnectionStatus,
+  healthOf,
   OutputTokenWatcher,
   readSecretData,
   ready,
-  untilStatus,
   waitFor,
-  type ConnectionOverrides,
-  type ConnectionStatus,
 } from '../harness/builders.ts';
-import { connectionRecords, pokeConnection } from '../harness/operator-log.ts';
+import { connectionsOf } from '../harness/connections.ts';
+
 import { canary, findLeaks } from '../harness/leaks.ts';
 import type { OperatorProcess } from '../harness/operator.ts';
 import { Scenario } from '../harness/scenario.ts';
@@ -53,13 +53,6 @@ const FAST_SCALE = 4_000 / HOUR_MS;
 const USERNAME = 'alice@example.test';
 
 /** What the tests read of status beyond builders.ts's ConnectionStatus. */
-type Status = ConnectionStatus & {
-  lastFailureTime?: string;
-  refreshTokenExpiresAt?: string;
-  tokenEndpoint?: string;
-  loginAttempts?: string[];
-};
-
 /** An output key for API clients: the base URI of the user's data center. */
 const API_BASE = { key: 'api-base-url', template: '{{geolocation}}' };
 
@@ -162,20 +155,11 @@ describe('concur preset against the SAP Concur simulator', () => {
     );
   }
 
-  const status = async (name: string): Promise<Status> => getConnectionStatus(admin, namespace, name);
-
-  const until = (
-    name: string,
-    what: string,
-    check: (s: Status) => boolean,
-    timeoutMs?: number,
-  ): Promise<Status> => untilStatus(admin, namespace, name, what, check, timeoutMs);
-
-  const records = (name: string): Record<string, unknown>[] =>
-    connectionRecords(operator.lines, namespace, name);
-
-  const failedRequests = (name: string): Record<string, unknown>[] =>
-    records(name).filter((r) => r.msg === 'token request failed');
+  const { status, until, failedRequests, poke } = connectionsOf(() => ({
+    admin,
+    namespace,
+    lines: operator.lines,
+  }));
 
   async function storedChain(name: string): Promise<StoredChain> {
     const secret = await core.readNamespacedSecret({
@@ -186,8 +170,6 @@ describe('concur preset against the SAP Concur simulator', () => {
       Buffer.from(secret.data?.['state.json'] ?? '', 'base64').toString('utf8'),
     ) as StoredChain;
   }
-
-  const poke = (name: string): Promise<string[]> => pokeConnection(admin, operator.lines, namespace, name);
 
   const refreshes = (sim: ConcurSimulator): ConcurTokenRequest[] =>
     sim.tokenRequests().filter((r) => r.grantType === 'refresh_token');
@@ -276,7 +258,7 @@ describe('concur preset against the SAP Concur simulator', () => {
       });
       const startedAt = Date.now();
       await concurConnection(sim, 'rotating');
-      const polled: Status[] = [];
+      const polled: ConnectionStatus[] = [];
       const poll = async (): Promise<number> => {
         await watcher.poll();
         polled.push(await status('rotating'));
@@ -320,10 +302,10 @@ describe('concur preset against the SAP Concur simulator', () => {
       expect(stored.geolocation).toBe(sim.geolocations.us);
       expect(failedRequests('rotating')).toEqual([]);
       expect(watcher.lateRotations()).toEqual([]);
-      const firstReady = polled.findIndex(ready);
-      expect(firstReady).toBeGreaterThanOrEqual(0);
-      expect(polled.slice(firstReady).filter((s) => !ready(s))).toEqual([]);
-      expect(polled.filter((s) => condition(s, 'Degraded')?.status === 'True')).toEqual([]);
+      const health = healthOf(polled);
+      expect(health.firstReady).toBeGreaterThanOrEqual(0);
+      expect(health.notReadyAfter).toEqual([]);
+      expect(health.degraded).toEqual([]);
     }, 150_000);
 
     it('follows the user to another geolocation mid-chain: code 16 retried there, stored, used next time', async ({

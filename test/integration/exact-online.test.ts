@@ -9,11 +9,12 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stateSecretName } from '../../src/controller/state-store.ts';
 import {
   condition,
+  type ConnectionStatus,
   createSecret,
+  healthOf,
   OutputTokenWatcher,
   ready,
   waitFor,
-  type ConnectionStatus,
 } from '../harness/builders.ts';
 import { EXACT_FLOOR_MS, ExactOnlineFixture } from '../harness/exact-online.ts';
 import { GROUP, PLURAL, VERSION, createNamespace } from '../harness/kube.ts';
@@ -113,16 +114,11 @@ describe('exact-online preset against the Exact Online simulator', () => {
     expect(failedRequests('rotating')).toEqual([]);
     // Every status after the first Ready, polled every ~100 ms: a Ready=False could only follow a
     // failed request, and a failure is retried 0.5 s later at the soonest, so none escapes the polls.
-    const firstReady = polled.findIndex(ready);
-    expect(firstReady).toBeGreaterThanOrEqual(0);
-    expect(
-      polled
-        .slice(firstReady)
-        .filter((s) => !ready(s))
-        .map((s) => condition(s, 'Ready')),
-    ).toEqual([]);
-    expect(polled.filter((s) => condition(s, 'Degraded')?.status === 'True')).toEqual([]);
-    expect(polled.filter((s) => condition(s, 'ChainBroken')?.status === 'True')).toEqual([]);
+    const health = healthOf(polled);
+    expect(health.firstReady).toBeGreaterThanOrEqual(0);
+    expect(health.notReadyAfter).toEqual([]);
+    expect(health.degraded).toEqual([]);
+    expect(health.chainBroken).toEqual([]);
     console.log(`exact-online rotation: ${String(polled.length)} statuses polled`);
     await exact.closeSimulator(sim);
   }, 300_000);

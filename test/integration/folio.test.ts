@@ -19,13 +19,13 @@ import {
   type ConnectionStatus,
   createSecret,
   deleteConnection,
-  getConnectionStatus,
+  healthOf,
   readSecretData,
   ready,
-  untilStatus,
   waitFor,
 } from '../harness/builders.ts';
-import { connectionRecords, pokeConnection } from '../harness/operator-log.ts';
+import { connectionsOf } from '../harness/connections.ts';
+
 import { createNamespace, GROUP, isApiError, PLURAL, VERSION } from '../harness/kube.ts';
 import { canary, findLeaks } from '../harness/leaks.ts';
 import type { OperatorProcess } from '../harness/operator.ts';
@@ -39,12 +39,6 @@ const TENANT = 'diku';
 const USERNAME = 'circ-sync';
 
 /** What the tests read of status beyond builders.ts's ConnectionStatus. */
-type Status = ConnectionStatus & {
-  observedGeneration?: number;
-  loginAttempts?: string[];
-  lastRecoveryTime?: string;
-};
-
 describe('folio preset against the FOLIO simulator', () => {
   let scenario: Scenario;
   let admin: k8s.KubeConfig;
@@ -128,32 +122,14 @@ describe('folio preset against the FOLIO simulator', () => {
     });
   }
 
-  const status = async (name: string): Promise<Status> => getConnectionStatus(admin, namespace, name);
-
-  const until = (
-    name: string,
-    what: string,
-    check: (s: Status) => boolean,
-    timeoutMs?: number,
-  ): Promise<Status> => untilStatus(admin, namespace, name, what, check, timeoutMs);
-
-  const records = (name: string): Record<string, unknown>[] =>
-    connectionRecords(operator.lines, namespace, name);
-
-  const failedRequests = (name: string): Record<string, unknown>[] =>
-    records(name).filter((r) => r.msg === 'token request failed');
+  const { status, until, records, failedRequests, poke, patchSpec } = connectionsOf(() => ({
+    admin,
+    namespace,
+    lines: operator.lines,
+  }));
 
   const failedLogins = (name: string): Record<string, unknown>[] =>
     records(name).filter((r) => r.msg === 'login failed');
-
-  const poke = (name: string): Promise<string[]> => pokeConnection(admin, operator.lines, namespace, name);
-
-  async function patchSpec(name: string, spec: Record<string, unknown>): Promise<void> {
-    await custom.patchNamespacedCustomObject(
-      { group: GROUP, version: VERSION, namespace, plural: PLURAL, name, body: { spec } },
-      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
-    );
-  }
 
   /** The refresh token the operator holds for a connection (for the leak scan); none once it is deleted. */
   async function storedRefreshToken(name: string): Promise<string | undefined> {
@@ -193,7 +169,7 @@ describe('folio preset against the FOLIO simulator', () => {
       const sim = await simulator({ pathPrefix: '/okapi' });
       const startedAt = Date.now();
       await folioConnection(sim, 'rotating');
-      const polled: Status[] = [];
+      const polled: ConnectionStatus[] = [];
       const published = new Map<string, number[]>();
       let lastData: Record<string, string> | undefined;
       const done = await waitFor(
@@ -231,16 +207,11 @@ describe('folio preset against the FOLIO simulator', () => {
       );
       expect(done.chainGeneration).toBe(1);
       expect(failedRequests('rotating')).toEqual([]);
-      const firstReady = polled.findIndex(ready);
-      expect(firstReady).toBeGreaterThanOrEqual(0);
-      expect(
-        polled
-          .slice(firstReady)
-          .filter((s) => !ready(s))
-          .map((s) => condition(s, 'Ready')),
-      ).toEqual([]);
-      expect(polled.filter((s) => condition(s, 'Degraded')?.status === 'True')).toEqual([]);
-      expect(polled.filter((s) => condition(s, 'ChainBroken')?.status === 'True')).toEqual([]);
+      const health = healthOf(polled);
+      expect(health.firstReady).toBeGreaterThanOrEqual(0);
+      expect(health.notReadyAfter).toEqual([]);
+      expect(health.degraded).toEqual([]);
+      expect(health.chainBroken).toEqual([]);
       // What FOLIO clients send: every published token was accepted as x-okapi-token and as cookie.
       expect(published.size).toBeGreaterThanOrEqual(10);
       expect([...published.values()].filter((codes) => codes.some((c) => c !== 200))).toEqual([]);

@@ -19,16 +19,16 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   condition,
-  createSecret,
-  getConnectionStatus,
-  OutputTokenWatcher,
-  ready,
-  untilStatus,
-  waitFor,
   type ConnectionOverrides,
   type ConnectionStatus,
+  createSecret,
+  healthOf,
+  OutputTokenWatcher,
+  ready,
+  waitFor,
 } from '../harness/builders.ts';
-import { connectionRecords } from '../harness/operator-log.ts';
+import { connectionsOf } from '../harness/connections.ts';
+
 import { createNamespace } from '../harness/kube.ts';
 import { canary, findLeaks } from '../harness/leaks.ts';
 import { DEFAULT_REDIRECT_URI, type TestOidcServer } from '../harness/oidc/server.ts';
@@ -133,17 +133,7 @@ describe('generic preset against a server with a rotation grace window', () => {
     secrets.push(seed);
   }
 
-  const status = (name: string): Promise<ConnectionStatus> => getConnectionStatus(admin, namespace, name);
-
-  const until = (
-    name: string,
-    what: string,
-    check: (s: ConnectionStatus) => boolean,
-    timeoutMs?: number,
-  ): Promise<ConnectionStatus> => untilStatus(admin, namespace, name, what, check, timeoutMs);
-
-  const records = (name: string): Record<string, unknown>[] =>
-    connectionRecords(operator.lines, namespace, name);
+  const { status, until, records } = connectionsOf(() => ({ admin, namespace, lines: operator.lines }));
 
   describe.concurrent('chains', () => {
     // Access tokens live 3 s: a refresh every 2 s (the 1 s margin of a third, the harness's 1 s gap).
@@ -181,9 +171,9 @@ describe('generic preset against a server with a rotation grace window', () => {
       expect(await server.isAccessTokenActive(token), 'the provider accepts the last access token').toBe(
         true,
       );
-      const firstReady = polled.findIndex(ready);
-      expect(polled.slice(firstReady).filter((s) => !ready(s))).toEqual([]);
-      expect(polled.filter((s) => condition(s, 'Degraded')?.status === 'True')).toEqual([]);
+      const health = healthOf(polled);
+      expect(health.notReadyAfter).toEqual([]);
+      expect(health.degraded).toEqual([]);
       expect(server.loginAttempts()).toEqual([]);
     }, 150_000);
 

@@ -31,13 +31,12 @@ import {
   connection,
   createConnection,
   createSecret,
-  getConnectionStatus,
   readSecretData,
   ready,
-  untilStatus,
   waitFor,
   type ConnectionStatus,
 } from '../harness/builders.ts';
+import { connectionsOf } from '../harness/connections.ts';
 import { ensureKeycloakDistribution, startKeycloak, type KeycloakServer } from '../harness/keycloak.ts';
 import {
   TOKEN_EVENTS,
@@ -56,12 +55,6 @@ import { canary, findLeaks } from '../harness/leaks.ts';
 import type { OperatorEnvironment, OperatorProcess } from '../harness/operator.ts';
 import { Scenario } from '../harness/scenario.ts';
 import { StatusRecorder } from '../harness/status-watch.ts';
-
-type Status = ConnectionStatus & {
-  refreshTokenExpiresAt?: string;
-  loginAttempts?: string[];
-  observedGeneration?: number;
-};
 
 interface TestRealm {
   name: string;
@@ -257,14 +250,7 @@ describe('keycloak preset against a real Keycloak', () => {
     );
   }
 
-  const status = async (name: string): Promise<Status> => await getConnectionStatus(admin, namespace, name);
-
-  const until = (
-    name: string,
-    what: string,
-    check: (s: Status) => boolean,
-    timeoutMs?: number,
-  ): Promise<Status> => untilStatus(admin, namespace, name, what, check, timeoutMs, 200);
+  const { status, until } = connectionsOf(() => ({ admin, namespace }), 200);
 
   /** The operator's state Secret for the connection: the chain's newest refresh token and its counts. */
   async function chainState(
@@ -311,7 +297,7 @@ describe('keycloak preset against a real Keycloak', () => {
     return list.items.filter((e) => e.involvedObject.name === name).map((e) => e.reason ?? '');
   }
 
-  async function suspend(name: string): Promise<Status> {
+  async function suspend(name: string): Promise<ConnectionStatus> {
     const custom = admin.makeApiClient(k8s.CustomObjectsApi);
     const patched = (await custom.patchNamespacedCustomObject(
       { group: GROUP, version: VERSION, namespace, plural: PLURAL, name, body: { spec: { suspend: true } } },
@@ -335,7 +321,7 @@ describe('keycloak preset against a real Keycloak', () => {
     name: string,
     count?: () => Promise<number>,
     timeoutMs = 90_000,
-  ): Promise<{ broken: Status; notReady: Status }> {
+  ): Promise<{ broken: ConnectionStatus; notReady: ConnectionStatus }> {
     const brokenStatus = await until(name, 'ChainBroken', broken, timeoutMs);
     const notReady = await until(name, 'Ready=False', (s) => !ready(s), timeoutMs);
     if (count !== undefined) ended.push({ label: name, events: count, count: await count() });
@@ -345,7 +331,7 @@ describe('keycloak preset against a real Keycloak', () => {
   /** An ended chain's ChainBroken and Ready name `reason`, and ChainBroken quotes Keycloak's `description`. */
   function expectEnded(
     check: ExpectStatic,
-    end: { broken: Status; notReady: Status },
+    end: { broken: ConnectionStatus; notReady: ConnectionStatus },
     reason: string,
     description: string,
   ): void {

@@ -28,15 +28,14 @@ import {
   condition,
   connection,
   type ConnectionOverrides,
-  type ConnectionStatus,
   createConnection,
   createSecret,
   deleteConnection,
-  getConnectionStatus,
   ready,
   untilStatus,
   waitFor,
 } from '../harness/builders.ts';
+import { connectionsOf } from '../harness/connections.ts';
 import { localAuditLogFiles } from '../harness/controlplane.ts';
 import { GROUP, isApiError, PLURAL, repoRoot, VERSION } from '../harness/kube.ts';
 import { canary } from '../harness/leaks.ts';
@@ -126,21 +125,7 @@ describe.skipIf(!auditLogFiles)('RBAC against the API server audit log', () => {
     await scenario.close();
   });
 
-  const status = (name: string): Promise<ConnectionStatus> => getConnectionStatus(admin, namespace, name);
-
-  const until = (
-    name: string,
-    what: string,
-    check: (s: ConnectionStatus) => boolean,
-    timeoutMs?: number,
-  ): Promise<ConnectionStatus> => untilStatus(admin, namespace, name, what, check, timeoutMs);
-
-  async function patchSpec(name: string, spec: Record<string, unknown>): Promise<void> {
-    await custom.patchNamespacedCustomObject(
-      { group: GROUP, version: VERSION, namespace, plural: PLURAL, name, body: { spec } },
-      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
-    );
-  }
+  const { status, until, patchSpec } = connectionsOf(() => ({ admin, namespace }));
 
   async function leaseHolder(): Promise<string | undefined> {
     const coordination = admin.makeApiClient(k8s.CoordinationV1Api);

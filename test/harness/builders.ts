@@ -105,6 +105,12 @@ export function condition(status: ConnectionStatus, type: string) {
 /** Whether the connection says its output Secret holds a valid token (Ready=True). */
 export const ready = (s: ConnectionStatus): boolean => condition(s, 'Ready')?.status === 'True';
 
+/** The reasons of the Events recorded for an object of the namespace, by its name. */
+export async function eventReasons(kc: k8s.KubeConfig, namespace: string, name: string): Promise<string[]> {
+  const events = await kc.makeApiClient(k8s.CoreV1Api).listNamespacedEvent({ namespace });
+  return events.items.filter((e) => e.involvedObject.name === name).map((e) => e.reason ?? '');
+}
+
 /**
  * A run's polled statuses held against "Ready throughout": the index of the first Ready one (-1
  * when none), the Ready conditions of those after it that are not Ready, and the statuses with

@@ -24,6 +24,7 @@ import {
   type ConnectionStatus,
   createConnection,
   createSecret,
+  eventReasons,
   healthOf,
   OutputTokenWatcher,
   readSecretData,
@@ -445,8 +446,7 @@ describe('concur preset against the SAP Concur simulator', () => {
       const stored = await storedChain('recovered');
       secrets.push(stored.refreshToken ?? '');
       expect(stored.refreshToken === sim.currentRefreshToken(), 'the state holds the new chain').toBe(true);
-      const events = await core.listNamespacedEvent({ namespace });
-      const reasons = events.items.filter((e) => e.involvedObject.name === 'recovered').map((e) => e.reason);
+      const reasons = await eventReasons(admin, namespace, 'recovered');
       expect(reasons).toContain('ChainBroken');
       expect(reasons).toContain('RecoveryLoginSucceeded');
     }, 90_000);
@@ -507,10 +507,7 @@ describe('concur preset against the SAP Concur simulator', () => {
       expect(bases.values).toEqual([sim.geolocations.us, sim.geolocations.emea]);
       const reasons = statuses.observed.flatMap((o) => (o.status.conditions ?? []).map((c) => c.reason));
       expect(reasons, 'the move is no login failure').not.toContain('LoginProviderError');
-      const events = await core.listNamespacedEvent({ namespace });
-      expect(events.items.filter((e) => e.involvedObject.name === 'relogin').map((e) => e.reason)).toContain(
-        'RecoveryLoginSucceeded',
-      );
+      expect(await eventReasons(admin, namespace, 'relogin')).toContain('RecoveryLoginSucceeded');
     }, 90_000);
 
     it('5 in the recovery login (wrong password): one attempt, LoginFailed, no lock-out', async ({

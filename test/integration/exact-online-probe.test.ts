@@ -4,7 +4,7 @@
 // to 570 s of 401s for every consumer.
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { condition, ready, waitFor } from '../harness/builders.ts';
+import { condition, eventReasons, ready, waitFor } from '../harness/builders.ts';
 import { ExactOnlineFixture } from '../harness/exact-online.ts';
 import { createNamespace } from '../harness/kube.ts';
 import type { OperatorProcess } from '../harness/operator.ts';
@@ -91,10 +91,7 @@ describe('exact-online token liveness probe', () => {
       operator.lines.some((l) => l.includes('"probed"') && l.includes('"verdict":"rejected"')),
       'the probe reported the rejection',
     ).toBe(true);
-    const events = await admin.makeApiClient(k8s.CoreV1Api).listNamespacedEvent({ namespace });
-    expect(events.items.filter((e) => e.involvedObject.name === 'probed').map((e) => e.reason)).toContain(
-      'ProbeRejected',
-    );
+    expect(await eventReasons(admin, namespace, 'probed')).toContain('ProbeRejected');
     await exact.closeSimulator(sim);
   }, 120_000);
 });

@@ -11,6 +11,7 @@ import {
   condition,
   type ConnectionStatus,
   createSecret,
+  eventReasons,
   healthOf,
   OutputTokenWatcher,
   ready,
@@ -164,8 +165,7 @@ describe('exact-online preset against the Exact Online simulator', () => {
     expect(stats).toMatchObject({ brokenChain: 1, logins: 1, failedPasswords: 0, failedTotpCodes: 0 });
     expect(stats.tooEarly).toBe(0);
     expect(stats.reuses).toBe(0);
-    const events = await core.listNamespacedEvent({ namespace });
-    const reasons = events.items.filter((e) => e.involvedObject.name === 'recover').map((e) => e.reason);
+    const reasons = await eventReasons(admin, namespace, 'recover');
     expect(reasons).toContain('RecoveryLoginSucceeded');
     expect(reasons).toContain('ChainBroken');
     await exact.closeSimulator(sim);

@@ -8,22 +8,18 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   condition,
   connection,
+  type ConnectionStatus,
   createConnection,
   createSecret,
+  eventReasons,
   getConnectionStatus,
   readSecretData,
   waitFor,
-  type ConnectionStatus,
 } from '../harness/builders.ts';
 import { createNamespace } from '../harness/kube.ts';
 import { canary, findLeaks } from '../harness/leaks.ts';
 import type { TestOidcServer } from '../harness/oidc/server.ts';
 import { clientSecretOf, Scenario } from '../harness/scenario.ts';
-
-async function eventReasons(kc: k8s.KubeConfig, namespace: string, name: string): Promise<string[]> {
-  const events = await kc.makeApiClient(k8s.CoreV1Api).listNamespacedEvent({ namespace });
-  return events.items.filter((e) => e.involvedObject.name === name).map((e) => e.reason ?? '');
-}
 
 async function waitForReady(
   kc: k8s.KubeConfig,

@@ -19,6 +19,7 @@ import {
   type ConnectionStatus,
   createSecret,
   deleteConnection,
+  eventReasons,
   healthOf,
   readSecretData,
   ready,
@@ -260,8 +261,7 @@ describe('folio preset against the FOLIO simulator', () => {
       expect(condition(recovered, 'ChainBroken')?.status).toBe('False');
       expect(recovered.loginAttempts?.length).toBe(1);
       expect(recovered.lastRecoveryTime).toBeDefined();
-      const events = await core.listNamespacedEvent({ namespace });
-      const reasons = events.items.filter((e) => e.involvedObject.name === 'revoked').map((e) => e.reason);
+      const reasons = await eventReasons(admin, namespace, 'revoked');
       expect(reasons).toEqual(expect.arrayContaining(['LoggedIn', 'ChainBroken', 'RecoveryLoginSucceeded']));
     }, 120_000);
 
@@ -437,8 +437,7 @@ describe('folio preset against the FOLIO simulator', () => {
       expect(loggedOut).toHaveLength(1);
       expect(sim.validRefreshTokens(USERNAME)).toEqual([personToken]);
       const events = await waitFor('the Revoked Event', async () => {
-        const list = await core.listNamespacedEvent({ namespace });
-        const reasons = list.items.filter((e) => e.involvedObject.name === 'logout').map((e) => e.reason);
+        const reasons = await eventReasons(admin, namespace, 'logout');
         return reasons.includes('Revoked') ? reasons : undefined;
       });
       expect(events).toContain('LoggedIn');

@@ -22,6 +22,7 @@ import {
   type ConnectionOverrides,
   type ConnectionStatus,
   createSecret,
+  eventReasons,
   healthOf,
   OutputTokenWatcher,
   ready,
@@ -247,8 +248,7 @@ describe('generic preset against a server with a rotation grace window', () => {
       expect(server.reuseCount()).toBe(0);
       expect(server.loginAttempts().map((a) => a.passwordOk)).toEqual([true]);
       expect(condition(recovered, 'ChainBroken')?.status).toBe('False');
-      const events = await admin.makeApiClient(k8s.CoreV1Api).listNamespacedEvent({ namespace });
-      const reasons = events.items.filter((e) => e.involvedObject.name === 'late').map((e) => e.reason);
+      const reasons = await eventReasons(admin, namespace, 'late');
       expect(reasons).toContain('ChainBroken');
       expect(reasons).toContain('RecoveryLoginSucceeded');
     }, 90_000);

@@ -29,12 +29,13 @@ import { stateSecretName } from '../../src/controller/state-store.ts';
 import {
   condition,
   connection,
+  type ConnectionStatus,
   createConnection,
   createSecret,
+  eventReasons,
   readSecretData,
   ready,
   waitFor,
-  type ConnectionStatus,
 } from '../harness/builders.ts';
 import { connectionsOf } from '../harness/connections.ts';
 import { ensureKeycloakDistribution, startKeycloak, type KeycloakServer } from '../harness/keycloak.ts';
@@ -291,11 +292,6 @@ describe('keycloak preset against a real Keycloak', () => {
   /** Operator log lines about this connection that report a failed token request. */
   const failedRequests = (name: string): string[] =>
     operator.lines.filter((l) => l.includes(`"${name}"`) && l.includes('token request failed'));
-
-  async function eventReasons(name: string): Promise<string[]> {
-    const list = await core.listNamespacedEvent({ namespace });
-    return list.items.filter((e) => e.involvedObject.name === name).map((e) => e.reason ?? '');
-  }
 
   async function suspend(name: string): Promise<ConnectionStatus> {
     const custom = admin.makeApiClient(k8s.CustomObjectsApi);
@@ -580,7 +576,7 @@ describe('keycloak preset against a real Keycloak', () => {
       expect((await events(r, 'CODE_TO_TOKEN')).length).toBe(1);
       expect(await events(r, 'LOGIN_ERROR')).toEqual([]);
       expect(recovered.loginAttempts?.length).toBe(1);
-      expect(await eventReasons('reused-code')).toEqual(
+      expect(await eventReasons(admin, namespace, 'reused-code')).toEqual(
         expect.arrayContaining(['ChainBroken', 'RecoveryLoginSucceeded']),
       );
       expect(await userinfoStatus(r, 'reused-code')).toBe(200);
@@ -635,7 +631,7 @@ describe('keycloak preset against a real Keycloak', () => {
       expect(logins.map((e) => e.details?.grant_type)).toEqual(['password', 'password']);
       expect(await events(r, 'LOGIN_ERROR')).toEqual([]);
       expect(recovered.loginAttempts?.length).toBe(1);
-      expect(await eventReasons('stale-direct')).toEqual(
+      expect(await eventReasons(admin, namespace, 'stale-direct')).toEqual(
         expect.arrayContaining(['ChainBroken', 'RecoveryLoginSucceeded']),
       );
       expect(await userinfoStatus(r, 'stale-direct')).toBe(200);
@@ -657,7 +653,7 @@ describe('keycloak preset against a real Keycloak', () => {
         'Stale token',
         "Session doesn't have required client",
       ]);
-      expect(await eventReasons('replayed')).toContain('RefreshTokenRejected');
+      expect(await eventReasons(admin, namespace, 'replayed')).toContain('RefreshTokenRejected');
     }, 200_000);
 
     it('"Session not active" after an administrator logged the user out: SessionExpired, Ready=False', async ({

@@ -244,9 +244,19 @@ describe('API server unreachable between the provider’s answer and the persist
       oidc.refreshTokenState(persisted.refreshToken ?? ''),
       'the stored token is the provider’s latest',
     ).toBe('current');
-    // It was outage-a that stored its own answer.
-    expect(logged(leader, 'tokens refreshed').map((record) => record.rotations)).toContain(
-      before.rotations + 1,
+    // It was outage-a that stored its own answer. It logs that once the API server has answered its
+    // write, which can come after this process has already read the stored state: wait for the line.
+    const storedBy = await waitFor(
+      'the replica that stored the answer to log it',
+      () =>
+        [leader, follower].find((operator) =>
+          logged(operator, 'tokens refreshed').some((record) => record.rotations === before.rotations + 1),
+        ),
+      30_000,
+      50,
+    );
+    expect(storedBy === leader ? 'outage-a' : 'outage-b', 'the replica that stored the answer').toBe(
+      'outage-a',
     );
 
     // outage-a lost its Lease during the outage: once its persist is done it exits 1; outage-b leads.

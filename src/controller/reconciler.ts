@@ -177,7 +177,10 @@ export class Reconciler {
       // The output Secret is someone else's (or, transient, a deleted predecessor's), or spec.output
       // asks for keys or sizes it may not have.
       if (err instanceof OutputError) {
-        return engine.fail({ kind: err.kind, reason: err.reason, message: err.message }, undefined, false);
+        return engine.fail(
+          { kind: err.kind, reason: err.reason, message: err.message },
+          { outputWritten: false },
+        );
       }
       // Endpoint resolution (discovery, the endpoint policy) failed before any request was sent.
       if (isTokenError(err)) return engine.fail(failureOf(err));

@@ -73,6 +73,16 @@ export interface EngineResult {
   requeueAfterMs?: number;
 }
 
+export interface FailOptions {
+  /** The credentials version that failed: no further login with it until its Secret changes. */
+  blockCredentials?: string | undefined;
+  /**
+   * False when the output Secret could not be written: the token the state holds is then not what
+   * pods read, so it cannot keep Ready.
+   */
+  outputWritten?: boolean;
+}
+
 /** What the steps in other files (logins.ts, probe.ts) use of the engine that runs them. */
 export type EngineSteps = Pick<
   ChainEngine,
@@ -336,7 +346,9 @@ export class ChainEngine {
       if (this.followRelocation(err) !== undefined) return 'again';
       // A rejected password is not tried again with the same credentials (decide.ts, passwordBlocked).
       const rejectedPassword = grant.type === 'password' && err.reason === 'InvalidCredentials';
-      return this.fail(failureOf(err), rejectedPassword ? inputs.passwordVersion : undefined);
+      return this.fail(failureOf(err), {
+        blockCredentials: rejectedPassword ? inputs.passwordVersion : undefined,
+      });
     }
 
     if (this.ctx.crashAfterTokenResponse === true) {
@@ -511,12 +523,9 @@ export class ChainEngine {
     return { requeueAfterMs: Math.min(result.requeueAfterMs ?? probeInMs, probeInMs) };
   }
 
-  /**
-   * Records a failure in status; `blockCredentials` stops further logins with these credentials.
-   * `outputWritten: false` when the output Secret could not be written
-   * (an output error): the token the state holds is then not what pods read, so it cannot keep Ready.
-   */
-  async fail(failure: Failure, blockCredentials?: string, outputWritten = true): Promise<EngineResult> {
+  /** Records a failure in status and plans the retry (see FailOptions). */
+  async fail(failure: Failure, options: FailOptions = {}): Promise<EngineResult> {
+    const { blockCredentials, outputWritten = true } = options;
     const state = this.ctx.handle.state;
     const nowMs = this.deps.clock.now();
     const minIntervalMs = this.ctx.inputs.timing.minIntervalMs;

@@ -71,7 +71,7 @@ export async function startChain(engine: EngineSteps, why: Failure): Promise<Eng
     delete released.claim;
     const persisted = await engine.persistOrConflict(released, claim.id, claim.startedAtMs);
     if (persisted !== undefined) return persisted;
-    return engine.fail(failure, rejected ? inputs.passwordVersion : undefined);
+    return engine.fail(failure, { blockCredentials: rejected ? inputs.passwordVersion : undefined });
   }
   const next = afterLogin(
     handle.state,
@@ -169,7 +169,9 @@ export async function recoveryLogin(
     delete released.claim;
     const persisted = await engine.persistOrConflict(released, claim.id, claim.startedAtMs);
     if (persisted !== undefined) return persisted;
-    return engine.fail(failure, failure.reason === 'LoginFailed' ? inputs.login.version : undefined);
+    return engine.fail(failure, {
+      blockCredentials: failure.reason === 'LoginFailed' ? inputs.login.version : undefined,
+    });
   }
 
   // A geolocation in the answer (Concur's) replaces the one followed (afterLogin).

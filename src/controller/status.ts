@@ -157,11 +157,49 @@ export interface FailureInput {
   accessTokenExpiresAtMs?: number;
   /** The provider's floor: when a too-early refresh may be tried again. */
   minIntervalRetryAtMs?: number;
+  /** When the access token the output Secret holds was issued (with accessTokenExpiresAtMs, its lifetime). */
+  issuedAtMs?: number;
   inputsVersion: string;
 }
 
+/** How far before the access token's expiry, as a share of its lifetime, a too-early refresh is retried. */
+export const TOO_EARLY_RETRY_BEFORE_EXPIRY = 0.025;
+
+/**
+ * When to ask again after a too-early answer. While the floor we planned with is ahead, at that floor.
+ * Once it has passed, the provider's floor is higher than ours (a spec minInterval too low) and lies
+ * somewhere before the token's expiry. Each refusal counts towards the provider's errors an hour
+ * (Exact blocks a client key after 10), so the next try is not a short backoff but the latest moment
+ * that still spares consumers: just before the access token expires. Exact's 570 s floor is then
+ * met at the first retry (585 s of a 600 s token), one refusal a cycle at most.
+ */
+function tooEarlyRetryDelay(input: FailureInput, failedAttempts: number): number {
+  const { failure, nowMs, issuedAtMs, accessTokenExpiresAtMs } = input;
+  const allowedAtMs = failure.notBeforeMs ?? input.minIntervalRetryAtMs;
+  if (allowedAtMs !== undefined && allowedAtMs > nowMs) return delayUntil(allowedAtMs, nowMs);
+  const backoffMs = backoffDelay('transient', failedAttempts, failure.retryAfterMs);
+  if (issuedAtMs === undefined || accessTokenExpiresAtMs === undefined || accessTokenExpiresAtMs <= nowMs) {
+    return backoffMs;
+  }
+  const lifetimeMs = accessTokenExpiresAtMs - issuedAtMs;
+  const lastMomentMs = accessTokenExpiresAtMs - lifetimeMs * TOO_EARLY_RETRY_BEFORE_EXPIRY;
+  return Math.max(backoffMs, lastMomentMs - nowMs);
+}
+
+/** A too-early answer after the floor we planned with: that floor (spec.refresh.minInterval) is too low. */
+function floorTooLow(input: FailureInput): boolean {
+  const allowedAtMs = input.failure.notBeforeMs ?? input.minIntervalRetryAtMs;
+  return input.failure.kind === 'too_early' && allowedAtMs !== undefined && allowedAtMs <= input.nowMs;
+}
+
 export function onFailure(input: FailureInput): Decision {
-  const { previous, nowMs, failure } = input;
+  const { previous, nowMs } = input;
+  const failure = floorTooLow(input)
+    ? {
+        ...input.failure,
+        message: `${input.failure.message}; spec.refresh.minInterval is below the provider's floor: raise it`,
+      }
+    : input.failure;
   // A conflict is another writer's doing, not a failure of the chain: it is not counted.
   const failedAttempts =
     failure.kind === 'conflict' ? (previous.failedAttempts ?? 0) : (previous.failedAttempts ?? 0) + 1;
@@ -183,17 +221,9 @@ export function onFailure(input: FailureInput): Decision {
     case 'conflict':
       requeueAfterMs = backoffDelay('in_doubt', failedAttempts, failure.retryAfterMs);
       break;
-    case 'too_early': {
-      // The provider's floor when it is still ahead. When it has passed, the floor we planned with
-      // is below the provider's (a spec minInterval too low): asking again at once would only add to
-      // the provider's error count (Exact blocks a key after 10 an hour), so back off exponentially.
-      const allowedAtMs = failure.notBeforeMs ?? input.minIntervalRetryAtMs;
-      requeueAfterMs =
-        allowedAtMs !== undefined && allowedAtMs > nowMs
-          ? delayUntil(allowedAtMs, nowMs)
-          : backoffDelay('transient', failedAttempts, failure.retryAfterMs);
+    case 'too_early':
+      requeueAfterMs = tooEarlyRetryDelay(input, failedAttempts);
       break;
-    }
     case 'relocate':
       requeueAfterMs = backoffDelay('in_doubt', 1);
       break;

@@ -182,6 +182,84 @@ describe('onFailure', () => {
     },
   );
 
+  describe('too early after the floor we planned with (spec.refresh.minInterval below the provider floor)', () => {
+    // Exact's shape: a 600 s access token issued at ISSUED, our floor 300 s, the provider's 570 s.
+    const ISSUED = T0 - 300_000;
+    const EXPIRES = ISSUED + 600_000;
+    const tooEarly: Failure = { kind: 'too_early', reason: 'TooEarly', message: 'too early (HTTP 400)' };
+    const cases: {
+      name: string;
+      nowMs: number;
+      failedBefore: number;
+      issuedAtMs?: number;
+      expiresAtMs: number;
+      requeueMs: number;
+    }[] = [
+      {
+        name: 'the first refusal: once more just before the token expires (585 s of 600 s), not on a short backoff',
+        nowMs: T0,
+        failedBefore: 0,
+        issuedAtMs: ISSUED,
+        expiresAtMs: EXPIRES,
+        requeueMs: EXPIRES - 15_000 - T0,
+      },
+      {
+        name: 'refused again at that moment (the provider floor is higher still): the growing backoff',
+        nowMs: EXPIRES - 15_000,
+        failedBefore: 1,
+        issuedAtMs: ISSUED,
+        expiresAtMs: EXPIRES,
+        requeueMs: 4_000,
+      },
+      {
+        name: 'the token has expired: the growing backoff',
+        nowMs: EXPIRES + 1_000,
+        failedBefore: 2,
+        issuedAtMs: ISSUED,
+        expiresAtMs: EXPIRES,
+        requeueMs: 8_000,
+      },
+      {
+        name: 'issuance unknown (a state from an older version): the growing backoff',
+        nowMs: T0,
+        failedBefore: 0,
+        expiresAtMs: EXPIRES,
+        requeueMs: 2_000,
+      },
+    ];
+    it.each(cases)('$name', ({ nowMs, failedBefore, issuedAtMs, expiresAtMs, requeueMs }) => {
+      const decision = onFailure({
+        previous: { failedAttempts: failedBefore },
+        generation: 1,
+        nowMs,
+        failure: tooEarly,
+        accessTokenExpiresAtMs: expiresAtMs,
+        minIntervalRetryAtMs: ISSUED + 300_000,
+        ...(issuedAtMs !== undefined ? { issuedAtMs } : {}),
+        inputsVersion: 'v1',
+      });
+      expect(decision.requeueAfterMs).toBe(requeueMs);
+    });
+
+    it('names the field to raise in Degraded; a refusal before our floor does not', () => {
+      const degraded = (minIntervalRetryAtMs: number): string | undefined =>
+        onFailure({
+          previous: {},
+          generation: 1,
+          nowMs: T0,
+          failure: tooEarly,
+          accessTokenExpiresAtMs: EXPIRES,
+          minIntervalRetryAtMs,
+          issuedAtMs: ISSUED,
+          inputsVersion: 'v1',
+        }).status.conditions?.find((c) => c.type === 'Degraded')?.message;
+      expect(degraded(T0 - 1)).toBe(
+        "too early (HTTP 400); spec.refresh.minInterval is below the provider's floor: raise it",
+      );
+      expect(degraded(T0 + 270_000)).toBe('too early (HTTP 400)');
+    });
+  });
+
   it('counts consecutive failures for the backoff and emits one Event per new reason', () => {
     const failure: Failure = { kind: 'transient', reason: 'ProviderUnavailable', message: 'm' };
     const first = onFailure({ previous: {}, generation: 1, nowMs: T0, failure, inputsVersion: 'v1' });

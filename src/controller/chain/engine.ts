@@ -543,7 +543,9 @@ export class ChainEngine {
       ...(outputWritten && state?.accessTokenExpiresAtMs !== undefined
         ? { accessTokenExpiresAtMs: state.accessTokenExpiresAtMs }
         : {}),
-      ...(state?.issuedAtMs !== undefined ? { minIntervalRetryAtMs: state.issuedAtMs + minIntervalMs } : {}),
+      ...(state?.issuedAtMs !== undefined
+        ? { minIntervalRetryAtMs: state.issuedAtMs + minIntervalMs, issuedAtMs: state.issuedAtMs }
+        : {}),
       inputsVersion: this.ctx.inputs.version,
     });
     return this.apply(decision);

@@ -26,6 +26,8 @@ export interface TokenFailureInput {
   /** The parsed JSON body, or the raw text. */
   body?: unknown;
   networkError?: NetworkFailure;
+  /** The endpoint's host: a network failure's message names it (the status then says which one). */
+  host?: string;
   /** The response exceeded the size cap and was abandoned unread. */
   bodyTooLarge?: boolean;
   /**
@@ -346,8 +348,11 @@ export function classifyTokenFailure(input: TokenFailureInput): TokenFailure {
   }
   // A body lost after a non-2xx status line: the provider already said no, so judge the status.
   const failedStatus = status !== undefined && (status < 200 || status >= 300);
-  if (input.networkError !== undefined && !failedStatus)
-    return finish(networkVerdict(input.networkError, grant));
+  if (input.networkError !== undefined && !failedStatus) {
+    const failure = finish(networkVerdict(input.networkError, grant));
+    if (input.host !== undefined) failure.message = `${failure.message} (host ${input.host})`;
+    return failure;
+  }
   if (status === undefined) return finish({ code: 'transient', reason: 'ProviderUnavailable' });
 
   if (status >= 200 && status < 300) {

@@ -28,6 +28,8 @@ export interface Exchange {
   /** Parsed JSON when the body was JSON, else the raw text. */
   body?: unknown;
   network?: NetworkFailure;
+  /** The host the failed request went to. */
+  host?: string;
   tooLarge?: boolean;
   refused?: TokenError;
 }
@@ -100,7 +102,10 @@ export function recordingFetch(
         if (err.status !== undefined) exchange.status = err.status;
         if (err.headers !== undefined) exchange.headers = headersToRecord(err.headers);
         if (err.kind === 'too-large') exchange.tooLarge = true;
-        else exchange.network = networkFailureOf(err);
+        else {
+          exchange.network = networkFailureOf(err);
+          exchange.host = new URL(url).host;
+        }
       }
       throw err;
     }
@@ -264,7 +269,13 @@ export function failureFrom(err: unknown, exchange: Exchange, context: FailureCo
     headers: exchange.headers ?? {},
   };
   if (exchange.tooLarge === true) return tokenErrorFor({ ...base, bodyTooLarge: true });
-  if (exchange.network !== undefined) return tokenErrorFor({ ...base, networkError: exchange.network });
+  if (exchange.network !== undefined) {
+    return tokenErrorFor({
+      ...base,
+      networkError: exchange.network,
+      ...(exchange.host !== undefined ? { host: exchange.host } : {}),
+    });
+  }
   if (exchange.status !== undefined) return tokenErrorFor({ ...base, body: exchange.body });
   return configurationError('InvalidRequest', `token request could not be built (${safeLibraryCode(err)})`);
 }

@@ -538,6 +538,25 @@ describe('classifyTokenFailure', () => {
     expect(failure.message).toBe('token endpoint rate limit reached (HTTP 429, retry after 5s)');
   });
 
+  it('names the host in a network failure, so the status says which endpoint did not answer', () => {
+    const timeout = (host?: string): string =>
+      classifyTokenFailure({
+        grant: 'client_credentials',
+        networkError: 'timeout',
+        nowMs: NOW,
+        ...(host !== undefined ? { host } : {}),
+      }).message;
+    expect(timeout('tarpit.example:8443')).toBe(
+      'token endpoint did not answer in time (host tarpit.example:8443)',
+    );
+    expect(timeout()).toBe('token endpoint did not answer in time');
+    // An answer with a status is judged by it; the host adds nothing there.
+    expect(
+      classifyTokenFailure({ httpStatus: 503, networkError: 'lost-response', host: 'h.example', nowMs: NOW })
+        .message,
+    ).not.toContain('h.example');
+  });
+
   it('replaces an error code that is not a plain OAuth word', () => {
     const failure = classifyTokenFailure({
       httpStatus: 400,

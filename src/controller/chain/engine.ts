@@ -346,7 +346,9 @@ export class ChainEngine {
       if (this.followRelocation(err) !== undefined) return 'again';
       // A rejected password is not tried again with the same credentials (decide.ts, passwordBlocked).
       const rejectedPassword = grant.type === 'password' && err.reason === 'InvalidCredentials';
-      return this.fail(failureOf(err), {
+      const failure = failureOf(err);
+      if (rejectedPassword) failure.message = `spec.grant.passwordRef: ${failure.message}`;
+      return this.fail(failure, {
         blockCredentials: rejectedPassword ? inputs.passwordVersion : undefined,
       });
     }

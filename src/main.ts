@@ -266,14 +266,31 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
   return lostLeadership ? 1 : 0;
 }
 
+/** How long an exit waits for the log lines still queued for stdout and stderr. */
+const EXIT_FLUSH_TIMEOUT_MS = 5_000;
+
+/**
+ * Exits once what was written to stdout and stderr has left the process. Writes to a pipe (a
+ * container runtime's log pipe) are queued, and process.exit drops the queue: a stopping replica
+ * would lose its last lines, the ones that say why it stopped. A reader that never drains the pipe
+ * cannot hold the exit past the timeout.
+ */
+function exitAfterFlush(code: number): void {
+  setTimeout(() => process.exit(code), EXIT_FLUSH_TIMEOUT_MS).unref();
+  let pending = 2;
+  const flushed = (): void => {
+    pending -= 1;
+    if (pending === 0) process.exit(code);
+  };
+  process.stdout.write('', flushed);
+  process.stderr.write('', flushed);
+}
+
 if (import.meta.main) {
-  main(process.argv.slice(2), process.env).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(
-        `oauth-token-operator: fatal: ${err instanceof Error ? err.message : String(err)}\n`,
-      );
-      process.exit(1);
-    },
-  );
+  main(process.argv.slice(2), process.env).then(exitAfterFlush, (err: unknown) => {
+    process.stderr.write(
+      `oauth-token-operator: fatal: ${err instanceof Error ? err.message : String(err)}\n`,
+    );
+    exitAfterFlush(1);
+  });
 }

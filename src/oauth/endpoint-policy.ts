@@ -17,7 +17,6 @@
 // - An IPv4-mapped (::ffff:a.b.c.d) or NAT64 (64:ff9b::a.b.c.d) address counts as the IPv4 address
 //   it carries. Addresses are matched with node's net.BlockList against the table SPECIAL_RANGES.
 //
-import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
 import { TokenError } from './errors.ts';
 
@@ -29,11 +28,6 @@ export interface EndpointPolicy {
   /** Allow RFC 1918 / CGNAT / ULA addresses and cluster-internal names (on-premises providers). */
   allowPrivateNetworks?: boolean;
 }
-
-export type HostResolver = (host: string) => Promise<string[]>;
-
-export const systemResolve: HostResolver = async (host) =>
-  (await lookup(host, { all: true, order: 'verbatim' })).map((entry) => entry.address);
 
 export type AddressClass =
   'public' | 'loopback' | 'private' | 'link-local' | 'metadata' | 'unspecified' | 'multicast' | 'reserved';
@@ -78,7 +72,8 @@ export function hostMatches(host: string, pattern: string): boolean {
  * https://www.iana.org/assignments/iana-ipv6-special-registry/) where this policy has no reason of
  * its own to differ:
  * - metadata: the instance metadata services (169.254.169.254 on most clouds, AWS's IPv6
- *   fd00:ec2::254, Alibaba Cloud's 100.100.100.200), refused whatever the flags.
+ *   fd00:ec2::254, Alibaba Cloud's 100.100.100.200, Azure's WireServer 168.63.129.16, a public address
+ *   that hands a VM its extension settings and certificates), refused whatever the flags.
  * - private: besides RFC 1918 and IPv6 unique-local, CGNAT (100.64.0.0/10), RFC 2544 benchmarking
  *   (198.18.0.0/15) and the deprecated site-local fec0::/10, all of which are networks inside an
  *   organisation or provider rather than the internet.
@@ -88,7 +83,7 @@ export function hostMatches(host: string, pattern: string): boolean {
  * they are routed nowhere, and tests use them as stand-ins for public addresses.
  */
 const SPECIAL_RANGES: readonly (readonly [Exclude<AddressClass, 'public'>, readonly string[]])[] = [
-  ['metadata', ['169.254.169.254/32', '100.100.100.200/32', 'fd00:ec2::254/128']],
+  ['metadata', ['169.254.169.254/32', '100.100.100.200/32', '168.63.129.16/32', 'fd00:ec2::254/128']],
   ['unspecified', ['0.0.0.0/8', '::/128']],
   ['loopback', ['127.0.0.0/8', '::1/128']],
   ['link-local', ['169.254.0.0/16', 'fe80::/10']],

@@ -31,7 +31,8 @@ export {
   type TransportRequest,
   type TransportResponse,
 } from './transport.ts';
-export { type EndpointPolicy, type HostResolver, systemResolve } from './endpoint-policy.ts';
+export { type EndpointPolicy } from './endpoint-policy.ts';
+export { type HostResolver, systemResolve } from './resolve.ts';
 export {
   canonicalTokenType,
   type ClientAuthMethod,

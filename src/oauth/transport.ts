@@ -16,13 +16,8 @@
 // checked when it was opened, and the policy does not change while the process runs.
 import { Agent, request as undiciRequest, type Dispatcher } from 'undici';
 import type { LookupAddress } from 'node:dns';
-import {
-  checkAddresses,
-  checkURL,
-  systemResolve,
-  type EndpointPolicy,
-  type HostResolver,
-} from './endpoint-policy.ts';
+import { checkAddresses, checkURL, type EndpointPolicy } from './endpoint-policy.ts';
+import { systemResolve, type HostResolver } from './resolve.ts';
 import { TokenError } from './errors.ts';
 
 export const DEFAULT_TIMEOUT_MS = 30_000;

@@ -4,8 +4,8 @@ import {
   classifyAddress,
   hostMatches,
   type EndpointPolicy,
-  type HostResolver,
 } from '../../src/oauth/endpoint-policy.ts';
+import type { HostResolver } from '../../src/oauth/resolve.ts';
 import { TokenError } from '../../src/oauth/errors.ts';
 import { LookupRefusal, Transport } from '../../src/oauth/transport.ts';
 
@@ -69,6 +69,8 @@ describe('classifyAddress', () => {
     ['fd12:3456::1', 'private'],
     ['169.254.169.254', 'metadata'],
     ['100.100.100.200', 'metadata'],
+    ['168.63.129.16', 'metadata'],
+    ['168.63.129.17', 'public'],
     ['fd00:ec2::254', 'metadata'],
     ['169.254.10.10', 'link-local'],
     ['fe80::1', 'link-local'],

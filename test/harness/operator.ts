@@ -61,6 +61,7 @@ export interface OperatorProcess {
   child: ChildProcess;
   /** Every line the process wrote, stdout and stderr. */
   lines: string[];
+  /** The exit code (-1 after a signal), once the process has ended and its output was read to the end. */
   exited: Promise<number | null>;
   kill(signal?: NodeJS.Signals): Promise<number | null>;
 }
@@ -109,22 +110,38 @@ export function startOperator(options: StartOperatorOptions): OperatorProcess {
     // See below: the on-disk copy is optional.
   }
   const logFile = join(logDir, `${options.identity}-${String(child.pid)}.log`);
-  const collect = (chunk: Buffer): void => {
-    for (const line of chunk.toString('utf8').split('\n')) {
-      if (line.trim() === '') continue;
-      lines.push(line);
-      try {
-        appendFileSync(logFile, `${line}\n`);
-      } catch {
-        // The copy on disk is a convenience; the lines in memory are what tests assert on.
-      }
-      options.onLine?.(line, options.identity);
+  const collect = (line: string): void => {
+    if (line.trim() === '') return;
+    lines.push(line);
+    try {
+      appendFileSync(logFile, `${line}\n`);
+    } catch {
+      // The copy on disk is a convenience; the lines in memory are what tests assert on.
     }
+    options.onLine?.(line, options.identity);
   };
-  child.stdout.on('data', collect);
-  child.stderr.on('data', collect);
+  // A chunk read from a pipe can end inside a line (a line over the pipe's atomic write size, 4 KiB,
+  // may arrive in parts): the unfinished end waits for the next chunk, so that no JSON record is
+  // split into two unparseable halves. The stream's string decoder keeps a multi-byte character
+  // whole across chunks in the same way.
+  for (const stream of [child.stdout, child.stderr]) {
+    let unfinished = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      const parts = (unfinished + chunk).split('\n');
+      unfinished = parts.pop() ?? '';
+      for (const line of parts) collect(line);
+    });
+    stream.on('end', () => {
+      collect(unfinished);
+      unfinished = '';
+    });
+  }
+  // 'close', not 'exit': a process may exit before this process has read what it wrote last (its
+  // final log lines), and 'close' comes only once both pipes are drained. A test that reads the
+  // lines after awaiting `exited` then sees every one of them.
   const exited = new Promise<number | null>((resolve) => {
-    child.on('exit', (code, signal) => {
+    child.on('close', (code, signal) => {
       resolve(code ?? (signal ? -1 : null));
     });
   });

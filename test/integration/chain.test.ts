@@ -10,6 +10,7 @@ import {
   connection,
   createConnection,
   createSecret,
+  deleteConnection,
   getConnectionStatus,
   waitFor,
   type ConnectionStatus,
@@ -142,6 +143,10 @@ describe('chain engine: lost state, shared seeds, backoff, hot loops', () => {
     await rotated('shared-a', (first.rotations ?? 0) + 2);
     expect(oidc.reuseCount()).toBe(0);
     expect((await status('shared-b')).chainGeneration ?? 0).toBe(0);
+    // The next test counts every token request this provider receives, and makes it reject them all:
+    // shared-a, still rotating, would add a rejected request of its own before or after that test
+    // takes its count, as the two chains' schedules (and their jitter) fall. It goes now.
+    await deleteConnection(admin, namespace, 'shared-a');
   });
 
   it('a failing connection poked by 20 output-Secret events sends no extra token request', async () => {

@@ -153,7 +153,12 @@ describe('provider faults and hostile input', () => {
       const status = await waitForReady(admin, namespace, 'other', 'False', 'OutputSecretNotOwned');
       expect(condition(status, 'Ready')?.message).toContain('spec.output.secretName');
       expect(await readSecretData(admin, namespace, 'taken')).toEqual({ mine: 'do-not-touch' });
-      expect(await eventReasons(admin, namespace, 'other')).toContain('OutputSecretNotOwned');
+      // The operator records the Event only once the status write it belongs to has succeeded.
+      await waitFor(
+        'the OutputSecretNotOwned Event',
+        async () => (await eventReasons(admin, namespace, 'other')).includes('OutputSecretNotOwned'),
+        10_000,
+      );
     });
   });
 

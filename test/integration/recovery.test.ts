@@ -111,6 +111,8 @@ describe('recovery login with TOTP against oidc-provider', () => {
     };
   }
 
+  // Eleven 15 s tokens take about 100 s (CI runs took up to 103 s): the default test timeout of 120 s
+  // would end the test long before the 240 s its wait allows.
   it('implicit mode keeps the output Secret valid through 10 consecutive expiries with no refresh token', async () => {
     await createConnection(
       admin,
@@ -128,7 +130,7 @@ describe('recovery login with TOTP against oidc-provider', () => {
     expect(oidc.refreshLog().length, 'no refresh token was ever used').toBe(0);
     const status = await getConnectionStatus(admin, namespace, 'implicit');
     expect(condition(status, 'Ready')?.status).toBe('True');
-  });
+  }, 270_000);
 
   it('bootstraps a connection with no seed through the code flow, then rotates normally', async () => {
     await createConnection(

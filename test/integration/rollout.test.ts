@@ -358,6 +358,9 @@ describe('rolling restarts while refreshes are in flight', () => {
       },
       30_000,
     );
+    // Read at once: the next refresh, seconds after this quiet moment, consumes the stored token, and
+    // stopping the scraper and the watches below can take seconds too.
+    const finalTokenState = oidc.refreshTokenState(final.refreshToken ?? '');
     scraping.abort();
     await scraper;
     await statusWatch.stop();
@@ -368,7 +371,7 @@ describe('rolling restarts while refreshes are in flight', () => {
     expect(oidc.reuseCount(), 'refresh-token reuses recorded by the provider').toBe(0);
     expect(final.chainGeneration).toBe(1);
     expect(final.broken).toBeUndefined();
-    expect(oidc.refreshTokenState(final.refreshToken ?? '')).toBe('current');
+    expect(finalTokenState, 'the stored refresh token, when the state was read').toBe('current');
     expect(final.rotations).toBeGreaterThanOrEqual(CYCLES + 1);
 
     // No token lost: no replica counted one, or said it could not store one.

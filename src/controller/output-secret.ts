@@ -12,7 +12,7 @@
 // can set on any Secret (controllingConnection).
 import * as k8s from '@kubernetes/client-node';
 import { API_VERSION, GROUP, KIND, type OAuthConnection } from '../api/v1alpha1.ts';
-import { canonicalTokenType, normaliseGeolocation } from '../oauth/index.ts';
+import { canonicalTokenType, MAX_TOKEN_BYTES, normaliseGeolocation } from '../oauth/index.ts';
 import { CONNECTION_NAME_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, ROLE_LABEL } from './state-store.ts';
 
 export interface OutputTokens {
@@ -120,10 +120,11 @@ export class OutputRejectedError extends OutputError {
 }
 
 /**
- * Largest access token rendered, in bytes. JWTs with many claims reach a few KiB; anything near this
- * is a provider sending something else, and every template multiplies it.
+ * Largest access token rendered, in bytes: the OAuth layer's own cap (MAX_TOKEN_BYTES, 16 KiB), so
+ * one number holds everywhere. Tokens above it are refused where the answer is read; this check
+ * covers a token stored by an older version, since every template multiplies it.
  */
-export const MAX_ACCESS_TOKEN_BYTES = 64 * 1024;
+export const MAX_ACCESS_TOKEN_BYTES = MAX_TOKEN_BYTES;
 /**
  * Largest rendered data, keys and values, in bytes: half of the 1 MiB a Secret may hold, so that the
  * base64 encoding and the metadata fit with room to spare. 8 templates of 16 KiB (the CRD's limits)

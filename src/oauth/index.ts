@@ -32,6 +32,7 @@ export {
   type TransportResponse,
 } from './transport.ts';
 export { type EndpointPolicy } from './endpoint-policy.ts';
+export { MAX_TOKEN_BYTES } from './grants.ts';
 export { type HostResolver, systemResolve } from './resolve.ts';
 export {
   canonicalTokenType,

@@ -303,12 +303,12 @@ describe('renderOutputData: sizes', () => {
 
   it.each([
     {
-      name: 'a token over 64 KiB',
+      name: 'a token over 16 KiB, the OAuth layer cap',
       output: { secretName: 's' },
       tokenBytes: MAX_ACCESS_TOKEN_BYTES + 1,
       reason: 'OutputTooLarge',
       message:
-        /^spec\.output\.keys\.accessToken: the provider's access token is 65537 bytes, over the 65536 bytes/,
+        /^spec\.output\.keys\.accessToken: the provider's access token is 16385 bytes, over the 16384 bytes/,
     },
     {
       name: '1000 × {{accessToken}} in the third template',
@@ -336,7 +336,7 @@ describe('renderOutputData: sizes', () => {
       message: /^spec\.output\.templates\[5\]: the template renders 102402 bytes/,
     },
     {
-      name: 'the CRD maxima: 8 templates of 16 KiB of {{accessToken}} with a 64 KiB token (570 MB if built)',
+      name: 'the CRD maxima: 8 templates of 16 KiB of {{accessToken}} with a 16 KiB token (140 MB if built)',
       output: {
         secretName: 's',
         templates: Array.from({ length: 8 }, (_, i) => ({ key: `t${i}`, template: many(1092) })),
@@ -356,7 +356,7 @@ describe('renderOutputData: sizes', () => {
     expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(32 * 1024 * 1024);
   });
 
-  it('renders a 64 KiB token into a header and templates up to the cap', () => {
+  it('renders a 16 KiB token into a header and templates up to the cap', () => {
     const accessToken = canaryToken(MAX_ACCESS_TOKEN_BYTES);
     const output = {
       secretName: 's',

@@ -178,7 +178,8 @@ export function parseRateLimitReset(value: string | undefined, nowMs: number): n
   return at > nowMs ? at - nowMs : undefined;
 }
 
-function retryAfterFrom(headers: Record<string, string>, nowMs: number): number | undefined {
+/** How long a rate limit asks to wait: Retry-After, else the reset of the exhausted window. Lower-case names. */
+export function retryAfterFrom(headers: Record<string, string>, nowMs: number): number | undefined {
   const retryAfter = parseRetryAfter(headers['retry-after'], nowMs);
   if (retryAfter !== undefined) return retryAfter;
   // Exact: the minutely window resets first; the daily one only when it is the exhausted one.

@@ -103,7 +103,7 @@ export class OAuthClient {
    * TokenError when the endpoint policy refuses the URL or its addresses.
    */
   probe(url: string, accessToken: string, signal?: AbortSignal): Promise<ProbeResult> {
-    return probeToken(this.transport, url, accessToken, signal);
+    return probeToken(this.transport, url, accessToken, this.clock.now(), signal);
   }
 
   /** The headless login walk (code or implicit flow). */

@@ -10,7 +10,8 @@
 //
 // The counters that matter are the simulator's: logins (successful), failedLogins, refreshes,
 // refusedRefreshes (422), reuses (a refresh token presented after it was used or revoked), logouts
-// (one refresh token logged out) and logoutsAll (every session of the user).
+// (one refresh token logged out), logoutsAll (every session of the user) and unrouted (Okapi's 404
+// for a path no module serves).
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stateSecretName } from '../../src/controller/state-store.ts';
@@ -93,7 +94,7 @@ describe('folio preset against the FOLIO simulator', () => {
   async function folioConnection(
     sim: FolioSimulator,
     name: string,
-    overrides: { tenant?: string; loginSecret?: string; revokeOnDelete?: boolean } = {},
+    overrides: { tenant?: string; loginSecret?: string; revokeOnDelete?: boolean; baseURL?: string } = {},
   ): Promise<void> {
     const login = { name: overrides.loginSecret ?? 'folio-login' };
     await custom.createNamespacedCustomObject({
@@ -106,7 +107,11 @@ describe('folio preset against the FOLIO simulator', () => {
         kind: 'OAuthConnection',
         metadata: { name, namespace },
         spec: {
-          provider: { preset: 'folio', baseURL: sim.okapiUrl, tenant: overrides.tenant ?? TENANT },
+          provider: {
+            preset: 'folio',
+            baseURL: overrides.baseURL ?? sim.okapiUrl,
+            tenant: overrides.tenant ?? TENANT,
+          },
           clientID: 'folio-circulation-sync',
           grant: { type: 'password', usernameRef: login, passwordRef: login },
           ...(overrides.revokeOnDelete === true ? { revokeOnDelete: true } : {}),
@@ -225,32 +230,62 @@ describe('folio preset against the FOLIO simulator', () => {
       });
     }, 180_000);
 
-    it('a chain revoked at FOLIO (as after a reuse) is RefreshTokenRejected, recovered by exactly one password login', async ({
+    it("a reuse injected by the test: the operator's next refresh presents a used token, FOLIO revokes every token of the user, exactly one password login recovers", async ({
       expect,
     }) => {
       const sim = await simulator();
-      await folioConnection(sim, 'revoked');
-      await until('revoked', 'Ready after a rotation', (s) => ready(s) && (s.rotations ?? 0) >= 1);
-      const statuses = await StatusRecorder.start(admin, namespace, 'revoked');
+      await folioConnection(sim, 'reused');
+      // Just after a rotation, while the operator's next refresh is over 2 s away (a refresh comes
+      // about every 4 s): the token read from its state Secret is one it has not presented yet.
+      const before = await until(
+        'reused',
+        'Ready just after a rotation',
+        (s) =>
+          ready(s) && (s.rotations ?? 0) >= 1 && Date.parse(s.nextRefreshTime ?? '') - Date.now() > 2_000,
+      );
+      const held = await storedRefreshToken('reused');
+      if (held === undefined) throw new Error('no refresh token in the state Secret');
+      expect(sim.refreshTokenState(held), 'the operator holds a token not used yet').toBe('valid');
+      const statuses = await StatusRecorder.start(admin, namespace, 'reused');
       const startedAt = Date.now();
-      expect(sim.revokeAll(USERNAME), 'live refresh tokens revoked').toBe(1);
+      // Someone else presents the operator's refresh cookie first: to FOLIO a first use, answered 201.
+      const stolen = await fetch(sim.refreshEndpoint, {
+        method: 'POST',
+        headers: { 'x-okapi-tenant': TENANT, cookie: `folioRefreshToken=${held}` },
+      });
+      await stolen.arrayBuffer();
+      expect(stolen.status, 'the first use of the held token was the test').toBe(201);
+      const stolenRefresh = /^folioRefreshToken=([^;]+)/.exec(
+        stolen.headers.getSetCookie().find((c) => c.startsWith('folioRefreshToken=')) ?? '',
+      )?.[1];
+      if (stolenRefresh === undefined) throw new Error('no refresh cookie in the answer');
+      secrets.push(stolenRefresh);
+      expect((await status('reused')).rotations, 'the operator had not refreshed in between').toBe(
+        before.rotations,
+      );
+      expect(sim.stats().reuses).toBe(0);
+
       const recovered = await until(
-        'revoked',
+        'reused',
         'a new chain that rotated',
-        (s) => (s.chainGeneration ?? 0) >= 2 && (s.rotations ?? 0) >= 2 && ready(s),
+        (s) => (s.chainGeneration ?? 0) >= 2 && (s.rotations ?? 0) > (before.rotations ?? 0) && ready(s),
       );
       statuses.stop();
       const stats = sim.stats();
       console.log(
-        `folio revoked: chain ${String(recovered.chainGeneration)} with ${String(recovered.rotations)} rotations ` +
-          `${String(Date.now() - startedAt)} ms after the revocation; stats ${JSON.stringify(stats)}`,
+        `folio reuse: chain ${String(recovered.chainGeneration)} with ${String(recovered.rotations)} rotations ` +
+          `${String(Date.now() - startedAt)} ms after the test's refresh; stats ${JSON.stringify(stats)}`,
+      );
+      // The operator's next refresh was the second use: FOLIO refused it and revoked every refresh
+      // token of the user, the one it had just given the test included.
+      expect(stats).toMatchObject({ reuses: 1, refusedRefreshes: 1, revocations: 1 });
+      expect(sim.refreshTokenState(held)).toBe('used');
+      expect(sim.refreshTokenState(stolenRefresh), 'the reuse revoked the successor issued to the test').toBe(
+        'revoked',
       );
       expect(stats.logins, 'the first login and exactly one recovery login').toBe(2);
       expect(stats.failedLogins).toBe(0);
-      // The revoked token was presented once (nothing else can tell the operator it was revoked);
-      // FOLIO counts that as a reuse. It was never presented again.
-      expect(stats).toMatchObject({ refusedRefreshes: 1, reuses: 1 });
-      const failed = failedRequests('revoked');
+      const failed = failedRequests('reused');
       expect(failed.map((r) => [r.code, r.reason, r.httpStatus])).toEqual([
         ['chain_broken', 'RefreshTokenRejected', 422],
       ]);
@@ -258,10 +293,15 @@ describe('folio preset against the FOLIO simulator', () => {
       expect(broken.length, 'a status with ChainBroken=True').toBeGreaterThan(0);
       expect(new Set(broken.map((c) => c?.reason))).toEqual(new Set(['RefreshTokenRejected']));
       expect(statuses.with('Recovering', 'True').length).toBeGreaterThan(0);
+      // FOLIO's access tokens outlive a revocation: the output Secret held a valid token throughout.
+      expect(statuses.observed.filter((o) => !ready(o.status))).toEqual([]);
       expect(condition(recovered, 'ChainBroken')?.status).toBe('False');
+      expect(recovered.chainGeneration).toBe(2);
       expect(recovered.loginAttempts?.length).toBe(1);
       expect(recovered.lastRecoveryTime).toBeDefined();
-      const reasons = await eventReasons(admin, namespace, 'revoked');
+      // The new chain is the only one the user has left, and it is the operator's.
+      expect(sim.validRefreshTokens(USERNAME)).toEqual([await storedRefreshToken('reused')]);
+      const reasons = await eventReasons(admin, namespace, 'reused');
       expect(reasons).toEqual(expect.arrayContaining(['LoggedIn', 'ChainBroken', 'RecoveryLoginSucceeded']));
     }, 120_000);
 
@@ -466,10 +506,55 @@ describe('folio preset against the FOLIO simulator', () => {
       ]);
       expect(sim.stats()).toMatchObject({ logins: 0, failedLogins: 0 });
     });
+
+    it('a base URL without the Okapi path: Ready=False EndpointNotFound, one request, no retry within a minute; the fixed URL logs in', async ({
+      expect,
+    }) => {
+      // Okapi serves at /okapi; the connection names only the host, so the login meets Okapi's 404.
+      const sim = await simulator({ pathPrefix: '/okapi' });
+      await folioConnection(sim, 'nopath', { baseURL: sim.origin });
+      const failed = await until('nopath', 'Ready=False', (s) => condition(s, 'Ready')?.status === 'False');
+      expect(condition(failed, 'Ready')?.reason).toBe('EndpointNotFound');
+      expect(condition(failed, 'Ready')?.message).toContain('HTTP 404');
+      expect(condition(failed, 'Degraded')?.reason).toBe('EndpointNotFound');
+      expect(failedLogins('nopath').map((r) => [r.code, r.reason, r.httpStatus])).toEqual([
+        ['configuration', 'EndpointNotFound', 404],
+      ]);
+      // A configuration error waits for a person: the next try a minute away (1 min doubling to 1 h).
+      const retryInMs = Date.parse(failed.nextRefreshTime ?? '') - Date.now();
+      expect(retryInMs).toBeGreaterThan(50_000);
+      const events = await waitFor('the EndpointNotFound Event', async () => {
+        const reasons = await eventReasons(admin, namespace, 'nopath');
+        return reasons.includes('EndpointNotFound') ? reasons : undefined;
+      });
+      // Looking again (an event) sends nothing more.
+      const poked = await poke('nopath');
+      expect(sim.stats()).toMatchObject({ unrouted: 1, logins: 0, failedLogins: 0 });
+      // The fix the status asks for: the Okapi URL with its path. A spec change is looked at at once.
+      await patchSpec('nopath', { provider: { preset: 'folio', baseURL: sim.okapiUrl, tenant: TENANT } });
+      const fixed = await until('nopath', 'Ready', ready);
+      console.log(
+        `folio endpoint not found: ${JSON.stringify(condition(failed, 'Ready'))}; next try in ${String(retryInMs)} ms; ` +
+          `events ${JSON.stringify(events)}; decisions after a poke ${JSON.stringify(poked)}; stats ${JSON.stringify(sim.stats())}`,
+      );
+      expect(new Set(poked)).toEqual(new Set(['back-off']));
+      expect(fixed.chainGeneration).toBe(1);
+      expect(sim.stats()).toMatchObject({ unrouted: 1, logins: 1, failedLogins: 0 });
+    });
   });
 
   it('leaks no secret value into logs, Events or status', async () => {
-    for (const name of ['rotating', 'revoked', 'breaking', 'lost', 'outage', 'wrongpw', 'tenant', 'logout']) {
+    for (const name of [
+      'rotating',
+      'reused',
+      'breaking',
+      'lost',
+      'outage',
+      'wrongpw',
+      'tenant',
+      'nopath',
+      'logout',
+    ]) {
       const token = await storedRefreshToken(name);
       if (token !== undefined) secrets.push(token);
     }

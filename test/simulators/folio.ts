@@ -44,6 +44,9 @@
 //   cookie, with x-okapi-tenant: 400 "Token missing, access requires permission: …" without a
 //   token, 401 "Invalid token" for a bad or expired one.
 // - pathPrefix stands for an Okapi URL with a path (e.g. /okapi): routes and cookie paths move under it.
+//   A path no module serves (a base URL without the Okapi path, say), or a request without
+//   X-Okapi-Tenant (the super tenant's, which has none of these modules): Okapi's 404 text "No
+//   suitable module found for path …", counted as unrouted.
 //
 // Lifetimes are compressed by timeScale and judged on an injectable clock.
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -121,6 +124,8 @@ export interface FolioStats {
   /** Revocations of all refresh tokens of a user (by reuse, a logout of every session, or revokeAll). */
   revocations: number;
   apiCalls: number;
+  /** Requests Okapi routes to no module (404): a path it does not serve, or no X-Okapi-Tenant. */
+  unrouted: number;
 }
 
 export type FolioRefreshTokenState = 'valid' | 'used' | 'revoked' | 'logged-out' | 'expired' | 'unknown';
@@ -226,6 +231,7 @@ export async function startFolioSimulator(options: FolioSimulatorOptions = {}): 
     reuses: 0,
     revocations: 0,
     apiCalls: 0,
+    unrouted: 0,
   };
   const refreshTokens = new Map<string, RefreshRecord>();
   const accessTokens = new Map<string, AccessRecord>();
@@ -456,11 +462,15 @@ export async function startFolioSimulator(options: FolioSimulatorOptions = {}): 
       [`GET ${paths.users}`]: listUsers,
     };
     const route = routes[`${req.method} ${path}`];
-    if (route === undefined) return textReply(404, `No suitable module found for path ${path}`);
+    if (route === undefined) {
+      stats.unrouted++;
+      return textReply(404, `No suitable module found for path ${path}`);
+    }
     // Okapi routes by tenant: without the header the request is the super tenant's, which has none
     // of these modules.
     const tenant = req.headers['x-okapi-tenant'];
     if (typeof tenant !== 'string' || tenant === '') {
+      stats.unrouted++;
       return textReply(404, `No suitable module found for path ${path} for tenant supertenant`);
     }
     if (!(tenant in tenants)) return textReply(400, `No such Tenant ${tenant}`);

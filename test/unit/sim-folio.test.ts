@@ -144,6 +144,8 @@ describe('FOLIO simulator: login', () => {
     const sim = await simulator();
     expect((await loginAs(sim, ALICE, null)).status).toBe(404);
     expect((await loginAs(sim, ALICE, 'other')).status).toBe(400);
+    // Only the 404 is Okapi finding no module; the unknown tenant is refused by name.
+    expect(sim.stats()).toMatchObject({ unrouted: 1, logins: 0, failedLogins: 0 });
   });
 
   it('moves routes and cookie paths under pathPrefix', async () => {
@@ -157,6 +159,8 @@ describe('FOLIO simulator: login', () => {
       body: JSON.stringify(ALICE),
     });
     expect(rootLogin.status).toBe(404);
+    expect(rootLogin.text).toBe('No suitable module found for path /authn/login-with-expiry');
+    expect(sim.stats()).toMatchObject({ unrouted: 1, logins: 1 });
   });
 });
 

@@ -8,6 +8,7 @@ import { ProbeSchedule } from '../../src/controller/chain/probe-schedule.ts';
 import type { Failure } from '../../src/controller/status.ts';
 import { HostLimiter } from '../../src/controller/host-limiter.ts';
 import { TokenError, type ProbeResult } from '../../src/oauth/index.ts';
+import { fingerprint } from '../../src/controller/state-store.ts';
 import { FakeClock } from '../harness/fake-clock.ts';
 
 const NOW = Date.parse('2030-01-01T00:00:00Z');
@@ -115,4 +116,84 @@ describe('the probe step', () => {
       if (typeof out !== 'string') expect(failures.map((f) => f.reason)).toEqual(['ProbeRefused']);
     },
   );
+
+  it('reports a 403 (a token without the endpoint scope) as ProbeForbidden once, again only after another answer', async () => {
+    const statuses = [403, 403, undefined, 403, 200, 403, 403];
+    const answers = statuses.map((status): ProbeResult =>
+      status !== undefined
+        ? { verdict: status === 200 ? 'accepted' : 'inconclusive', status }
+        : { verdict: 'inconclusive' },
+    );
+    const { engine } = build(() => Promise.resolve(answers.shift() ?? { verdict: 'inconclusive' }));
+    const reported: number[] = [];
+    const record = (event: { reason: string }): void => {
+      if (event.reason === 'ProbeForbidden') reported.push(statuses.length - answers.length - 1);
+    };
+    (engine.ctx.status as unknown as { record: typeof record }).record = record;
+    const verdicts = [];
+    for (let i = 0; i < statuses.length; i++) verdicts.push(await probeToken(engine));
+    // The first 403, and the first after the 200; a failure below HTTP (no status) is no answer.
+    expect(reported).toEqual([0, 5]);
+    expect(verdicts).toEqual(statuses.map((s) => (s === 200 ? 'accepted' : 'inconclusive')));
+  });
+});
+
+describe('the probe step and the API rate limit', () => {
+  it.each([
+    { name: 'no pause asked: due again one interval on', standBackMs: undefined, dueInMs: INTERVAL_MS },
+    { name: 'a pause shorter than the interval changes nothing', standBackMs: 10_000, dueInMs: INTERVAL_MS },
+    {
+      name: 'a pause until the daily reset holds the next probe until then',
+      standBackMs: 3_600_000,
+      dueInMs: 3_600_000,
+    },
+  ])('$name', async ({ standBackMs, dueInMs }) => {
+    const { engine, probes } = build(() =>
+      Promise.resolve({
+        verdict: 'accepted',
+        status: 200,
+        ...(standBackMs !== undefined ? { standBackMs } : {}),
+      }),
+    );
+    expect(await probeToken(engine)).toBe('accepted');
+    expect(probes.nextAt(UID, INTERVAL_MS, NOW)).toBe(NOW + dueInMs);
+  });
+});
+
+describe('the probe step: what outlives the reconcile', () => {
+  it('remembers a rejected token until it is replaced, so a refresh that must wait out the request gap still comes', async () => {
+    const { engine, probes } = build(() => Promise.resolve({ verdict: 'rejected', status: 401 }));
+    expect(await probeToken(engine)).toBe('rejected');
+    expect(probes.wasRejected(UID, fingerprint('at-1'))).toBe(true);
+    expect(probes.wasRejected(UID, fingerprint('at-2')), 'a new token starts clean').toBe(false);
+  });
+
+  it('does not remember an accepted token, nor a fresh token the probe URL rejects (the URL is blamed)', async () => {
+    const accepting = build(accepted);
+    await probeToken(accepting.engine);
+    expect(accepting.probes.wasRejected(UID, fingerprint('at-1'))).toBe(false);
+    const blamed = build(() => Promise.resolve({ verdict: 'rejected', status: 401 }));
+    blamed.probes.refreshedAfterRejection(UID, fingerprint('at-1'));
+    expect(await probeToken(blamed.engine)).toBe('inconclusive');
+    expect(blamed.probes.wasRejected(UID, fingerprint('at-1'))).toBe(false);
+  });
+
+  it('reports a probe URL the preset cannot name as ProbeURLUnknown, its field named once', async () => {
+    const { engine, failures } = build(accepted);
+    (engine.ctx.inputs.probe as unknown as { urlFor: () => string }).urlFor = () => {
+      throw new TokenError({
+        code: 'configuration',
+        reason: 'ProbeURLUnknown',
+        message: 'spec.probe.url: preset folio has no well-known endpoint to probe; set spec.probe.url',
+      });
+    };
+    await probeToken(engine);
+    expect(failures).toMatchObject([
+      {
+        kind: 'configuration',
+        reason: 'ProbeURLUnknown',
+        message: 'spec.probe.url: preset folio has no well-known endpoint to probe; set spec.probe.url',
+      },
+    ]);
+  });
 });

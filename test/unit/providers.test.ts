@@ -14,6 +14,7 @@ import {
   clientConfigFor,
   endpointSettingsFor,
   formProfileFor,
+  probeSettingsFor,
   unsupportedBy,
 } from '../../src/providers/configure.ts';
 import { PRESET_TABLES, presetDefaults, regionsOf } from '../../src/providers/presets.ts';
@@ -219,4 +220,47 @@ describe('unsupportedBy', () => {
       if (verdict !== undefined) expect(verdict.message).toMatch(/^spec\.recovery\.login\.flow: /);
     }
   });
+});
+
+describe('probeSettingsFor', () => {
+  const issuer = 'https://sso.example.com/realms/r';
+  const discovered = {
+    tokenEndpoint: `${issuer}/protocol/openid-connect/token`,
+    userinfoEndpoint: `${issuer}/protocol/openid-connect/userinfo`,
+  };
+  const keycloakSpec = (probe: OAuthConnectionSpec['probe']): OAuthConnectionSpec =>
+    spec({ provider: { preset: 'keycloak', issuerURL: issuer }, ...(probe !== undefined ? { probe } : {}) });
+
+  it('keycloak: spec.probe {} probes the userinfo endpoint from discovery at the preset interval', () => {
+    const settings = probeSettingsFor(keycloakSpec({}), presetDefaults('keycloak'), undefined);
+    expect(settings?.urlFor(discovered)).toBe(discovered.userinfoEndpoint);
+    expect(settings?.intervalMs).toBe(PRESET_TABLES.keycloak.probe?.intervalMs);
+  });
+
+  it('keycloak: a discovery document without userinfo_endpoint is ProbeURLUnknown, naming discovery', () => {
+    const settings = probeSettingsFor(keycloakSpec({}), presetDefaults('keycloak'), undefined);
+    const error = thrown(() => settings?.urlFor({ tokenEndpoint: discovered.tokenEndpoint }));
+    expect(error).toMatchObject({ code: 'configuration', reason: 'ProbeURLUnknown' });
+    expect(error.message).toMatch(/^spec\.probe\.url: .*userinfo_endpoint/);
+  });
+
+  it('spec.probe.url and spec.probe.interval win over the defaults; no spec.probe, no probe', () => {
+    const url = 'https://api.example.com/me';
+    const settings = probeSettingsFor(keycloakSpec({ url }), presetDefaults('keycloak'), 5_000);
+    expect(settings?.urlFor(discovered)).toBe(url);
+    expect(settings?.intervalMs).toBe(5_000);
+    expect(probeSettingsFor(keycloakSpec(undefined), presetDefaults('keycloak'), undefined)).toBeUndefined();
+  });
+
+  it.each(presets.filter(([, table]) => table.probe !== undefined))(
+    '%s: the default probe names an endpoint and comes before the next refresh would',
+    (_name, table) => {
+      const probe = table.probe;
+      expect(probe?.path !== undefined || probe?.userinfo === true).toBe(true);
+      // Refreshes come at the floor or a third of the token's lifetime before expiry, whichever is
+      // later: a probe no more often than that could never notice a dead chain before the refresh.
+      const refreshEvery = Math.max(table.minIntervalMs, ((table.accessTokenLifetimeMs ?? 0) * 2) / 3);
+      expect(probe?.intervalMs).toBeLessThan(refreshEvery);
+    },
+  );
 });

@@ -178,7 +178,13 @@ export class ChainEngine {
     const interval = Math.max(intervalMs, this.ctx.minRequestGapMs);
     const uid = this.ctx.connection.metadata.uid ?? '';
     const nextAtMs = this.ctx.probes.nextAt(uid, interval, this.deps.clock.now());
-    return this.probeVerdict !== undefined ? { nextAtMs, verdict: this.probeVerdict } : { nextAtMs };
+    const accessToken = this.ctx.handle.state?.accessToken;
+    const verdict =
+      this.probeVerdict ??
+      (accessToken !== undefined && this.ctx.probes.wasRejected(uid, fingerprint(accessToken))
+        ? 'rejected'
+        : undefined);
+    return verdict !== undefined ? { nextAtMs, verdict } : { nextAtMs };
   }
 
   async run(): Promise<EngineResult> {

@@ -10,6 +10,10 @@ interface Entry {
   notBeforeMs?: number;
   /** Fingerprint of the access token a probe-triggered refresh returned. */
   refreshedFor?: string;
+  /** Fingerprint of the access token the probe last saw rejected (401). */
+  rejectedToken?: string;
+  /** The probe's last answer was 403. */
+  forbidden?: boolean;
 }
 
 export class ProbeSchedule {
@@ -33,6 +37,20 @@ export class ProbeSchedule {
     this.entry(uid).notBeforeMs = untilMs;
   }
 
+  /**
+   * Records that the probe saw this access token rejected. The rejection outlives the reconcile: when
+   * the refresh it calls for must first wait out the request gap, the reconcile after that wait
+   * still refreshes, instead of publishing the token again until the next probe rejects it anew.
+   */
+  rejected(uid: string, accessTokenFingerprint: string): void {
+    this.entry(uid).rejectedToken = accessTokenFingerprint;
+  }
+
+  /** Whether the probe saw this access token rejected (a replaced token starts clean). */
+  wasRejected(uid: string, accessTokenFingerprint: string): boolean {
+    return this.entries.get(uid)?.rejectedToken === accessTokenFingerprint;
+  }
+
   /** Records the access token a probe-triggered refresh returned. */
   refreshedAfterRejection(uid: string, accessTokenFingerprint: string): void {
     this.entry(uid).refreshedFor = accessTokenFingerprint;
@@ -41,6 +59,18 @@ export class ProbeSchedule {
   /** Whether this token came from a refresh a rejection triggered: rejecting it too blames the probe URL. */
   isFreshFromRejection(uid: string, accessTokenFingerprint: string): boolean {
     return this.entries.get(uid)?.refreshedFor === accessTokenFingerprint;
+  }
+
+  /**
+   * Records the HTTP status of a probe's answer (none: it failed below HTTP, which changes nothing).
+   * True for a 403 after an answer that was not one: reported once, not every interval.
+   */
+  newlyForbidden(uid: string, status: number | undefined): boolean {
+    if (status === undefined) return false;
+    const entry = this.entry(uid);
+    const first = status === 403 && entry.forbidden !== true;
+    entry.forbidden = status === 403;
+    return first;
   }
 
   forget(uid: string): void {

@@ -40,12 +40,27 @@ export async function probeToken(engine: EngineSteps): Promise<EngineResult | Pr
     // A probe that failed is done for this interval all the same: no retry loop on a bad URL.
     engine.ctx.probes.probed(uid, engine.deps.clock.now());
     if (!isTokenError(err)) throw err;
-    return engine.fail({
-      ...failureOf(err),
-      kind: 'configuration',
-      reason: 'ProbeRefused',
-      message: `spec.probe.url: ${err.message}`,
-    });
+    // A probe URL the preset cannot name (ProbeURLUnknown) says so itself, field included; anything
+    // else is a URL the endpoint policy refused.
+    return engine.fail(
+      err.reason === 'ProbeURLUnknown'
+        ? { ...failureOf(err), kind: 'configuration' }
+        : {
+            ...failureOf(err),
+            kind: 'configuration',
+            reason: 'ProbeRefused',
+            message: `spec.probe.url: ${err.message}`,
+          },
+    );
+  }
+  // The API's rate limit asks for a pause (a 429, or the day's budget down to the consumers' share):
+  // the next probe waits for it rather than spend calls the consumers need.
+  if (result.standBackMs !== undefined) {
+    engine.ctx.probes.putOff(uid, engine.deps.clock.now() + result.standBackMs);
+    log.info(
+      { standBackMs: result.standBackMs, httpStatus: result.status },
+      'the API asks the probe to wait',
+    );
   }
   let verdict = result.verdict;
   if (verdict === 'rejected' && engine.ctx.probes.isFreshFromRejection(uid, fingerprint(state.accessToken))) {
@@ -57,10 +72,22 @@ export async function probeToken(engine: EngineSteps): Promise<EngineResult | Pr
         'spec.probe.url answered 401 to an access token the provider had just issued; the probe is ignored until the token changes: check that the URL accepts this token',
     });
   } else if (verdict === 'rejected') {
+    engine.ctx.probes.rejected(uid, fingerprint(state.accessToken));
     engine.ctx.status.record({
       type: 'Warning',
       reason: 'ProbeRejected',
       message: 'spec.probe.url answered 401 to the current access token: refreshing now',
+    });
+  }
+  // A 403 is inconclusive like any answer but 401, yet it repeats every interval for as long as the
+  // token lacks the endpoint's scope: the probe then can never notice a dead chain, which a person
+  // should learn without reading debug logs (Keycloak's userinfo answers 403 to a token without openid).
+  if (engine.ctx.probes.newlyForbidden(uid, result.status)) {
+    engine.ctx.status.record({
+      type: 'Warning',
+      reason: 'ProbeForbidden',
+      message:
+        'spec.probe.url answered 403 to the current access token, so the probe cannot notice a revoked chain: the token lacks a scope or permission the endpoint requires (OIDC userinfo, the default of the keycloak preset, needs the openid scope: add openid to spec.scopes and to the login that made the seed)',
     });
   }
   engine.deps.metrics.probes.inc({ ...engine.labels, verdict });

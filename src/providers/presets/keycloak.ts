@@ -9,6 +9,12 @@
 // tokens expire. The default keep-alive refreshes at least every 10 minutes, inside the default idle
 // limit with room for a failed attempt; realms with a shorter idle limit need spec.refresh.keepAlive
 // below it (docs/providers/keycloak.md).
+//
+// The probe's default is the realm's userinfo endpoint: it looks the token's session up, so it answers
+// 401 invalid_token once that session has ended (an administrator logged the user out or deleted the
+// session) while the access token's signature and expiry are still good; a token without the openid
+// scope gets 403 insufficient_scope instead (UserInfoEndpoint and UserSessionUtil in
+// https://github.com/keycloak/keycloak).
 import type { PresetTable } from '../preset-table.ts';
 
 export const keycloak: PresetTable = {
@@ -21,6 +27,10 @@ export const keycloak: PresetTable = {
   graceWindowMs: 0,
   accessTokenLifetimeMs: 300_000,
   otpParameter: 'otp',
+  // Every minute: a userinfo call costs Keycloak one session look-up and counts against no API budget
+  // (1,440 a day per connection), and a minute finds an ended session well before the next refresh of
+  // the realm's default 5-minute access tokens (about 200 s apart); a shorter interval mostly adds load.
+  probe: { userinfo: true, intervalMs: 60_000 },
   loginForm: {
     loginFormSelector: 'form#kc-form-login',
     usernameField: 'username',

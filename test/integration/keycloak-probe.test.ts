@@ -22,6 +22,7 @@ import {
   readSecretData,
   ready,
   waitFor,
+  type ConnectionStatus,
 } from '../harness/builders.ts';
 import { connectionsOf } from '../harness/connections.ts';
 import { ensureKeycloakDistribution, startKeycloak, type KeycloakServer } from '../harness/keycloak.ts';
@@ -128,6 +129,28 @@ describe('keycloak preset: the default userinfo probe against a real Keycloak', 
     ...(operator !== undefined ? { lines: operator.lines } : {}),
   }));
 
+  /**
+   * Waits for `name` to be Ready on a chain newer than `before`'s, and for the status watch to have
+   * delivered it too (the watch may lag the poll; once it has, every earlier status is recorded).
+   */
+  async function untilNewChain(
+    name: string,
+    what: string,
+    before: ConnectionStatus,
+    statuses: StatusRecorder,
+  ): Promise<ConnectionStatus> {
+    const newer = (s: ConnectionStatus): boolean =>
+      ready(s) && (s.chainGeneration ?? 0) > (before.chainGeneration ?? 0);
+    const recovered = await until(name, what, newer, 90_000);
+    await waitFor(
+      'the status watch to deliver the new chain',
+      () => statuses.observed.some((o) => newer(o.status)),
+      10_000,
+      50,
+    );
+    return recovered;
+  }
+
   /** A keycloak-preset connection started by a direct-grant login (no seed), probed every 2 s at the default URL. */
   async function probedConnection(name: string, user: string, scopes: string[], totp: boolean) {
     await createConnection(
@@ -214,22 +237,8 @@ describe('keycloak preset: the default userinfo probe against a real Keycloak', 
 
       const statuses = await StatusRecorder.start(admin, namespace, 'probed');
       const loggedOutAt = await logOut(server.username);
-      const recovered = await until(
-        'probed',
-        'a new chain after the logout',
-        (s) => ready(s) && (s.chainGeneration ?? 0) > (before.chainGeneration ?? 0),
-        90_000,
-      );
+      const recovered = await untilNewChain('probed', 'a new chain after the logout', before, statuses);
       const recoveredAt = Date.now();
-      await waitFor(
-        'the status watch to deliver the new chain',
-        () =>
-          statuses.observed.some(
-            (o) => ready(o.status) && (o.status.chainGeneration ?? 0) > (before.chainGeneration ?? 0),
-          ),
-        10_000,
-        50,
-      );
       statuses.stop();
 
       const accepted = (await events('USER_INFO_REQUEST', session)).map((e) => e.time);
@@ -344,21 +353,7 @@ describe('keycloak preset: the default userinfo probe against a real Keycloak', 
       await acceptedProbes(session, before.lastRefreshTime, 1);
       const statuses = await StatusRecorder.start(admin, namespace, 'offline');
       const loggedOutAt = await logOut(CAROL);
-      await until(
-        'offline',
-        'a new chain after the stale one',
-        (s) => ready(s) && (s.chainGeneration ?? 0) > (before.chainGeneration ?? 0),
-        90_000,
-      );
-      await waitFor(
-        'the status watch to deliver the new chain',
-        () =>
-          statuses.observed.some(
-            (o) => ready(o.status) && (o.status.chainGeneration ?? 0) > (before.chainGeneration ?? 0),
-          ),
-        10_000,
-        50,
-      );
+      await untilNewChain('offline', 'a new chain after the stale one', before, statuses);
       statuses.stop();
       const acceptedAfter = (await events('USER_INFO_REQUEST', session)).filter((e) => e.time > loggedOutAt);
       const rejected = await events('USER_INFO_REQUEST_ERROR', session);

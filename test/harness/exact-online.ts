@@ -3,11 +3,13 @@
 //
 // Time compression: the simulator scales every provider duration, the operator does not know it. The
 // preset's 570 s minInterval would hold every refresh for minutes, so each connection names the
-// scaled floor in spec.refresh.minInterval (rounded up), as a person would name Exact's 570 s. The
-// operator takes issuedAt when the answer has arrived, after the simulator stamped the issue, so a
-// minInterval at or above the scaled floor cannot be too early; the slack above it only absorbs
-// timers and scheduling.
+// preset's floor scaled (scaledMinInterval) in spec.refresh.minInterval. It is taken from the preset,
+// not from the simulator's own 570 s: a preset floor below Exact's then meets TooEarly in the tests,
+// and one far above it lets the access token expire before the refresh. The operator takes issuedAt
+// when the answer has arrived, after the simulator stamped the issue, so a minInterval at or above
+// the scaled floor cannot be too early; the slack above it only absorbs timers and scheduling.
 import type * as k8s from '@kubernetes/client-node';
+import { exactOnline } from '../../src/providers/presets/exact-online.ts';
 import {
   connection,
   createConnection,
@@ -19,15 +21,42 @@ import {
 } from './builders.ts';
 import { canary } from './leaks.ts';
 import {
+  EXACT_FLOOR_MS,
   startExactOnlineSimulator,
   type ExactOnlineBehaviour,
   type ExactOnlineSimulator,
+  type ExactRequest,
 } from '../simulators/exact-online.ts';
 
-/** Exact's floor between two token requests, unscaled. */
-export const EXACT_FLOOR_MS = 570_000;
+export { EXACT_ACCESS_TOKEN_LIFETIME_MS, EXACT_FLOOR_MS } from '../simulators/exact-online.ts';
 export const EXACT_REDIRECT_URI = 'http://127.0.0.1:9/exact-callback';
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+
+/** The preset's floor (exactOnline.minIntervalMs) compressed by timeScale, plus slack: milliseconds. */
+export function scaledMinIntervalMs(timeScale: number, slackMs = 100): number {
+  return Math.ceil(exactOnline.minIntervalMs * timeScale + slackMs);
+}
+
+/** scaledMinIntervalMs as spec.refresh.minInterval. */
+export function scaledMinInterval(timeScale: number, slackMs = 100): string {
+  return `${String(scaledMinIntervalMs(timeScale, slackMs))}ms`;
+}
+
+/** The refresh-token requests in a simulator's log, in order of arrival. */
+export function refreshRequests(sim: ExactOnlineSimulator): ExactRequest[] {
+  return sim.requests().filter((r) => r.endpoint === 'token' && r.grantType === 'refresh_token');
+}
+
+/**
+ * Refresh requests that did not present the refresh token the request before them was issued:
+ * empty when a client moved along its chain one token at a time, each presented once.
+ */
+export function offChain(refreshes: readonly ExactRequest[]): ExactRequest[] {
+  return refreshes.filter((r, i) => {
+    const before = refreshes[i - 1];
+    return r.presentation !== 1 || (before !== undefined && r.generation !== before.issued);
+  });
+}
 
 function randomBase32(length: number): string {
   const bytes = crypto.getRandomValues(new Uint8Array(length));

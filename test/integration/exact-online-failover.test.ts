@@ -11,7 +11,13 @@
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { condition, ready, waitFor } from '../harness/builders.ts';
-import { ExactOnlineFixture } from '../harness/exact-online.ts';
+import {
+  EXACT_FLOOR_MS,
+  ExactOnlineFixture,
+  offChain,
+  refreshRequests,
+  scaledMinInterval,
+} from '../harness/exact-online.ts';
 import { createNamespace } from '../harness/kube.ts';
 import { leaseHolder, type OperatorEnvironment, type OperatorProcess } from '../harness/operator.ts';
 import { Scenario } from '../harness/scenario.ts';
@@ -79,7 +85,7 @@ describe('exact-online through leader kills', () => {
     const sim = await exact.simulator(scale);
     startReplica();
     startReplica();
-    await exact.seededConnection(sim, 'kept', scale, { refresh: { minInterval: '5.8s' } });
+    await exact.seededConnection(sim, 'kept', scale, { refresh: { minInterval: scaledMinInterval(scale) } });
     const first = await exact.until('kept', 'two rotations', (s) => ready(s) && (s.rotations ?? 0) >= 2);
 
     // A leader killed between two refreshes: the next one takes the Lease and carries on.
@@ -89,6 +95,11 @@ describe('exact-online through leader kills', () => {
       'two more rotations after an idle leader was killed',
       (s) => (s.rotations ?? 0) >= (first.rotations ?? 0) + 2,
     );
+    // So far no token was presented twice: each refresh presented, once, the token the one before got.
+    const beforeInFlight = refreshRequests(sim);
+    expect(beforeInFlight.length).toBeGreaterThanOrEqual(afterIdleKill.rotations ?? 0);
+    expect(sim.stats().repeatedPresentations, 'refresh tokens presented a second time').toBe(0);
+    expect(offChain(beforeInFlight)).toEqual([]);
 
     // A leader killed with its refresh in flight: Exact processes the request (the refresh token is
     // rotated) and holds the answer 30 s, past the Lease and the claim timeout.
@@ -135,6 +146,28 @@ describe('exact-online through leader kills', () => {
     expect(retried, 'a replica presented the in-doubt token again').toBe(true);
     // One issue per rotation, the seed, and the successor lost with the held answer.
     expect(stats.tokensIssued).toBe((resumed.rotations ?? 0) + 2);
+    // Exactly the one repeat Exact's rule allows: the token of the held request presented again after
+    // the floor since its first presentation, and the successor issued then (lost with the answer)
+    // never presented nor used at the API.
+    const log = sim.requests();
+    const refreshes = refreshRequests(sim);
+    const repeats = refreshes.filter((r) => (r.presentation ?? 1) > 1);
+    const repeat = repeats[0];
+    const held = refreshes.find((r) => r.generation === repeat?.generation && r.presentation === 1);
+    console.log(
+      `exact-online leader kills: the held token presented again ${String((repeat?.at ?? NaN) - (held?.at ?? NaN))} ms ` +
+        `after its first presentation (floor ${String(EXACT_FLOOR_MS * scale)} ms); refresh requests ${String(refreshes.length)}`,
+    );
+    expect(stats.repeatedPresentations, 'refresh tokens presented a second time').toBe(1);
+    expect(repeats).toMatchObject([{ presentation: 2, outcome: 'issued' }]);
+    expect(held?.outcome).toBe('issued');
+    expect((repeat?.at ?? 0) - (held?.at ?? Infinity)).toBeGreaterThanOrEqual(EXACT_FLOOR_MS * scale);
+    const lost = held?.issued;
+    expect(lost).toBeDefined();
+    expect(log.filter((r) => r.generation === lost)).toEqual([]);
+    // Leaving out the held request, each refresh presented the token the one before got.
+    const kept = refreshes.filter((r) => r !== held);
+    expect(kept.filter((r, i) => i > 0 && r.generation !== kept[i - 1]?.issued)).toEqual([]);
     await exact.closeSimulator(sim);
   }, 150_000);
 });

@@ -35,6 +35,11 @@
 //   revoked chain: option revokeEndsAccessTokens); it counts towards the API limits and marks the
 //   token's generation as used.
 //
+// Every token request and API call is logged without tokens or secrets (requests()): the refresh
+// token a request presented is named by its generation (issue order) and by how many times it had
+// been presented, so a test can tell a client that never presents a token twice from one that
+// retries, and when.
+//
 // Every provider duration is compressed by timeScale and judged on an injectable clock; the TOTP
 // step is not (an authenticator's codes would not match).
 import { createHash, randomUUID } from 'node:crypto';
@@ -73,6 +78,10 @@ const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 const ACCESS_TOKEN_LIFETIME = 600 * SECOND;
 const MIN_REFRESH_INTERVAL = 570 * SECOND;
+/** Exact's floor between two access tokens of an app and user, unscaled (the simulator's own figure). */
+export const EXACT_FLOOR_MS = MIN_REFRESH_INTERVAL;
+/** The lifetime of Exact's access tokens, unscaled. */
+export const EXACT_ACCESS_TOKEN_LIFETIME_MS = ACCESS_TOKEN_LIFETIME;
 const CODE_LIFETIME = 3 * MINUTE;
 const TICKET_COOKIE = 'EolLoginTicket';
 const ERROR_STATUSES = new Set([400, 401, 403, 404]);
@@ -133,6 +142,11 @@ export interface ExactOnlineStats {
   tokenRequests: number;
   /** Access + refresh token pairs issued by the token endpoint. */
   tokensIssued: number;
+  /**
+   * Refresh requests that presented a token presented before, whatever the answer (a retry after a
+   * too-early or lost answer, or a reuse): a client that never presents a token twice keeps it 0.
+   */
+  repeatedPresentations: number;
   /** "Old refresh token used." answers. */
   reuses: number;
   /** "Rate limit exceeded: access_token not expired" answers. */
@@ -154,6 +168,40 @@ export interface ExactOnlineStats {
 
 export type ExactEndpoint = 'token' | 'api';
 
+/** What the simulator made of a request. */
+export type ExactOutcome =
+  | 'issued'
+  | 'too-early'
+  | 'reused'
+  | 'broken-chain'
+  | 'expired'
+  | 'blocked'
+  | 'rate-limited'
+  | 'refused'
+  | 'ok'
+  | 'unauthorized';
+
+/** One request to the token endpoint or the API, as answered; no token, no secret. */
+export interface ExactRequest {
+  /** Clock ms when it arrived. */
+  at: number;
+  endpoint: ExactEndpoint;
+  /** grant_type of a token request ('' when none). */
+  grantType?: string;
+  /**
+   * Which token the request carried: the refresh token of a refresh request or the access token at
+   * the API, named by its generation (1 for the first pair issued, in issue order). Undefined for a
+   * token the simulator never issued, an implicit-flow access token, or none.
+   */
+  generation?: number;
+  /** For a refresh request: how many times that refresh token had been presented, this one included. */
+  presentation?: number;
+  /** The generation this request issued. */
+  issued?: number;
+  status: number;
+  outcome: ExactOutcome;
+}
+
 export interface ExactOnlineSimulator extends Readonly<SimCredentials> {
   /** http://127.0.0.1:port */
   readonly origin: string;
@@ -165,6 +213,8 @@ export interface ExactOnlineSimulator extends Readonly<SimCredentials> {
   readonly fields: ExactLoginFields;
   readonly faults: FaultControls;
   stats(): ExactOnlineStats;
+  /** Every token request and API call so far, in order of arrival (injected gateway errors excluded). */
+  requests(): ExactRequest[];
   /** Refresh tokens the token endpoint would accept now (a chain's head, and its predecessor while the head is unused). */
   validRefreshTokens(): string[];
   /** Until when (epoch ms) the app key is blocked on an endpoint; undefined when it is not. */
@@ -195,6 +245,10 @@ interface Generation {
   issuedAt: number;
   /** Whether the refresh token was presented or the access token used at the API. */
   used: boolean;
+  /** Issue order, from 1: how the request log names this pair. */
+  n: number;
+  /** How many refresh requests presented this refresh token. */
+  presentations: number;
 }
 
 interface AccessGrant {
@@ -279,6 +333,7 @@ export async function startExactOnlineSimulator(
   const stats: ExactOnlineStats = {
     tokenRequests: 0,
     tokensIssued: 0,
+    repeatedPresentations: 0,
     reuses: 0,
     tooEarly: 0,
     expired: 0,
@@ -293,6 +348,7 @@ export async function startExactOnlineSimulator(
   };
   const chains: Chain[] = [];
   const generations = new Map<string, Generation>();
+  const requestLog: ExactRequest[] = [];
   const accessTokens = new Map<string, AccessGrant>();
   const codes = new Map<string, CodeGrant>();
   const sessions = new Map<string, LoginSession>();
@@ -322,6 +378,8 @@ export async function startExactOnlineSimulator(
       parent,
       issuedAt: now,
       used: false,
+      n: generations.size + 1,
+      presentations: 0,
     };
     chain.head = generation;
     generations.set(generation.refreshToken, generation);
@@ -455,7 +513,50 @@ export async function startExactOnlineSimulator(
     [`X-RateLimit-${prefix}Reset`]: String(resetAt),
   });
 
+  /** What a token endpoint answer says, for the request log. */
+  const tokenOutcome = (reply: Reply): ExactOutcome => {
+    if (reply.status === 200) return 'issued';
+    if (reply.headers?.Reason === 'TooEarlyToRefreshTokens') return 'too-early';
+    const description = reply.body ?? '';
+    if (description.includes('Old refresh token used.')) return 'reused';
+    if (description.includes('invalid or empty chainId')) return 'broken-chain';
+    if (description.includes('The refresh token expired at')) return 'expired';
+    return reply.status === 429 ? 'rate-limited' : 'refused';
+  };
+
   const tokenEndpoint = (req: SimRequest): Reply => {
+    const at = time.now();
+    const form = isFormPost(req) ? formOf(req) : new URLSearchParams();
+    const grantType = form.get('grant_type') ?? '';
+    const presented =
+      grantType === 'refresh_token' ? generations.get(form.get('refresh_token') ?? '') : undefined;
+    // A presentation is a token sent, whatever the answer: one refused as blocked or too early
+    // was presented all the same.
+    if (presented !== undefined) {
+      presented.presentations++;
+      if (presented.presentations > 1) stats.repeatedPresentations++;
+    }
+    const blockedBefore = stats.blockedAnswers;
+    const reply = tokenAnswer(req);
+    const issued = reply.status === 200 ? (JSON.parse(reply.body ?? '{}') as { refresh_token?: string }) : {};
+    const record: ExactRequest = {
+      at,
+      endpoint: 'token',
+      grantType,
+      status: reply.status,
+      outcome: stats.blockedAnswers > blockedBefore ? 'blocked' : tokenOutcome(reply),
+    };
+    if (presented !== undefined) {
+      record.generation = presented.n;
+      record.presentation = presented.presentations;
+    }
+    const issuedGeneration = generations.get(issued.refresh_token ?? '');
+    if (issuedGeneration !== undefined) record.issued = issuedGeneration.n;
+    requestLog.push(record);
+    return reply;
+  };
+
+  const tokenAnswer = (req: SimRequest): Reply => {
     stats.tokenRequests++;
     if (!isFormPost(req)) return oauthError(400, 'invalid_request', 'Expected a form-encoded POST.');
     const form = formOf(req);
@@ -481,6 +582,29 @@ export async function startExactOnlineSimulator(
   };
 
   const meEndpoint = (req: SimRequest): Reply => {
+    const at = time.now();
+    const generation = accessTokens.get(bearerOf(req) ?? '')?.generation;
+    const blockedBefore = stats.blockedAnswers;
+    const reply = meAnswer(req);
+    const outcome: ExactOutcome =
+      stats.blockedAnswers > blockedBefore
+        ? 'blocked'
+        : reply.status === 200
+          ? 'ok'
+          : reply.status === 401
+            ? 'unauthorized'
+            : 'rate-limited';
+    requestLog.push({
+      at,
+      endpoint: 'api',
+      status: reply.status,
+      outcome,
+      ...(generation !== undefined ? { generation: generation.n } : {}),
+    });
+    return reply;
+  };
+
+  const meAnswer = (req: SimRequest): Reply => {
     const grant = accessTokens.get(bearerOf(req) ?? '');
     if (grant === undefined) return textReply(401, 'Unauthorized', { 'WWW-Authenticate': 'Bearer' });
     const key = `api|${grant.clientId}`;
@@ -662,6 +786,7 @@ export async function startExactOnlineSimulator(
     fields,
     faults,
     stats: () => ({ ...stats }),
+    requests: () => requestLog.map((r) => ({ ...r })),
     validRefreshTokens() {
       const now = time.now();
       return [...generations.values()]

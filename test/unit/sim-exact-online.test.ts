@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { generateSync } from 'otplib';
 import { describe, expect, it } from 'vitest';
+import { exactOnline } from '../../src/providers/presets/exact-online.ts';
 import {
   startExactOnlineSimulator,
   type ExactOnlineSimulator,
@@ -209,6 +210,66 @@ describe('Exact Online simulator: the refresh-token chain', () => {
     const retried = tokens(await refresh(sim, first.refreshToken));
     expect((await refresh(sim, unseen.refreshToken)).status).toBe(401);
     expect(sim.validRefreshTokens().sort()).toEqual([first.refreshToken, retried.refreshToken].sort());
+  });
+
+  it('logs each presentation of a refresh token by generation: a retry is the second, the lost successor never appears', async () => {
+    const sim = await simulator();
+    const first = sim.seedChain();
+    await fx.clock.advance(FLOOR_MS - 1);
+    const t0 = fx.clock.now();
+    expect((await refresh(sim, first.refreshToken)).status).toBe(400); // too early
+    await fx.clock.advance(1);
+    const unseen = tokens(await refresh(sim, first.refreshToken));
+    await fx.clock.advance(FLOOR_MS);
+    const retried = tokens(await refresh(sim, first.refreshToken));
+    expect((await me(sim, retried.accessToken)).status).toBe(200);
+    expect(sim.stats().repeatedPresentations).toBe(2);
+    expect(sim.requests().map((r) => ({ ...r, at: r.at - t0 }))).toEqual([
+      {
+        at: 0,
+        endpoint: 'token',
+        grantType: 'refresh_token',
+        generation: 1,
+        presentation: 1,
+        status: 400,
+        outcome: 'too-early',
+      },
+      {
+        at: 1,
+        endpoint: 'token',
+        grantType: 'refresh_token',
+        generation: 1,
+        presentation: 2,
+        issued: 2,
+        status: 200,
+        outcome: 'issued',
+      },
+      {
+        at: 1 + FLOOR_MS,
+        endpoint: 'token',
+        grantType: 'refresh_token',
+        generation: 1,
+        presentation: 3,
+        issued: 3,
+        status: 200,
+        outcome: 'issued',
+      },
+      { at: 1 + FLOOR_MS, endpoint: 'api', generation: 3, status: 200, outcome: 'ok' },
+    ]);
+    // The unseen successor, presented now, is a reuse: its first presentation.
+    expect((await refresh(sim, unseen.refreshToken)).status).toBe(401);
+    expect(sim.requests().at(-1)).toMatchObject({ generation: 2, presentation: 1, outcome: 'reused' });
+    expect(sim.stats().repeatedPresentations).toBe(2);
+  });
+
+  it("has the preset's floor: too early 1 ms before exactOnline.minIntervalMs (scaled), issued at it", async () => {
+    const sim = await simulator();
+    const first = sim.seedChain();
+    await fx.clock.advance(exactOnline.minIntervalMs * SCALE - 1);
+    expect((await refresh(sim, first.refreshToken)).status).toBe(400);
+    await fx.clock.advance(1);
+    expect((await refresh(sim, first.refreshToken)).status).toBe(200);
+    expect(sim.requests().map((r) => r.outcome)).toEqual(['too-early', 'issued']);
   });
 
   it('answers a reuse with 400 when configured so', async () => {

@@ -18,7 +18,9 @@ export function loginFailureReason(err: TokenError): string {
     case 'MissingLoginForm':
       return 'LoginFormUnexpected';
     default:
-      return err.code === 'configuration' ? err.reason : 'LoginProviderError';
+      return err.code === 'configuration' || err.code === 'insecure_endpoint'
+        ? err.reason
+        : 'LoginProviderError';
   }
 }
 
@@ -38,6 +40,10 @@ export function failureOf(err: TokenError, stage: FailureStage = 'request'): Fai
         }
       : { kind: insecure ? 'configuration' : err.code, reason: err.reason, message: err.message };
   if (insecure && stage === 'request') failure.message = `spec.provider: ${err.message}`;
+  // A login page may send the walk on to another host (a redirect, a form action): the provider's
+  // doing, so the field is spec.provider's, though the address was never written in the spec.
+  if (insecure && stage === 'login')
+    failure.message = `spec.provider: the recovery login was sent to a refused address: ${err.message}`;
   if (err.retryAfterMs !== undefined) failure.retryAfterMs = err.retryAfterMs;
   if (err.notBeforeMs !== undefined) failure.notBeforeMs = err.notBeforeMs;
   return failure;

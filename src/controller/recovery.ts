@@ -92,8 +92,19 @@ export class RecoveryLogin {
   parseSecret(inputs: ResolvedInputs): TotpSecret | undefined {
     const raw = inputs.login?.totpSecret;
     if (raw === undefined) return undefined;
-    const secret = parseTotpSecret(raw, inputs.preset.totp ?? {});
-    return secret;
+    try {
+      return parseTotpSecret(raw, inputs.preset.totp ?? {});
+    } catch (err) {
+      // The status names the field to fix; the parser's message never quotes the secret.
+      if (err instanceof TokenError) {
+        throw new TokenError({
+          code: err.code,
+          reason: err.reason,
+          message: `spec.recovery.login.totpSecretRef: ${err.message}`,
+        });
+      }
+      throw err;
+    }
   }
 
   /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loginFailureReason } from '../../src/controller/failures.ts';
+import { failureOf, loginFailureReason } from '../../src/controller/failures.ts';
 import { loginGate } from '../../src/controller/recovery.ts';
 import { TokenError } from '../../src/oauth/errors.ts';
 
@@ -61,8 +61,10 @@ describe('loginGate', () => {
 });
 
 describe('loginFailureReason', () => {
-  const error = (reason: string, code: 'configuration' | 'transient' = 'configuration') =>
-    new TokenError({ code, reason, message: 'm' });
+  const error = (
+    reason: string,
+    code: 'configuration' | 'transient' | 'insecure_endpoint' = 'configuration',
+  ) => new TokenError({ code, reason, message: 'm' });
   it.each([
     ['WrongCredentials', 'configuration', 'LoginFailed'],
     ['InvalidCredentials', 'configuration', 'LoginFailed'],
@@ -70,7 +72,26 @@ describe('loginFailureReason', () => {
     ['LoginFormUnexpected', 'configuration', 'LoginFormUnexpected'],
     ['ProviderError', 'transient', 'LoginProviderError'],
     ['MissingRedirectURI', 'configuration', 'MissingRedirectURI'],
+    ['InsecureEndpoint', 'insecure_endpoint', 'InsecureEndpoint'],
   ] as const)('%s (%s) → %s', (reason, code, expected) => {
     expect(loginFailureReason(error(reason, code))).toBe(expected);
+  });
+
+  it('names spec.provider for a login sent to a refused address, in either stage', () => {
+    const refused = new TokenError({
+      code: 'insecure_endpoint',
+      reason: 'InsecureEndpoint',
+      message: 'host 169.254.7.7 is a link-local address',
+    });
+    expect(failureOf(refused, 'login')).toMatchObject({
+      kind: 'chain_broken',
+      reason: 'InsecureEndpoint',
+      message:
+        'spec.provider: the recovery login was sent to a refused address: host 169.254.7.7 is a link-local address',
+    });
+    expect(failureOf(refused)).toMatchObject({
+      kind: 'configuration',
+      message: 'spec.provider: host 169.254.7.7 is a link-local address',
+    });
   });
 });

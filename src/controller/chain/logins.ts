@@ -109,6 +109,15 @@ export async function recoveryLogin(
   const login = connection.spec.recovery?.login;
   if (login === undefined || inputs.login === undefined)
     throw new Error('recover without spec.recovery.login');
+  // A TOTP secret that cannot be read is the spec's mistake: found before an attempt is counted or
+  // a claim taken, so it never spends the hour's logins, and reported as such (not as a failed login).
+  let secret: ReturnType<typeof engine.deps.recovery.parseSecret>;
+  try {
+    secret = engine.deps.recovery.parseSecret(inputs);
+  } catch (err) {
+    if (!isTokenError(err)) throw err;
+    return engine.fail(failureOf(err));
+  }
   const chainBroken = why.reason !== 'NoRefreshToken' && why.reason !== 'LoginRequired';
   const recovering = onRecovering({
     previous: engine.ctx.status.current,
@@ -162,7 +171,6 @@ export async function recoveryLogin(
     );
     // The code sent (if any) is spent even though the login failed; the claim is released. A
     // geolocation the provider named (followed or not) is where the next attempt goes.
-    const secret = engine.deps.recovery.parseSecret(inputs);
     const step = secret ? engine.deps.recovery.totp.lastUsedStep(secret) : undefined;
     const named = err.code === 'relocate' ? (err.geolocation ?? geolocation) : geolocation;
     const released = { ...afterFailedLogin(withGeolocation(claimed, named), step) };

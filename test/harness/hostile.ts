@@ -1,7 +1,8 @@
 // Servers a hostile tenant points its connections at, for test/integration/tenants.test.ts: each
 // counts what reached it, so a test can say how often the operator called (or did not call) it.
 // - a rogue provider: huge tokens, a rotated refresh token too large to keep, a password grant that
-//   rejects every password, and a collector that only counts (a confused deputy's destination);
+//   rejects every password, a collector that only counts (a confused deputy's destination), and
+//   discovery documents and login redirects that point elsewhere (at a trap, at a metadata address);
 // - a tarpit: accepts a connection, then answers one byte a second, forever;
 // - a slow login: every page a redirect to the next, each answered just inside the request cap;
 // - a trap on an address the operator's endpoint policy forbids: it must see no connection at all.
@@ -54,6 +55,13 @@ export const HUGE_TOKEN_BYTES = 600 * KIB;
 export interface RogueProvider extends Counting {
   /** Requests whose path starts with `prefix` (/big, /huge, /rotate-huge, /password, /collector, …). */
   hits(prefix: string): number;
+  /**
+   * Serves an OpenID discovery document for the issuer `${origin}${issuerPath}` naming `endpoints`
+   * (token_endpoint and the like, anywhere at all); returns the issuer URL.
+   */
+  discovery(issuerPath: string, endpoints: Record<string, string>): string;
+  /** Answers every request under `pathPrefix` with a 302 to `location`. */
+  redirect(pathPrefix: string, location: string): void;
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
@@ -63,12 +71,20 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 /** The tenant's own token endpoint, answering by path. */
 export async function startRogueProvider(): Promise<RogueProvider> {
   const paths: string[] = [];
+  const documents = new Map<string, Record<string, string>>();
+  const redirects = new Map<string, string>();
   const server = createHttpServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     paths.push(path);
     req.resume();
     req.on('end', () => {
-      if (path === '/big/token') {
+      const document = documents.get(path);
+      const redirect = [...redirects].find(([prefix]) => path.startsWith(prefix))?.[1];
+      if (document !== undefined) {
+        json(res, 200, document);
+      } else if (redirect !== undefined) {
+        res.writeHead(302, { location: redirect }).end();
+      } else if (path === '/big/token') {
         json(res, 200, { access_token: 'b'.repeat(BIG_TOKEN_BYTES), token_type: 'Bearer', expires_in: 3600 });
       } else if (path === '/huge/token') {
         json(res, 200, {
@@ -92,9 +108,19 @@ export async function startRogueProvider(): Promise<RogueProvider> {
   });
   const sockets = track(server);
   const port = await listen(server, '127.0.0.1');
+  const origin = `http://127.0.0.1:${String(port)}`;
   return {
-    origin: `http://127.0.0.1:${String(port)}`,
+    origin,
     hits: (prefix) => paths.filter((p) => p.startsWith(prefix)).length,
+    discovery: (issuerPath, endpoints) => {
+      const issuer = `${origin}${issuerPath}`;
+      // OpenID Connect Discovery 1.0 §4: the document sits under the issuer's path.
+      documents.set(`${issuerPath}/.well-known/openid-configuration`, { issuer, ...endpoints });
+      return issuer;
+    },
+    redirect: (pathPrefix, location) => {
+      redirects.set(pathPrefix, location);
+    },
     close: closer(server, sockets),
   };
 }

@@ -63,7 +63,7 @@ const ATTACK_WINDOW_MS = 40_000;
 const MAX_LATENESS_MS = 1_000;
 const RSS_LIMIT_MIB = 300;
 /** Forged Secrets created while the operator runs (its watch), and before it starts (its first list). */
-const FORGED_SECRETS = 40;
+const FORGED_SECRETS = 60;
 const FORGED_BEFORE_START = 40;
 const FORGED_SECRET_BYTES = 1024 * 1024 - 4096;
 /**
@@ -648,8 +648,9 @@ describe("tenant isolation: one tenant's hostile input costs another tenant noth
     );
     // One publish-only reconcile follows each refresh (the victim's own output Secret changed).
     expect(victimWakeUps(since)).toBeLessThanOrEqual(refreshes + 2);
-    // 40 MiB of Secret data (53 MiB as base64) never reached the operator's memory.
-    expect(grownMiB).toBeLessThan(32);
+    // 60 MiB of Secret data (80 MiB as base64) never reached the operator's memory. A cache of whole
+    // Secrets would grow by more than that; noise (heap growth, GC timing) has reached 27 MiB.
+    expect(grownMiB).toBeLessThan(45);
   });
 
   it('kept the victim rotating on schedule through all of it, under 300 MiB, with no leak', async () => {

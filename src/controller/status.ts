@@ -197,7 +197,7 @@ export function onFailure(input: FailureInput): Decision {
   const failure = floorTooLow(input)
     ? {
         ...input.failure,
-        message: `${input.failure.message}; spec.refresh.minInterval is below the provider's floor: raise it`,
+        message: `${input.failure.message}; spec.refresh.minInterval is probably below the provider's floor (unless another client refreshed this chain): raise it`,
       }
     : input.failure;
   // A conflict is another writer's doing, not a failure of the chain: it is not counted.

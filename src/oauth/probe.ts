@@ -25,8 +25,16 @@ export interface ProbeResult {
 /** The share of a daily API budget the probe never spends: it is the consumers'. */
 export const PROBE_BUDGET_RESERVE = 0.1;
 
-/** How long the probe should stand back after an answer with these headers, or undefined. */
+/** The longest pause an API may ask of the probe: a day, the longest budget window Exact has. */
+export const MAX_STAND_BACK_MS = 86_400_000;
+
+/** How long the probe should stand back after an answer with these headers (at most a day), or undefined. */
 export function probeStandBack(status: number, headers: Headers, nowMs: number): number | undefined {
+  const asked = askedPause(status, headers, nowMs);
+  return asked !== undefined ? Math.min(asked, MAX_STAND_BACK_MS) : undefined;
+}
+
+function askedPause(status: number, headers: Headers, nowMs: number): number | undefined {
   const lower: Record<string, string> = {};
   headers.forEach((value, name) => {
     lower[name.toLowerCase()] = value;

@@ -746,9 +746,29 @@ const rows: Row[] = [
     expect: { kind: 'back-off', untilMs: NOW - 2_000 + 10_000 },
   },
   {
-    name: 'hot loop: a failure answered at once does not shorten the gap to the next request',
+    name: 'hot loop: a failure answered at once is followed by nothing before the absolute gap',
     input: input({ state: due, status: failing(NOW - 1, { lastFailureTime: iso(NOW - 2_000) }) }),
-    expect: { kind: 'back-off', untilMs: NOW - 2_000 + 60_000 },
+    expect: { kind: 'back-off', untilMs: NOW - 2_000 + 10_000 },
+  },
+  {
+    // Exact's shape: a 600 s token, spec minInterval 300 s (below the provider's 570 s), refused as
+    // too early at 389 s; the retry planned just before expiry (585 s) goes then, not at 389 + 300 s.
+    name: 'the floor counts from the token issued, not from a failure: a too-early retry goes at 585 s',
+    input: input({
+      state: chain({ issuedAtMs: NOW - 585_000, accessTokenExpiresAtMs: NOW + 15_000 }),
+      status: failing(NOW, { lastFailureTime: iso(NOW - 196_000) }),
+      timing: timing({ minIntervalMs: 300_000 }),
+    }),
+    expect: { kind: 'refresh' },
+  },
+  {
+    name: 'the floor counts from the token issued: a 503 at the 570 s floor is retried 2 s later, not at 1140 s',
+    input: input({
+      state: chain({ issuedAtMs: NOW - 572_000, accessTokenExpiresAtMs: NOW + 28_000 }),
+      status: failing(NOW, { lastFailureTime: iso(NOW - 2_000), failedAttempts: 1 }),
+      timing: timing({ minIntervalMs: 570_000, minRequestGapMs: 2_000 }),
+    }),
+    expect: { kind: 'refresh' },
   },
   {
     name: 'hot loop: before ≥ lifetime still waits the minimum gap',

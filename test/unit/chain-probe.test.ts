@@ -168,6 +168,15 @@ describe('the probe step: what outlives the reconcile', () => {
     expect(probes.wasRejected(UID, fingerprint('at-2')), 'a new token starts clean').toBe(false);
   });
 
+  it('forgets the rejection once a refresh answers it, also when the provider hands back the same token', () => {
+    const probes = new ProbeSchedule();
+    probes.rejected(UID, fingerprint('at-1'));
+    probes.refreshedAfterRejection(UID, fingerprint('at-1'));
+    // No refresh every gap for a token the provider keeps handing back: the next 401 blames the URL.
+    expect(probes.wasRejected(UID, fingerprint('at-1'))).toBe(false);
+    expect(probes.isFreshFromRejection(UID, fingerprint('at-1'))).toBe(true);
+  });
+
   it('does not remember an accepted token, nor a fresh token the probe URL rejects (the URL is blamed)', async () => {
     const accepting = build(accepted);
     await probeToken(accepting.engine);

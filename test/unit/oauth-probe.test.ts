@@ -55,6 +55,12 @@ describe('probeStandBack: the probe leaves the API budget to the consumers', () 
       standBackMs: 60_000,
     },
     {
+      name: 'a pause of years (Retry-After: 99999999) is held to a day',
+      status: 429,
+      headers: { 'Retry-After': '99999999' },
+      standBackMs: 86_400_000,
+    },
+    {
       name: 'a remaining count that is not a number: no pause',
       status: 200,
       headers: { 'X-RateLimit-Remaining': 'lots', 'X-RateLimit-Limit': '5000', 'X-RateLimit-Reset': '60' },

@@ -254,7 +254,7 @@ describe('onFailure', () => {
           inputsVersion: 'v1',
         }).status.conditions?.find((c) => c.type === 'Degraded')?.message;
       expect(degraded(T0 - 1)).toBe(
-        "too early (HTTP 400); spec.refresh.minInterval is below the provider's floor: raise it",
+        "too early (HTTP 400); spec.refresh.minInterval is probably below the provider's floor (unless another client refreshed this chain): raise it",
       );
       expect(degraded(T0 + 270_000)).toBe('too early (HTTP 400)');
     });

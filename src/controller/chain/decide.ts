@@ -148,25 +148,29 @@ export function stableJitter(seed: string, rotations: number): number {
 }
 
 /**
- * The earliest time another token request may be sent, after the last one. An access token the
- * probe saw rejected is replaced at once, below the provider's floor (a chain revoked from outside
- * answers that it is broken; a live one at worst answers too early, once per probe interval): only
- * the operator's absolute gap holds then.
+ * The earliest time another token request may be sent. The spacing rules (the provider's floor,
+ * spec.refresh.minInterval, the loop guard) count from the last token issued: they are about how
+ * often a chain may be moved on. From the last failure only the operator's absolute gap counts;
+ * the failure's own backoff (status.nextRefreshTime, gated) spaces the retries. Measured from a
+ * failure, the provider's floor would push a retry past the token's expiry: a 503 at Exact's 570 s
+ * retried at 1140 s, a too-early answer at 389 s retried at 689 s instead of 585 s. An access token
+ * the probe saw rejected is replaced at once, below the provider's floor (a chain revoked from
+ * outside answers that it is broken; a live one at worst answers too early, once per rejected
+ * token): only the absolute gap holds then.
  */
 function requestFloor(input: ChainInput, state: ChainState, tokenRejected: boolean): number | undefined {
+  const floors: number[] = [];
+  const issued = state.issuedAtMs;
+  if (issued !== undefined) {
+    const lifetime = Math.max(0, (state.accessTokenExpiresAtMs ?? issued) - issued);
+    const gap = tokenRejected
+      ? input.timing.minRequestGapMs
+      : minRequestGap(input.timing, lifetime, refreshLife(state, issued));
+    floors.push(issued + gap);
+  }
   const lastFailure = Date.parse(input.status.lastFailureTime ?? '');
-  const last = Math.max(
-    state.issuedAtMs ?? -Infinity,
-    Number.isFinite(lastFailure) ? lastFailure : -Infinity,
-  );
-  if (!Number.isFinite(last)) return undefined;
-  const issued = state.issuedAtMs ?? last;
-  const lifetime = Math.max(0, (state.accessTokenExpiresAtMs ?? issued) - issued);
-  // From the last request, successful or not: a failure answered at once cannot shorten the gap.
-  const gap = tokenRejected
-    ? input.timing.minRequestGapMs
-    : minRequestGap(input.timing, lifetime, refreshLife(state, issued));
-  return last + gap;
+  if (Number.isFinite(lastFailure)) floors.push(lastFailure + input.timing.minRequestGapMs);
+  return floors.length > 0 ? Math.max(...floors) : undefined;
 }
 
 /** When the chain's access token is due for refresh. */

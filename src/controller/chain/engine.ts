@@ -321,6 +321,11 @@ export class ChainEngine {
     );
     const grant = this.grant(base);
     const presented = grant.type === 'refresh_token' ? grant.refreshToken : undefined;
+    const uid = this.ctx.connection.metadata.uid ?? '';
+    // A refresh the probe called for, in this reconcile or (after the request gap, a backoff) a later one.
+    const probeCalledForIt =
+      this.probeVerdict === 'rejected' ||
+      (base.accessToken !== undefined && this.ctx.probes.wasRejected(uid, fingerprint(base.accessToken)));
     if (retry !== undefined)
       log.warn({ retry }, 'a previous token request was cut off; presenting the same token again');
     const started = clock.monotonic();
@@ -374,11 +379,10 @@ export class ChainEngine {
     if (persisted !== undefined) return persisted;
     metrics.refreshes.inc({ ...this.labels, result: 'success' });
     metrics.refreshDuration.observe((clock.monotonic() - started) / 1000);
-    if (this.probeVerdict === 'rejected' && next.accessToken !== undefined) {
-      this.ctx.probes.refreshedAfterRejection(
-        this.ctx.connection.metadata.uid ?? '',
-        fingerprint(next.accessToken),
-      );
+    // The rejection is answered: it is forgotten, and the token it brought is watched (a probe URL
+    // that rejects it too is wrong, not the chain), also when the provider handed back the same one.
+    if (probeCalledForIt && next.accessToken !== undefined) {
+      this.ctx.probes.refreshedAfterRejection(uid, fingerprint(next.accessToken));
     }
     if (lifetimeIgnored) {
       this.ctx.status.record({

@@ -51,9 +51,11 @@ export class ProbeSchedule {
     return this.entries.get(uid)?.rejectedToken === accessTokenFingerprint;
   }
 
-  /** Records the access token a probe-triggered refresh returned. */
+  /** Records the access token a probe-triggered refresh returned; the rejection it answered is forgotten. */
   refreshedAfterRejection(uid: string, accessTokenFingerprint: string): void {
-    this.entry(uid).refreshedFor = accessTokenFingerprint;
+    const entry = this.entry(uid);
+    entry.refreshedFor = accessTokenFingerprint;
+    delete entry.rejectedToken;
   }
 
   /** Whether this token came from a refresh a rejection triggered: rejecting it too blames the probe URL. */

@@ -617,6 +617,7 @@ export async function startKeycloak(opts: StartKeycloakOptions = {}): Promise<Ke
   log(`Keycloak ${version} (Java ${java.major}) ready at ${issuer} in ${seconds(started)}s`);
 
   let closed: Promise<void> | undefined;
+  let adminTokenCache: { token: string; atMs: number } | undefined;
   return {
     baseURL,
     issuer: opts.hostname ? `${opts.hostname.replace(/\/$/, '')}/realms/${realm}` : issuer,
@@ -630,7 +631,11 @@ export async function startKeycloak(opts: StartKeycloakOptions = {}): Promise<Ke
     clientId: TEST_CLIENT_ID,
     clientSecret: TEST_CLIENT_SECRET,
     redirectURI: TEST_REDIRECT_URI,
+    // Cached for 30 s (admin-cli tokens live 60 s): a test's admin calls then cost one login, not
+    // one each, and an admin action is not preceded by a password hash on a busy machine.
     adminToken: async () => {
+      if (adminTokenCache !== undefined && Date.now() - adminTokenCache.atMs < 30_000)
+        return adminTokenCache.token;
       const response = await fetch(`${baseURL}/realms/master/protocol/openid-connect/token`, {
         method: 'POST',
         body: new URLSearchParams({
@@ -644,6 +649,7 @@ export async function startKeycloak(opts: StartKeycloakOptions = {}): Promise<Ke
       if (!response.ok || !body.access_token) {
         throw new Error(`admin token request failed with ${response.status}: ${JSON.stringify(body)}`);
       }
+      adminTokenCache = { token: body.access_token, atMs: Date.now() };
       return body.access_token;
     },
     close: () => {

@@ -82,6 +82,14 @@ export interface ProbeSettings {
 
 const DEFAULT_PROBE_INTERVAL_MS = 60_000;
 
+/** Why a preset whose default is userinfo cannot name a probe URL, for the message. */
+function probeDefaultMissing(defaults: PresetDefaults['probe'], spec: OAuthConnectionSpec): string {
+  if (defaults?.userinfo !== true) return '';
+  return spec.grant?.type === 'clientCredentials'
+    ? ' (its default, userinfo, needs a user token, not client credentials)'
+    : ' (discovery names no userinfo_endpoint)';
+}
+
 /** Undefined when spec.probe is absent: probing costs API calls, so it is opted into. */
 export function probeSettingsFor(
   spec: OAuthConnectionSpec,
@@ -96,11 +104,13 @@ export function probeSettingsFor(
     urlFor(endpoints) {
       if (explicit !== undefined) return explicit;
       if (defaults?.path !== undefined) return new URL(defaults.path, endpoints.tokenEndpoint).href;
-      if (defaults?.userinfo === true && endpoints.userinfoEndpoint !== undefined)
+      // Userinfo describes a user: a client's own token (client credentials) has none to describe.
+      const userToken = spec.grant?.type !== 'clientCredentials';
+      if (defaults?.userinfo === true && userToken && endpoints.userinfoEndpoint !== undefined)
         return endpoints.userinfoEndpoint;
       throw configurationError(
         'ProbeURLUnknown',
-        `spec.probe.url: preset ${preset.preset} has no well-known endpoint to probe${defaults?.userinfo === true ? ' (discovery names no userinfo_endpoint)' : ''}; set spec.probe.url`,
+        `spec.probe.url: preset ${preset.preset} has no well-known endpoint to probe${probeDefaultMissing(defaults, spec)}; set spec.probe.url`,
       );
     },
   };

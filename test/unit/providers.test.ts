@@ -244,6 +244,21 @@ describe('probeSettingsFor', () => {
     expect(error.message).toMatch(/^spec\.probe\.url: .*userinfo_endpoint/);
   });
 
+  it('keycloak: a client-credentials connection has no userinfo to probe: ProbeURLUnknown, saying why', () => {
+    const clientOnly = { ...keycloakSpec({}), grant: { type: 'clientCredentials' as const } };
+    const settings = probeSettingsFor(clientOnly, presetDefaults('keycloak'), undefined);
+    const error = thrown(() => settings?.urlFor(discovered));
+    expect(error).toMatchObject({ code: 'configuration', reason: 'ProbeURLUnknown' });
+    expect(error.message).toMatch(/^spec\.probe\.url: .*needs a user token, not client credentials/);
+    // An explicit URL is probed whatever the grant.
+    const url = 'https://api.example.com/health';
+    expect(
+      probeSettingsFor({ ...clientOnly, probe: { url } }, presetDefaults('keycloak'), undefined)?.urlFor(
+        discovered,
+      ),
+    ).toBe(url);
+  });
+
   it('spec.probe.url and spec.probe.interval win over the defaults; no spec.probe, no probe', () => {
     const url = 'https://api.example.com/me';
     const settings = probeSettingsFor(keycloakSpec({ url }), presetDefaults('keycloak'), 5_000);

@@ -159,6 +159,8 @@ export interface FailureInput {
   minIntervalRetryAtMs?: number;
   /** When the access token the output Secret holds was issued (with accessTokenExpiresAtMs, its lifetime). */
   issuedAtMs?: number;
+  /** The floor between two token requests we plan with (spec.refresh.minInterval or the preset's). */
+  minIntervalMs?: number;
   inputsVersion: string;
 }
 
@@ -172,18 +174,23 @@ export const TOO_EARLY_RETRY_BEFORE_EXPIRY = 0.025;
  * (Exact blocks a client key after 10), so the next try is not a short backoff but the latest moment
  * that still spares consumers: just before the access token expires. Exact's 570 s floor is then
  * met at the first retry (585 s of a 600 s token), one refusal a cycle at most.
+ *
+ * With no such moment ahead (that retry was refused too, the token has expired, or its issue is
+ * unknown, as for a seed imported right after the login that made it), the provider's floor runs
+ * from a request we did not see (that login, another client, an answer that never arrived), so the
+ * next try waits at least a whole minInterval: a short backoff would spend the hour's errors.
  */
 function tooEarlyRetryDelay(input: FailureInput, failedAttempts: number): number {
   const { failure, nowMs, issuedAtMs, accessTokenExpiresAtMs } = input;
   const allowedAtMs = failure.notBeforeMs ?? input.minIntervalRetryAtMs;
   if (allowedAtMs !== undefined && allowedAtMs > nowMs) return delayUntil(allowedAtMs, nowMs);
   const backoffMs = backoffDelay('transient', failedAttempts, failure.retryAfterMs);
-  if (issuedAtMs === undefined || accessTokenExpiresAtMs === undefined || accessTokenExpiresAtMs <= nowMs) {
-    return backoffMs;
+  if (issuedAtMs !== undefined && accessTokenExpiresAtMs !== undefined) {
+    const lifetimeMs = accessTokenExpiresAtMs - issuedAtMs;
+    const lastMomentMs = accessTokenExpiresAtMs - lifetimeMs * TOO_EARLY_RETRY_BEFORE_EXPIRY;
+    if (lastMomentMs > nowMs) return Math.max(backoffMs, lastMomentMs - nowMs);
   }
-  const lifetimeMs = accessTokenExpiresAtMs - issuedAtMs;
-  const lastMomentMs = accessTokenExpiresAtMs - lifetimeMs * TOO_EARLY_RETRY_BEFORE_EXPIRY;
-  return Math.max(backoffMs, lastMomentMs - nowMs);
+  return Math.max(backoffMs, input.minIntervalMs ?? 0);
 }
 
 /** A too-early answer after the floor we planned with: that floor (spec.refresh.minInterval) is too low. */
@@ -225,7 +232,9 @@ export function onFailure(input: FailureInput): Decision {
       requeueAfterMs = tooEarlyRetryDelay(input, failedAttempts);
       break;
     case 'relocate':
-      requeueAfterMs = backoffDelay('in_doubt', 1);
+      // The same request went to the named geolocation at once (in the reconcile); a provider that
+      // keeps naming another one is asked again on the growing backoff, not every few seconds.
+      requeueAfterMs = backoffDelay('transient', failedAttempts, failure.retryAfterMs);
       break;
     case 'configuration':
       requeueAfterMs = backoffDelay('configuration', failedAttempts, failure.retryAfterMs);

@@ -204,27 +204,27 @@ describe('onFailure', () => {
         requeueMs: EXPIRES - 15_000 - T0,
       },
       {
-        name: 'refused again at that moment (the provider floor is higher still): the growing backoff',
+        name: 'refused again at that moment (the floor runs from a request we did not see): a whole minInterval',
         nowMs: EXPIRES - 15_000,
         failedBefore: 1,
         issuedAtMs: ISSUED,
         expiresAtMs: EXPIRES,
-        requeueMs: 4_000,
+        requeueMs: 300_000,
       },
       {
-        name: 'the token has expired: the growing backoff',
+        name: 'the token has expired: a whole minInterval, not 2 s, 4 s, 8 s that would spend the hour',
         nowMs: EXPIRES + 1_000,
         failedBefore: 2,
         issuedAtMs: ISSUED,
         expiresAtMs: EXPIRES,
-        requeueMs: 8_000,
+        requeueMs: 300_000,
       },
       {
-        name: 'issuance unknown (a state from an older version): the growing backoff',
+        name: 'issuance unknown (a seed imported right after the login that made it): a whole minInterval',
         nowMs: T0,
         failedBefore: 0,
         expiresAtMs: EXPIRES,
-        requeueMs: 2_000,
+        requeueMs: 300_000,
       },
     ];
     it.each(cases)('$name', ({ nowMs, failedBefore, issuedAtMs, expiresAtMs, requeueMs }) => {
@@ -235,6 +235,7 @@ describe('onFailure', () => {
         failure: tooEarly,
         accessTokenExpiresAtMs: expiresAtMs,
         minIntervalRetryAtMs: ISSUED + 300_000,
+        minIntervalMs: 300_000,
         ...(issuedAtMs !== undefined ? { issuedAtMs } : {}),
         inputsVersion: 'v1',
       });
@@ -258,6 +259,21 @@ describe('onFailure', () => {
       );
       expect(degraded(T0 + 270_000)).toBe('too early (HTTP 400)');
     });
+  });
+
+  it('a provider that keeps naming another data center (relocate) is asked again on the growing backoff', () => {
+    const failure: Failure = { kind: 'relocate', reason: 'Relocated', message: 'm' };
+    const delays = [0, 1, 2, 3].map(
+      (failedBefore) =>
+        onFailure({
+          previous: { failedAttempts: failedBefore },
+          generation: 1,
+          nowMs: T0,
+          failure,
+          inputsVersion: 'v1',
+        }).requeueAfterMs,
+    );
+    expect(delays).toEqual([2_000, 4_000, 8_000, 16_000]);
   });
 
   it('counts consecutive failures for the backoff and emits one Event per new reason', () => {

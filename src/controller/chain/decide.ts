@@ -492,7 +492,7 @@ function passwordBlocked(input: ChainInput, nowMs: number): Action | undefined {
  * Where to send a failed token request again, or undefined. Concur's code 16 ("the user lives in
  * another data center") consumed nothing, so the same request (a refresh, a password grant, a
  * login's code exchange) goes to the geolocation it names, in the same reconcile; but only once: a
- * second move in a row is a failure like any other, retried after the request floor.
+ * second move in a row is a failure like any other, retried on the growing backoff.
  */
 export function relocationTarget(
   err: Pick<TokenError, 'code' | 'geolocation'>,

@@ -388,7 +388,7 @@ export class ChainEngine {
       this.ctx.status.record({
         type: 'Warning',
         reason: 'ExpiresInIgnored',
-        message: `the provider stated an access-token lifetime outside 10s..10y; planning with ${Math.round(inputs.assumedLifetimeMs / 1000)}s (spec.refresh.assumedLifetime)`,
+        message: `the provider stated an access-token lifetime outside 1s..10y; planning with ${Math.round(inputs.assumedLifetimeMs / 1000)}s (spec.refresh.assumedLifetime)`,
       });
     }
     log.info(
@@ -558,6 +558,7 @@ export class ChainEngine {
       ...(state?.issuedAtMs !== undefined
         ? { minIntervalRetryAtMs: state.issuedAtMs + minIntervalMs, issuedAtMs: state.issuedAtMs }
         : {}),
+      minIntervalMs,
       inputsVersion: this.ctx.inputs.version,
     });
     return this.apply(decision);

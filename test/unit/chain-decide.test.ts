@@ -725,6 +725,15 @@ const rows: Row[] = [
     expect: { kind: 'refresh' },
   },
   {
+    name: 'a spec change lifts the backoff, but not the absolute gap after the failure',
+    input: input({
+      state: due,
+      generation: 2,
+      status: failing(NOW + 4 * MIN, { lastFailureTime: iso(NOW - 3_000) }),
+    }),
+    expect: { kind: 'back-off', untilMs: NOW - 3_000 + 10_000 },
+  },
+  {
     name: 'a changed input Secret lifts the backoff',
     input: input({ state: due, inputsVersion: 'inputs-2', status: failing(NOW + 4 * MIN) }),
     expect: { kind: 'refresh' },

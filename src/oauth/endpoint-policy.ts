@@ -51,6 +51,11 @@ const METADATA_NAMES = new Set([
 
 const INTERNAL_SUFFIXES = ['.svc', '.cluster.local', '.internal', '.local'];
 
+/** A name only the cluster's DNS (with the pod's search domains) can answer: no dot, or an internal suffix. */
+export function isClusterInternalName(hostname: string): boolean {
+  return !hostname.includes('.') || INTERNAL_SUFFIXES.some((s) => hostname.endsWith(s));
+}
+
 function refuse(message: string): TokenError {
   return new TokenError({ code: 'insecure_endpoint', reason: 'InsecureEndpoint', message });
 }
@@ -204,8 +209,7 @@ export function checkURL(url: string, policy: EndpointPolicy): CheckedURL {
   if (loopbackName && !policy.allowInsecureHttp) {
     throw refuse(`host ${hostname} is a loopback name; allowed only with --allow-insecure-http`);
   }
-  const internalName =
-    !loopbackName && (!hostname.includes('.') || INTERNAL_SUFFIXES.some((s) => hostname.endsWith(s)));
+  const internalName = !loopbackName && isClusterInternalName(hostname);
   if (internalName && policy.allowPrivateNetworks !== true) {
     throw refuse(`host ${hostname} is a cluster-internal name; allowed only with --allow-private-networks`);
   }

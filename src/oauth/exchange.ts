@@ -39,7 +39,8 @@ export type SuccessBodyRewrite = (body: Record<string, unknown>) => Record<strin
 
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 
-function headersToRecord(headers: Headers): Record<string, string> {
+/** Response headers as a plain record with lower-case names, as the classifiers read them. */
+export function headersToRecord(headers: Headers): Record<string, string> {
   const out: Record<string, string> = {};
   headers.forEach((value, name) => {
     out[name.toLowerCase()] = value;

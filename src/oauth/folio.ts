@@ -27,7 +27,7 @@
 import { Cookie } from 'tough-cookie';
 import { classifyTokenFailure, type NetworkFailure } from './classify.ts';
 import { sanitizeDescription, sanitizeErrorCode, TokenError, type TokenFailure } from './errors.ts';
-import { configurationError } from './exchange.ts';
+import { configurationError, headersToRecord } from './exchange.ts';
 import { checkTokenSizes, secretsOf } from './grants.ts';
 import type { ClientConfig, ResolvedEndpoints, TokenGrant, TokenSet } from './model.ts';
 import {
@@ -237,21 +237,13 @@ export function classifyFolioFailure(input: FolioFailureInput): TokenFailure {
   return failure;
 }
 
-function headersOf(headers: Headers): Record<string, string> {
-  const out: Record<string, string> = {};
-  headers.forEach((value, name) => {
-    out[name.toLowerCase()] = value;
-  });
-  return out;
-}
-
 /** What a Transport failure tells the classifier. An abort may come after the request left. */
 function transportInput(
   err: TransportFailure,
 ): Pick<FolioFailureInput, 'httpStatus' | 'headers' | 'networkError' | 'bodyTooLarge'> {
   return {
     ...(err.status !== undefined ? { httpStatus: err.status } : {}),
-    ...(err.headers !== undefined ? { headers: headersOf(err.headers) } : {}),
+    ...(err.headers !== undefined ? { headers: headersToRecord(err.headers) } : {}),
     ...(err.kind === 'too-large'
       ? { bodyTooLarge: true }
       : { networkError: err.kind === 'aborted' ? 'reset' : err.kind }),
@@ -309,7 +301,7 @@ function answerFailure(answer: TransportResponse, text: string, exchange: FolioE
     classifyFolioFailure({
       ...exchange,
       httpStatus: answer.status,
-      headers: headersOf(answer.headers),
+      headers: headersToRecord(answer.headers),
       body: text,
     }),
   );

@@ -10,6 +10,7 @@
 // when the day's remaining calls fall to a tenth of the limit, until the daily reset, leaving the
 // rest to the consumers.
 import { retryAfterFrom } from './classify.ts';
+import { headersToRecord } from './exchange.ts';
 import { TransportFailure, type Transport } from './transport.ts';
 
 export type ProbeVerdict = 'accepted' | 'rejected' | 'inconclusive';
@@ -35,10 +36,7 @@ export function probeStandBack(status: number, headers: Headers, nowMs: number):
 }
 
 function askedPause(status: number, headers: Headers, nowMs: number): number | undefined {
-  const lower: Record<string, string> = {};
-  headers.forEach((value, name) => {
-    lower[name.toLowerCase()] = value;
-  });
+  const lower = headersToRecord(headers);
   if (status === 429) return retryAfterFrom(lower, nowMs);
   if (lower['x-ratelimit-minutely-remaining']?.trim() === '0') {
     return retryAfterFrom(

@@ -15,6 +15,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { lookup, Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import pLimit from 'p-limit';
+import { isClusterInternalName } from './endpoint-policy.ts';
 
 /** Resolves a host name to its addresses. */
 export type HostResolver = (host: string) => Promise<string[]>;
@@ -46,14 +47,6 @@ const WORTH_A_SYSTEM_LOOKUP = new Set([
   'EREFUSED',
   'ECONNREFUSED',
 ]);
-
-/** Names only the cluster's DNS with the pod's search domains can answer. */
-function clusterInternal(host: string): boolean {
-  return (
-    !host.includes('.') ||
-    ['.svc', '.cluster.local', '.local', '.internal'].some((suffix) => host.endsWith(suffix))
-  );
-}
 
 function errorCode(reason: unknown): string | undefined {
   const code = (reason as { code?: unknown } | null)?.code;
@@ -111,7 +104,7 @@ export function dnsFirstResolver(options: DnsFirstOptions): HostResolver {
     const unknownToDns = answers.every(
       (answer) => answer.status === 'fulfilled' || WORTH_A_SYSTEM_LOOKUP.has(errorCode(answer.reason) ?? ''),
     );
-    if (unknownToDns || clusterInternal(host)) return systemLookup(host);
+    if (unknownToDns || isClusterInternalName(host)) return systemLookup(host);
     const failed = answers.find((answer) => answer.status === 'rejected');
     throw new Error(`DNS did not answer for ${host} (${errorCode(failed?.reason) ?? 'error'})`);
   };

@@ -182,7 +182,7 @@ export const TOO_EARLY_RETRY_BEFORE_EXPIRY = 0.025;
  */
 function tooEarlyRetryDelay(input: FailureInput, failedAttempts: number): number {
   const { failure, nowMs, issuedAtMs, accessTokenExpiresAtMs } = input;
-  const allowedAtMs = failure.notBeforeMs ?? input.minIntervalRetryAtMs;
+  const allowedAtMs = tooEarlyAllowedAt(input);
   if (allowedAtMs !== undefined && allowedAtMs > nowMs) return delayUntil(allowedAtMs, nowMs);
   const backoffMs = backoffDelay('transient', failedAttempts, failure.retryAfterMs);
   if (issuedAtMs !== undefined && accessTokenExpiresAtMs !== undefined) {
@@ -193,9 +193,14 @@ function tooEarlyRetryDelay(input: FailureInput, failedAttempts: number): number
   return Math.max(backoffMs, input.minIntervalMs ?? 0);
 }
 
+/** When a too-early refresh may go again: the provider's Retry-After, else the floor we planned with. */
+function tooEarlyAllowedAt(input: FailureInput): number | undefined {
+  return input.failure.notBeforeMs ?? input.minIntervalRetryAtMs;
+}
+
 /** A too-early answer after the floor we planned with: that floor (spec.refresh.minInterval) is too low. */
 function floorTooLow(input: FailureInput): boolean {
-  const allowedAtMs = input.failure.notBeforeMs ?? input.minIntervalRetryAtMs;
+  const allowedAtMs = tooEarlyAllowedAt(input);
   return input.failure.kind === 'too_early' && allowedAtMs !== undefined && allowedAtMs <= input.nowMs;
 }
 

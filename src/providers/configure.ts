@@ -83,11 +83,11 @@ export interface ProbeSettings {
 const DEFAULT_PROBE_INTERVAL_MS = 60_000;
 
 /** Why a preset whose default is userinfo cannot name a probe URL, for the message. */
-function probeDefaultMissing(defaults: PresetDefaults['probe'], spec: OAuthConnectionSpec): string {
+function probeDefaultMissing(defaults: PresetDefaults['probe'], userToken: boolean): string {
   if (defaults?.userinfo !== true) return '';
-  return spec.grant?.type === 'clientCredentials'
-    ? ' (its default, userinfo, needs a user token, not client credentials)'
-    : ' (discovery names no userinfo_endpoint)';
+  return userToken
+    ? ' (discovery names no userinfo_endpoint)'
+    : ' (its default, userinfo, needs a user token, not client credentials)';
 }
 
 /** Undefined when spec.probe is absent: probing costs API calls, so it is opted into. */
@@ -99,18 +99,18 @@ export function probeSettingsFor(
   if (spec.probe === undefined) return undefined;
   const explicit = spec.probe.url?.trim() || undefined;
   const defaults = preset.probe;
+  // Userinfo describes a user: a client's own token (client credentials) has none to describe.
+  const userToken = spec.grant?.type !== 'clientCredentials';
   return {
     intervalMs: intervalMs ?? defaults?.intervalMs ?? DEFAULT_PROBE_INTERVAL_MS,
     urlFor(endpoints) {
       if (explicit !== undefined) return explicit;
       if (defaults?.path !== undefined) return new URL(defaults.path, endpoints.tokenEndpoint).href;
-      // Userinfo describes a user: a client's own token (client credentials) has none to describe.
-      const userToken = spec.grant?.type !== 'clientCredentials';
       if (defaults?.userinfo === true && userToken && endpoints.userinfoEndpoint !== undefined)
         return endpoints.userinfoEndpoint;
       throw configurationError(
         'ProbeURLUnknown',
-        `spec.probe.url: preset ${preset.preset} has no well-known endpoint to probe${probeDefaultMissing(defaults, spec)}; set spec.probe.url`,
+        `spec.probe.url: preset ${preset.preset} has no well-known endpoint to probe${probeDefaultMissing(defaults, userToken)}; set spec.probe.url`,
       );
     },
   };

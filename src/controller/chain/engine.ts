@@ -178,13 +178,15 @@ export class ChainEngine {
     const interval = Math.max(intervalMs, this.ctx.minRequestGapMs);
     const uid = this.ctx.connection.metadata.uid ?? '';
     const nextAtMs = this.ctx.probes.nextAt(uid, interval, this.deps.clock.now());
-    const accessToken = this.ctx.handle.state?.accessToken;
-    const verdict =
-      this.probeVerdict ??
-      (accessToken !== undefined && this.ctx.probes.wasRejected(uid, fingerprint(accessToken))
-        ? 'rejected'
-        : undefined);
+    const verdict = this.probeVerdict ?? (this.rejectionRemembered() ? 'rejected' : undefined);
     return verdict !== undefined ? { nextAtMs, verdict } : { nextAtMs };
+  }
+
+  /** An earlier reconcile's probe rejected the current access token, and no refresh has answered it. */
+  private rejectionRemembered(): boolean {
+    const accessToken = this.ctx.handle.state?.accessToken;
+    const uid = this.ctx.connection.metadata.uid ?? '';
+    return accessToken !== undefined && this.ctx.probes.wasRejected(uid, fingerprint(accessToken));
   }
 
   async run(): Promise<EngineResult> {
@@ -323,9 +325,7 @@ export class ChainEngine {
     const presented = grant.type === 'refresh_token' ? grant.refreshToken : undefined;
     const uid = this.ctx.connection.metadata.uid ?? '';
     // A refresh the probe called for, in this reconcile or (after the request gap, a backoff) a later one.
-    const probeCalledForIt =
-      this.probeVerdict === 'rejected' ||
-      (base.accessToken !== undefined && this.ctx.probes.wasRejected(uid, fingerprint(base.accessToken)));
+    const probeCalledForIt = this.probeVerdict === 'rejected' || this.rejectionRemembered();
     if (retry !== undefined)
       log.warn({ retry }, 'a previous token request was cut off; presenting the same token again');
     const started = clock.monotonic();

@@ -69,9 +69,7 @@ export class HostLimiter {
    * a key turned away joins the host's line and is woken when a slot is kept for it.
    */
   tryAcquire(host: string, key: string): Admission {
-    this.lapseReservations(host, this.stateOf(host));
-    // Looked up again: lapsing may have forgotten a host with nothing left in it.
-    const state = this.stateOf(host);
+    const state = this.currentState(host);
     if (state.reserved.delete(key) || state.active + state.reserved.size < this.perHost) {
       // A reserved slot is counted in `reserved` until it is taken; now it is active.
       state.line.delete(key);
@@ -80,11 +78,7 @@ export class HostLimiter {
     }
     state.line.set(key, true);
     const position = [...state.line.keys()].indexOf(key);
-    const rounds = Math.floor(position / this.perHost) + 1;
-    const estimate = rounds * state.averageMs;
-    // A little spread so keys turned away together do not come back together.
-    const jittered = estimate * (1 + Math.random() * 0.2);
-    return { retryAfterMs: Math.min(MAX_RETRY_MS, Math.max(MIN_RETRY_MS, Math.round(jittered))) };
+    return this.turnedAway(state, Math.floor(position / this.perHost) + 1);
   }
 
   /**
@@ -93,15 +87,12 @@ export class HostLimiter {
    * token request is waiting for. Turned away, the answer is the usual estimate of a free slot.
    */
   tryAcquireIfFree(host: string): Admission {
-    const state = this.stateOf(host);
-    this.lapseReservations(host, state);
-    const current = this.stateOf(host);
-    if (current.active + current.reserved.size + current.line.size < this.perHost) {
-      current.active++;
-      return { slot: this.slot(host, current) };
+    const state = this.currentState(host);
+    if (state.active + state.reserved.size + state.line.size < this.perHost) {
+      state.active++;
+      return { slot: this.slot(host, state) };
     }
-    const estimate = current.averageMs * (1 + Math.random() * 0.2);
-    return { retryAfterMs: Math.min(MAX_RETRY_MS, Math.max(MIN_RETRY_MS, Math.round(estimate))) };
+    return this.turnedAway(state, 1);
   }
 
   /** Slots taken on the host (reserved ones not yet taken are not counted). */
@@ -112,6 +103,21 @@ export class HostLimiter {
   /** Keys waiting in the host's line. */
   waiting(host: string): number {
     return this.hosts.get(host)?.line.size ?? 0;
+  }
+
+  /** The host's state with lapsed reservations gone; looked up again, as lapsing may forget an empty host. */
+  private currentState(host: string): HostState {
+    this.lapseReservations(host, this.stateOf(host));
+    return this.stateOf(host);
+  }
+
+  /**
+   * The answer to a key turned away: `rounds` average slot-holding times, with a little spread so
+   * keys turned away together do not come back together.
+   */
+  private turnedAway(state: HostState, rounds: number): Admission {
+    const jittered = rounds * state.averageMs * (1 + Math.random() * 0.2);
+    return { retryAfterMs: Math.min(MAX_RETRY_MS, Math.max(MIN_RETRY_MS, Math.round(jittered))) };
   }
 
   private stateOf(host: string): HostState {

@@ -7,7 +7,7 @@
 // for want of looking. The recorder therefore remembers a watch that ended before stop(), and every
 // read of what it recorded (observed, with) throws from then on: a test cannot pass on a dead watch.
 import * as k8s from '@kubernetes/client-node';
-import type { ConnectionStatus } from './builders.ts';
+import { waitFor, type ConnectionStatus } from './builders.ts';
 import { GROUP, PLURAL, VERSION } from './kube.ts';
 
 export interface ObservedStatus {
@@ -70,6 +70,20 @@ export class StatusRecorder {
   get observed(): readonly ObservedStatus[] {
     this.assertAlive();
     return this.seen;
+  }
+
+  /**
+   * Waits until the watch has delivered a status that `matches`. The watch delivers every status in
+   * order, but on a connection of its own that may lag a poll: once it has delivered one the poll
+   * saw, every status written before that one has been recorded too.
+   */
+  async delivered(what: string, matches: (status: ConnectionStatus) => boolean): Promise<void> {
+    await waitFor(
+      `the status watch to deliver ${what}`,
+      () => this.observed.some((o) => matches(o.status)),
+      10_000,
+      20,
+    );
   }
 
   /** The statuses seen so far in which `type` had `status`. Throws when the watch ended before stop(). */

@@ -68,15 +68,9 @@ describe('exact-online token liveness probe', () => {
       30_000,
     );
     const recoveredAt = Date.now();
-    // The watch delivers every status in order, but on a connection of its own that may lag the poll
-    // above: once it has delivered the new chain too, the Recovering=True status written a login
+    // Once the watch has delivered the new chain too, the Recovering=True status written a login
     // earlier is in `statuses`.
-    await waitFor(
-      'the status watch to deliver the new chain',
-      () => statuses.observed.some((o) => ready(o.status) && (o.status.chainGeneration ?? 0) >= 2),
-      10_000,
-      20,
-    );
+    await statuses.delivered('the new chain', (s) => ready(s) && (s.chainGeneration ?? 0) >= 2);
     statuses.stop();
     // The login time: from the status written before the login (Recovering=True) to the new chain.
     const recovering = statuses.with('Recovering', 'True')[0];

@@ -296,9 +296,9 @@ describe('folio preset against the FOLIO simulator', () => {
       expect(statuses.with('Recovering', 'True').length).toBeGreaterThan(0);
       // FOLIO's access tokens outlive a revocation: the output Secret held a valid token throughout
       // (from the first Ready on: the recorder started with the connection).
-      const firstReady = statuses.observed.findIndex((o) => ready(o.status));
-      expect(firstReady).toBeGreaterThanOrEqual(0);
-      expect(statuses.observed.slice(firstReady).filter((o) => !ready(o.status))).toEqual([]);
+      const health = healthOf(statuses.observed.map((o) => o.status));
+      expect(health.firstReady).toBeGreaterThanOrEqual(0);
+      expect(health.notReadyAfter).toEqual([]);
       expect(condition(recovered, 'ChainBroken')?.status).toBe('False');
       expect(recovered.chainGeneration).toBe(2);
       expect(recovered.loginAttempts?.length).toBe(1);

@@ -129,10 +129,7 @@ describe('keycloak preset: the default userinfo probe against a real Keycloak', 
     ...(operator !== undefined ? { lines: operator.lines } : {}),
   }));
 
-  /**
-   * Waits for `name` to be Ready on a chain newer than `before`'s, and for the status watch to have
-   * delivered it too (the watch may lag the poll; once it has, every earlier status is recorded).
-   */
+  /** Waits for `name` to be Ready on a chain newer than `before`'s, and for the status watch to have it too. */
   async function untilNewChain(
     name: string,
     what: string,
@@ -142,12 +139,7 @@ describe('keycloak preset: the default userinfo probe against a real Keycloak', 
     const newer = (s: ConnectionStatus): boolean =>
       ready(s) && (s.chainGeneration ?? 0) > (before.chainGeneration ?? 0);
     const recovered = await until(name, what, newer, 90_000);
-    await waitFor(
-      'the status watch to deliver the new chain',
-      () => statuses.observed.some((o) => newer(o.status)),
-      10_000,
-      50,
-    );
+    await statuses.delivered('the new chain', newer);
     return recovered;
   }
 
